@@ -1,0 +1,1 @@
+"""Drag stage: DragGAN motion supervision and point tracking (in progress)."""

@@ -1,0 +1,188 @@
+"""photodrag command line: edit a face photo by dragging points (DragGAN on a PTI inversion).
+
+Every error is reported as one line: exit code 2 for bad usage or input, 1 for an
+internal failure, 130 when interrupted.  `--verbose` adds the traceback.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from pipeline.errors import PhotodragError, UsageError
+from pipeline.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
+
+
+@dataclass(frozen=True)
+class Settings:
+    device_name: str
+    verbose: bool
+    quiet: bool
+    home: Path
+
+    @property
+    def device(self):
+        return resolve_device(self.device_name)
+
+    def store(self):
+        from weights.store import WeightStore
+        return WeightStore(self.home, progress=not self.quiet)
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+
+@click.group(context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
+              help="Where to run the networks: CUDA when present (auto), or force cpu/cuda.")
+@click.option("--verbose/--quiet", default=None,
+              help="--verbose: more detail and tracebacks on errors; --quiet: no progress bars or notes.")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar=HOME_ENV,
+              help=f"Folder for weights and caches [env {HOME_ENV}; default ~/.cache/photodrag].")
+@click.version_option(package_name="photodrag")
+@click.pass_context
+def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional[Path]) -> None:
+    """Edit a real face photo by dragging points, DragGAN-style.
+
+    Stages: align (dlib + FFHQ crop) -> invert (PTI) -> drag (DragGAN) -> composite.
+    """
+    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None))
+
+
+# weights ----------------------------------------------------------------------
+@cli.group()
+def weights() -> None:
+    """List, download, import and verify the pretrained files."""
+
+
+@weights.command("list")
+@click.pass_obj
+def weights_list(s: Settings) -> None:
+    """Show every registry entry, whether it is here, and where it comes from."""
+    from weights.registry import REGISTRY
+    store = s.store()
+    click.echo(f"weights folder: {store.dir}")
+    for name in REGISTRY:
+        st = store.status(name)
+        state = "present" if st.present else "missing"
+        if st.present and st.unverified:
+            state = "UNVERIFIED"
+        size = f"{st.entry.size / 2**20:.0f} MiB" if st.entry.size else "?"
+        click.echo(f"{name:22s} {state:10s} {st.entry.kind:15s} {size:>8s}  {st.entry.description}")
+        origin = st.entry.url or f"pip package {st.entry.package}"
+        click.echo(f"{'':22s} file: {st.path}")
+        click.echo(f"{'':22s} from: {origin}")
+        click.echo(f"{'':22s} licence: {st.entry.licence}; sha256: {st.entry.sha256 or st.sha256 or 'not published'}")
+
+
+@weights.command("fetch")
+@click.argument("name")
+@click.option("--url", help="Download from this URL instead of the registry's (a mirror).")
+@click.pass_obj
+def weights_fetch(s: Settings, name: str, url: Optional[str]) -> None:
+    """Download NAME, resuming a partial download, and check its size and hash."""
+    path = s.store().fetch(name, url=url)
+    click.echo(str(path))
+
+
+@weights.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--allow-unverified", is_flag=True,
+              help="Accept a file whose hash differs from the published one (marked UNVERIFIED).")
+@click.pass_obj
+def weights_import(s: Settings, name: str, path: Path, allow_unverified: bool) -> None:
+    """Register a file you already have as NAME (loaded and checked first)."""
+    dest = s.store().import_file(name, path, allow_unverified=allow_unverified)
+    click.echo(str(dest))
+
+
+@weights.command("verify")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def weights_verify(s: Settings, names) -> None:
+    """Re-hash the files that are here (all, or NAMES); exit 1 on a mismatch."""
+    results = s.store().verify(list(names) or None)
+    for name, result in results.items():
+        click.echo(f"{name:22s} {result}")
+    if any(r.startswith("hash mismatch") for r in results.values()):
+        raise PhotodragError("some files do not match their recorded hash; fetch or import them again")
+
+
+@weights.command("path")
+@click.argument("name")
+@click.pass_obj
+def weights_path(s: Settings, name: str) -> None:
+    """Print where NAME is (or would be) stored."""
+    click.echo(str(s.store().path(name)))
+
+
+# generate ---------------------------------------------------------------------
+@cli.command()
+@click.option("--model", default="ffhq-256", show_default=True,
+              help="Generator: ffhq-256, ffhq-512, ffhq-1024 (fetched on first use), or a .pkl/.pt/.safetensors file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed; z = RandomState(seed).randn(1, z_dim).")
+@click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output PNG.")
+@click.pass_obj
+def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, output: Path) -> None:
+    """Sample one image from a generator: the quickest check that a checkpoint works.
+
+    Same checkpoint, seed and options give the same picture as NVIDIA's generate.py.
+    """
+    import torch
+    from PIL import Image
+
+    from pipeline.fileio import atomic_path
+    from weights.models import load_model
+    from weights.networks import to_uint8, z_from_seed
+
+    if seed < 0 or seed >= 2 ** 32:
+        raise UsageError("--seed must be in [0, 2**32)")
+    device = s.device
+    G, path = load_model(model, s.store(), device)
+    s.info(f"loaded {path} ({G.img_resolution}px) on {device}")
+    with torch.no_grad():
+        img = G(z_from_seed(seed, G.z_dim).to(device), truncation_psi=psi, noise_mode=noise_mode)
+    with atomic_path(output) as tmp:
+        Image.fromarray(to_uint8(img)[0]).save(tmp, format="PNG")
+    click.echo(str(output))
+
+
+# entry point ------------------------------------------------------------------
+def main(argv=None) -> None:
+    """Run the CLI with one-line errors and fixed exit codes."""
+    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("photodrag: interrupted; finished files are kept, unfinished ones were discarded", err=True)
+        sys.exit(130)
+    except PhotodragError as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"photodrag: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # anything else is our bug
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"photodrag: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)",
+                   err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

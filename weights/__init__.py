@@ -1,0 +1,1 @@
+"""StyleGAN2 generator (pure PyTorch, NVIDIA's names), safe checkpoint loading, weights registry."""

