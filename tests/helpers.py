@@ -1,0 +1,157 @@
+"""Test helpers: tiny real-architecture generators and checkpoints in other projects' layouts."""
+from __future__ import annotations
+
+import contextlib
+import pickle
+import sys
+import types
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Iterator
+
+import torch
+
+from weights.networks import Generator
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE = SHARED / "reference"
+PHOTOS = SHARED / "photos"
+NO_SHARED = f"needs the shared reference data at {SHARED} (absent in this checkout)"
+
+BUFFER_NAMES = ("w_avg", "resample_filter", "noise_const")
+
+
+def tiny_generator(res: int = 32, seed: int = 0, dim: int = 32) -> Generator:
+    """A small generator of the real architecture with random, non-trivial weights."""
+    torch.manual_seed(seed)
+    G = Generator(z_dim=dim, w_dim=dim, img_resolution=res, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=res * 8, channel_max=dim, conv_clamp=256))
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength") or name.endswith("bias"):
+                p.normal_(0, 0.1)
+        G.mapping.w_avg.normal_(0, 0.5)
+    return G.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def fake_nvidia_modules() -> Iterator[types.SimpleNamespace]:
+    """Install stand-ins for `torch_utils.persistence` and `dnnlib.util` so pickle can name them.
+
+    They exist only while *writing* a pickle in NVIDIA's layout; the loader under test
+    must work without them (and without NVIDIA's code anywhere).
+    """
+    def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never run
+        raise AssertionError("the real reconstruct function must never be called")
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence = types.ModuleType("torch_utils.persistence")
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    torch_utils = types.ModuleType("torch_utils")
+    torch_utils.persistence = persistence
+    util = types.ModuleType("dnnlib.util")
+
+    class EasyDict(dict):
+        pass
+
+    EasyDict.__module__ = "dnnlib.util"
+    EasyDict.__qualname__ = "EasyDict"
+    util.EasyDict = EasyDict
+    dnnlib = types.ModuleType("dnnlib")
+    dnnlib.util = util
+    mods = {"torch_utils": torch_utils, "torch_utils.persistence": persistence, "dnnlib": dnnlib,
+            "dnnlib.util": util}
+    saved = {k: sys.modules.get(k) for k in mods}
+    sys.modules.update(mods)
+    try:
+        yield types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+class _Persistent:
+    """Pickles exactly like an NVIDIA persistent object: reconstruct(meta) with source + state."""
+
+    def __init__(self, fns, class_name: str, state: dict, module_src: str) -> None:
+        self.fns, self.class_name, self.state, self.module_src = fns, class_name, state, module_src
+
+    def __reduce__(self):
+        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name,
+                    state=self.state)
+        return (self.fns.reconstruct, (meta,))
+
+
+def _module_tree(fns, sd: Dict[str, torch.Tensor], prefix: str, class_name: str, init_kwargs: dict,
+                 module_src: str) -> _Persistent:
+    params, buffers, children = OrderedDict(), OrderedDict(), OrderedDict()
+    for key, value in sd.items():
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        if "." in rest:
+            children.setdefault(rest.split(".", 1)[0], None)
+        elif rest in BUFFER_NAMES:
+            buffers[rest] = value.clone()
+        else:
+            params[rest] = torch.nn.Parameter(value.clone())
+    modules = OrderedDict((c, _module_tree(fns, sd, f"{prefix}{c}.", c, {}, module_src)) for c in children)
+    state = dict(training=False, _parameters=params, _buffers=buffers, _modules=modules,
+                 _non_persistent_buffers_set=set(), _forward_hooks=OrderedDict(),
+                 _init_args=(), _init_kwargs=fns.EasyDict(init_kwargs))
+    return _Persistent(fns, class_name, state, module_src)
+
+
+NVIDIA_LIKE_SOURCE = "import torch\n\nclass Generator(torch.nn.Module):\n    pass\n"
+
+
+def write_nvidia_pickle(path: Path, G: Generator, module_src: str = NVIDIA_LIKE_SOURCE,
+                        key: str = "G_ema") -> Path:
+    """Write `G` as an NVIDIA stylegan2-ada-pytorch network pickle ({'G', 'D', 'G_ema', ...})."""
+    with fake_nvidia_modules() as fns:
+        kwargs = G.init_kwargs
+        kwargs = dict(kwargs, mapping_kwargs=fns.EasyDict(kwargs["mapping_kwargs"]),
+                      synthesis_kwargs=fns.EasyDict(kwargs["synthesis_kwargs"]))
+        rec = _module_tree(fns, G.state_dict(), "", "Generator", kwargs, module_src)
+        data = {key: rec, "D": None, "augment_pipe": None, "training_set_kwargs": fns.EasyDict(resolution=32)}
+        path.write_bytes(pickle.dumps(data, protocol=4))
+    return path
+
+
+def nvidia_to_rosinality(sd: Dict[str, torch.Tensor], num_mapping: int):
+    """Inverse of weights.rosinality's name mapping, to write rosinality-layout test files."""
+    out = {}
+    for i in range(num_mapping):
+        out[f"style.{i + 1}.weight"] = sd[f"mapping.fc{i}.weight"]
+        out[f"style.{i + 1}.bias"] = sd[f"mapping.fc{i}.bias"]
+    out["input.input"] = sd["synthesis.b4.const"][None]
+    blocks = sorted({int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.b")})
+    noise_idx = 0
+
+    def styled(src, dst):
+        nonlocal noise_idx
+        out[f"{dst}.conv.weight"] = sd[f"{src}.weight"][None]
+        out[f"{dst}.conv.modulation.weight"] = sd[f"{src}.affine.weight"]
+        out[f"{dst}.conv.modulation.bias"] = sd[f"{src}.affine.bias"]
+        out[f"{dst}.activate.bias"] = sd[f"{src}.bias"]
+        out[f"{dst}.noise.weight"] = sd[f"{src}.noise_strength"].reshape(1)
+        out[f"noises.noise_{noise_idx}"] = sd[f"{src}.noise_const"][None, None]
+        noise_idx += 1
+
+    def torgb(src, dst):
+        out[f"{dst}.conv.weight"] = sd[f"{src}.weight"][None]
+        out[f"{dst}.conv.modulation.weight"] = sd[f"{src}.affine.weight"]
+        out[f"{dst}.conv.modulation.bias"] = sd[f"{src}.affine.bias"]
+        out[f"{dst}.bias"] = sd[f"{src}.bias"].reshape(1, -1, 1, 1)
+
+    styled("synthesis.b4.conv1", "conv1")
+    torgb("synthesis.b4.torgb", "to_rgb1")
+    for k, res in enumerate(blocks[1:]):
+        styled(f"synthesis.b{res}.conv0", f"convs.{2 * k}")
+        styled(f"synthesis.b{res}.conv1", f"convs.{2 * k + 1}")
+        torgb(f"synthesis.b{res}.torgb", f"to_rgbs.{k}")
+    return out
