@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Tuple
 
@@ -82,7 +83,9 @@ def _reconstruct_persistent_obj(meta: Dict[str, Any]) -> PersistentRecord:
 def _load_storage_bytes(data: bytes):
     """Tensor storages are nested legacy `torch.save` blobs: read them with weights_only."""
     try:
-        return torch.load(io.BytesIO(data), weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # protocol notes from the weights_only reader
+            return torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:  # a hostile or corrupt nested blob
         raise CheckpointError(f"refusing a tensor storage that is not plain data: {exc}") from None
 

@@ -184,7 +184,8 @@ def check_content(entry: WeightEntry, path: Path) -> None:
             raise CheckpointError(f"{path} is not a plain PyTorch state dict ({str(exc).splitlines()[0]})") from None
         expected = _backbone_shapes(entry.name)
         if not isinstance(sd, dict) or {k: tuple(v.shape) for k, v in sd.items()} != expected:
-            raise CheckpointError(f"{path} is not a torchvision {entry.name.split('-', 1)[1]} state dict")
+            arch = "alexnet" if entry.name == "lpips-alex" else "vgg16"
+            raise CheckpointError(f"{path} is not a torchvision {arch} state dict")
     elif entry.kind == DLIB:
         import dlib
         try:

@@ -1,0 +1,24 @@
+"""Atomic writes: a failed write leaves neither a partial file nor a temp file behind."""
+import pytest
+
+from pipeline.fileio import atomic_open, write_json
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as fh:
+            fh.write('{"half": ')
+            raise RuntimeError("interrupted")
+    assert target.read_text().strip().startswith("{") and '"a": 1' in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_failed_first_write_creates_nothing(tmp_path):
+    target = tmp_path / "sub" / "new.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(target) as fh:
+            fh.write(b"partial")
+            raise KeyboardInterrupt
+    assert list((tmp_path / "sub").iterdir()) == []
