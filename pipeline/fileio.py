@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
 
+from pipeline.errors import UsageError
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -19,8 +21,11 @@ PathLike = Union[str, os.PathLike]
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

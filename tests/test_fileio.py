@@ -22,3 +22,23 @@ def test_failed_first_write_creates_nothing(tmp_path):
             fh.write(b"partial")
             raise KeyboardInterrupt
     assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_unwritable_folder_is_a_usage_error(tmp_path):
+    import os
+
+    from pipeline.errors import UsageError
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permissions: use a path under a file instead
+            target = tmp_path / "file.txt"
+            target.write_text("x")
+            target = target / "out.json"
+        else:
+            target = ro / "out.json"
+        with pytest.raises(UsageError, match="cannot write"):
+            write_json(target, {})
+    finally:
+        ro.chmod(0o700)

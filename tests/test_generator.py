@@ -46,6 +46,19 @@ def test_synthesis_matches_reference(reference, ws_key, img_key, noise_mode):
     assert (img - io[img_key]).abs().max() < TOL
 
 
+@pytest.mark.parametrize("batch_one", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_every_execution_path_matches_reference(reference, batch_one, grad):
+    """Batch 1 folds styles into the weights; d/dw mode scales the input instead: all must agree."""
+    G, io = reference
+    for i in range(2) if batch_one else [slice(None)]:
+        sel = slice(i, i + 1) if batch_one else i
+        ws = io["ws"][sel].clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            img = G.synthesis(ws, noise_mode="const")
+        assert (img.detach() - io["img_const"][sel]).abs().max() < TOL
+
+
 def test_conv_clamp_is_active_in_reference(reference):
     """The reference uses conv_clamp=2: without the clamp the output must differ (so the test sees it)."""
     G, io = reference

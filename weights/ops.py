@@ -58,14 +58,14 @@ def fir_filter(x: torch.Tensor, f: torch.Tensor, pad: Sequence[int], gain: float
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """2x up-sampling: zero insertion then the FIR filter (gain 4), as `upfirdn2d.upsample2d`."""
-    n, c, h, w = x.shape
-    up = x.new_zeros([n, c, h, 2, w, 2])
-    up[:, :, :, 0, :, 0] = x
-    up = up.reshape(n, c, 2 * h, 2 * w)
-    fh = f.shape[0]
-    p0, p1 = (fh + 1) // 2, (fh - 2) // 2
-    return fir_filter(up, f, (p0, p1, p0, p1), gain=4.0)
+    """2x up-sampling with the FIR filter (gain 4), as `upfirdn2d.upsample2d` with its default padding.
+
+    Zero insertion, padding (2, 1) and the 4-tap filter equal one depthwise transposed
+    convolution with stride 2 and padding 1 (for the symmetric filters StyleGAN uses).
+    """
+    c = x.shape[1]
+    k = (f * 4).to(x.dtype).reshape(1, 1, *f.shape).expand(c, 1, -1, -1)
+    return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
 
 
 def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
@@ -77,17 +77,21 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tens
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [n, out]
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                     noise: Optional[torch.Tensor] = None, up: bool = False,
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
+                     demodulate: bool = True, up: bool = False,
                      resample_filter: Optional[torch.Tensor] = None,
-                     demodulate: bool = True) -> torch.Tensor:
-    """StyleGAN2 modulated convolution, computed with the un-modulated weights.
+                     noise: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+                     act: str = "linear", gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
+    """StyleGAN2 modulated convolution followed by noise, bias, activation, gain and clamp.
 
-    Scaling the input channels by the styles and the output channels by the
-    demodulation coefficients is exactly equivalent to convolving with the
-    per-sample modulated weights (the "non-fused" form of the original).  It keeps
-    the convolution weights independent of w, so a backward pass that only needs
-    d/dw (projection, dragging) skips the weight-gradient convolution entirely.
+    Computes exactly what NVIDIA's `modulated_conv2d` + `bias_act` compute, arranged for
+    few passes over memory:
+    - demodulation and the activation gain become one per-channel scale, applied together
+      with the noise in a single `addcmul` (lrelu(g*y) = g*lrelu(y) for g > 0);
+    - with batch 1 the bias rides inside the convolution (as bias / scale);
+    - the styles scale the weights (batch 1) unless d/dstyles is needed while the conv
+      weights are frozen (projection, dragging): then they scale the input instead, so
+      the backward pass skips the weight-gradient convolution.
     """
     out_c, in_c, kh, kw = weight.shape
     n = x.shape[0]
@@ -95,22 +99,41 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # Pre-normalise to keep fp16 activations in range (as the original does).
         weight = weight * (1 / math.sqrt(in_c * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.abs().amax(dim=1, keepdim=True)
-    dcoefs = demod_coefficients(weight, styles) if demodulate else None
-    x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
-    w = weight.to(x.dtype)
+    scale = demod_coefficients(weight, styles) * gain if demodulate else None  # [n, out]
     if up:
-        # Transposed stride-2 convolution then the FIR filter: NVIDIA's conv2d_resample
-        # for up=2 with padding=k//2 reduces to pad 1 on each side after a stride-2
-        # transposed convolution without padding (for the 4-tap filter, 3x3 kernel).
-        x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
-        fh = resample_filter.shape[0]
-        p0 = (fh + 2 - 1) // 2 + kw // 2 - (kw - 1)
-        p1 = (fh - 2) // 2 + kw // 2 - (kw - 2)
-        x = fir_filter(x, resample_filter, (p0, p1, p0, p1), gain=4.0)
+        scale = (scale if scale is not None else styles.new_full([n, out_c], gain)) * 4.0
+    fold_styles = n == 1 and (weight.requires_grad or not styles.requires_grad)
+    if fold_styles:
+        w = (weight * styles.reshape(1, -1, 1, 1)).to(x.dtype)
     else:
-        x = F.conv2d(x, w, padding=kh // 2)
-    if dcoefs is not None:
-        x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
-    if noise is not None:
-        x = x + noise.to(x.dtype)
+        w = weight.to(x.dtype)
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+    conv_bias = None
+    if bias is not None and n == 1 and not up:
+        conv_bias = bias if scale is None else bias * gain / scale[0]
+        bias = None
+    if up:
+        x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+        # NVIDIA's conv2d_resample(up=2, padding=k//2): pad the transposed output, then FIR.
+        fh = resample_filter.shape[0]
+        p0 = (fh + 1) // 2 + kw // 2 - (kw - 1)
+        p1 = (fh - 2) // 2 + kw // 2 - (kw - 2)
+        x = fir_filter(x, resample_filter, (p0, p1, p0, p1))
+    else:
+        x = F.conv2d(x, w, bias=None if conv_bias is None else conv_bias.to(x.dtype), padding=kh // 2)
+    if scale is not None:
+        s = scale.to(x.dtype).reshape(n, -1, 1, 1)
+        x = torch.addcmul((noise * gain).to(x.dtype), x, s) if noise is not None else x * s
+    elif noise is not None:
+        x = x + (noise * gain).to(x.dtype)
+    elif gain != 1:
+        x = x * gain
+    if bias is not None:
+        x = x.add_((bias * gain).to(x.dtype).reshape(1, -1, 1, 1))
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_ALPHA, inplace=True)
+    elif act != "linear":
+        raise ValueError(f"unsupported activation {act!r}")
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp) if torch.is_grad_enabled() else x.clamp_(-clamp, clamp)
     return x
