@@ -122,6 +122,42 @@ def weights_path(s: Settings, name: str) -> None:
     click.echo(str(s.store().path(name)))
 
 
+# align ------------------------------------------------------------------------
+@cli.command()
+@click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder; the stage writes RUN_DIR/align/.")
+@click.option("--size", type=int, default=1024, show_default=True,
+              help="Aligned image size: a power of two from 64 to 1024 (the generator's resolution).")
+@click.option("--face", default="largest", show_default=True,
+              help="Which face: 'largest' (size x detector score) or an index from --list-faces.")
+@click.option("--list-faces", is_flag=True,
+              help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png.")
+@click.pass_obj
+def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_faces: bool) -> None:
+    """Find the face with dlib and crop it the FFHQ way, keeping the exact transform.
+
+    Writes RUN_DIR/align/aligned.png, align.json (landmarks, quad, photo->aligned matrix and
+    its inverse) and preview.png (landmarks and crop drawn on the photo).
+    """
+    from align.align import check_size
+    from align.stage import list_faces as find_all, run_align
+
+    if list_faces:
+        faces = find_all(photo, run_dir)
+        for i, f in enumerate(faces):
+            l, t, r, b = (round(v) for v in f.box)
+            click.echo(f"face {i}: box ({l}, {t}, {r}, {b}) size {r - l}x{b - t} score {f.score:.2f}")
+        click.echo(str(run_dir / "faces.png"))
+        return
+    res = run_align(photo, run_dir, size=check_size(size), face=face)
+    for w in res.warnings:
+        click.echo(f"photodrag: warning: {w}", err=True)
+    l, t, r, b = (round(v) for v in res.face.box)
+    s.info(f"face {res.face_index} of {len(res.faces)}: box ({l}, {t}, {r}, {b}) -> {res.size}x{res.size}")
+    click.echo(str(run_dir / "align"))
+
+
 # generate ---------------------------------------------------------------------
 @cli.command()
 @click.option("--model", default="ffhq-256", show_default=True,

@@ -66,8 +66,9 @@ def _to_uint8_rgb(img: Image.Image):
     return np.ascontiguousarray(np.asarray(img)), alpha
 
 
-def load_photo(path, max_pixels: int = MAX_PIXELS) -> Photo:
+def load_photo(path, max_pixels: Optional[int] = None) -> Photo:
     """Decode `path` fully; any problem is a UsageError naming the file."""
+    max_pixels = max_pixels or MAX_PIXELS
     path = Path(path)
     if not path.exists():
         raise UsageError(f"photo not found: {path}")
