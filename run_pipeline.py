@@ -32,6 +32,11 @@ class Settings:
         from weights.store import WeightStore
         return WeightStore(self.home, progress=not self.quiet)
 
+    def cache(self):
+        from inversion.cache import InversionCache
+        return InversionCache(self.home / "cache" / "inversion",
+                              warn=lambda msg: click.echo(f"photodrag: warning: {msg}", err=True))
+
     def info(self, msg: str) -> None:
         if not self.quiet:
             click.echo(msg, err=True)
@@ -156,6 +161,116 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     l, t, r, b = (round(v) for v in res.face.box)
     s.info(f"face {res.face_index} of {len(res.faces)}: box ({l}, {t}, {r}, {b}) -> {res.size}x{res.size}")
     click.echo(str(run_dir / "align"))
+
+
+# invert -----------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default=None,
+              help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file; "
+                   "default: the registry generator of the aligned image's size.")
+@click.option("--w-plus", is_flag=True, help="Project into W+ (one w per layer) instead of W.")
+@click.option("--projection-steps", type=click.IntRange(1), default=450, show_default=True)
+@click.option("--tuning-steps", type=click.IntRange(0), default=350, show_default=True)
+@click.option("--lpips-threshold", type=float, default=0.06, show_default=True,
+              help="Stop tuning once LPIPS(alex) is below this.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the inversion cache.")
+@click.option("--fp16-cache", is_flag=True, help="Store the tuned weights as fp16 (half the size).")
+@click.pass_obj
+def invert(s: Settings, run_dir: Path, model: Optional[str], w_plus: bool, projection_steps: int,
+           tuning_steps: int, lpips_threshold: float, seed: int, no_cache: bool, fp16_cache: bool) -> None:
+    """PTI: project the aligned face into W, then tune the generator around that pivot.
+
+    Reads RUN_DIR/align/, writes RUN_DIR/invert/ (pivot, tuned generator, invert.json with
+    LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
+    by content: inverting the same aligned face with the same model and options again is instant.
+    """
+    from dataclasses import replace
+
+    from inversion.config import InversionConfig
+    from inversion.perceptual import load_perceptual
+    from inversion.stage import run_invert
+    from pipeline.run import RunFolder
+    from weights.models import checkpoint_sha256, load_model
+
+    size = RunFolder(run_dir).read_json("align", "align.json")["size"]
+    model = model or f"ffhq-{size}"
+    store = s.store()
+    G, path = load_model(model, store, s.device)
+    base = InversionConfig()
+    config = replace(base, seed=seed,
+                     projection=replace(base.projection, steps=projection_steps, w_plus=w_plus),
+                     tuning=replace(base.tuning, steps=tuning_steps, lpips_threshold=lpips_threshold))
+    res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
+                     perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
+                     cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)
+    m = res.metrics
+    if res.cache_hit:
+        s.info(f"cache hit {res.cache_key[:12]}: projection and tuning skipped")
+    s.info(f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
+           f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}")
+    click.echo(str(run_dir / "invert"))
+
+
+# cache ------------------------------------------------------------------------
+@cli.group()
+def cache() -> None:
+    """Inspect and clean the inversion cache (pivot + tuned generator per face, model and options)."""
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@cache.command("ls")
+@click.pass_obj
+def cache_ls(s: Settings) -> None:
+    """List entries, most recently used first."""
+    import datetime
+    c = s.cache()
+    for e in c.entries():
+        used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
+        lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
+        click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  used {used}  LPIPS {lp}")
+    click.echo(f"{len(c.entries())} entries, {_fmt_size(c.total_size())} (limit {_fmt_size(c.limit_bytes)}) in {c.root}")
+
+
+@cache.command("info")
+@click.argument("key")
+@click.pass_obj
+def cache_info(s: Settings, key: str) -> None:
+    """Show an entry's metadata (KEY may be a unique prefix)."""
+    import json
+    e = s.cache().find(key)
+    click.echo(json.dumps(dict(e.meta, path=str(e.path), size=e.size), indent=2, sort_keys=True))
+
+
+@cache.command("rm")
+@click.argument("key")
+@click.pass_obj
+def cache_rm(s: Settings, key: str) -> None:
+    """Remove one entry (KEY may be a unique prefix)."""
+    c = s.cache()
+    e = c.find(key)
+    c.remove(e.key)
+    click.echo(f"removed {e.key[:16]}")
+
+
+@cache.command("clear")
+@click.pass_obj
+def cache_clear(s: Settings) -> None:
+    """Remove every entry."""
+    click.echo(f"removed {s.cache().clear()} entries")
+
+
+@cache.command("du")
+@click.pass_obj
+def cache_du(s: Settings) -> None:
+    """Total size of the cache and its limit."""
+    c = s.cache()
+    click.echo(f"{_fmt_size(c.total_size())} in {len(c.entries())} entries; limit {_fmt_size(c.limit_bytes)} "
+               f"(set PHOTODRAG_CACHE_LIMIT_GB); {c.root}")
 
 
 # generate ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The align stage on disk: photo -> RUN_DIR/align/{aligned.png, align.json, preview.png}."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import List, Union
@@ -54,18 +55,23 @@ def draw_alignment(rgb: np.ndarray, res: AlignResult) -> np.ndarray:
     return img
 
 
-def write_png(path: Path, bgr: np.ndarray) -> None:
-    """Encode a BGR image as PNG and write it atomically."""
+def encode_png(bgr: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
-        raise UsageError(f"cannot encode {path}")
-    write_bytes(path, buf.tobytes())
+        raise UsageError("cannot encode a PNG image")
+    return buf.tobytes()
 
 
-def align_record(photo: Photo, res: AlignResult) -> dict:
+def write_png(path: Path, bgr: np.ndarray) -> None:
+    """Encode a BGR image as PNG and write it atomically."""
+    write_bytes(path, encode_png(bgr))
+
+
+def align_record(photo: Photo, res: AlignResult, aligned_png: bytes) -> dict:
     """The contents of align.json."""
     return {
         "format_version": FORMAT_VERSION,
+        "aligned_sha256": hashlib.sha256(aligned_png).hexdigest(),
         "photo": {"path": str(photo.path.resolve()), "sha256": photo.sha256, "format": photo.format,
                   "width": photo.size[0], "height": photo.size[1], "exif_transposed": photo.exif_transposed,
                   "has_alpha": photo.alpha is not None},
@@ -87,9 +93,10 @@ def run_align(photo_path: Union[str, Path], run_dir: Union[str, Path], size: int
     photo = load_photo(photo_path)
     res = align_face(photo.rgb, size=size, face=face)
     with atomic_dir(Path(run_dir) / "align") as tmp:
-        write_png(tmp / "aligned.png", res.aligned[..., ::-1])
+        aligned_png = encode_png(res.aligned[..., ::-1])
+        (tmp / "aligned.png").write_bytes(aligned_png)
         write_png(tmp / "preview.png", draw_alignment(photo.rgb, res))
-        (tmp / "align.json").write_text(json.dumps(align_record(photo, res), indent=2) + "\n")
+        (tmp / "align.json").write_text(json.dumps(align_record(photo, res, aligned_png), indent=2) + "\n")
     return res
 
 

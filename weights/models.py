@@ -31,3 +31,16 @@ def resolve_model_path(model: str, store: WeightStore, fetch: bool = True) -> Pa
 def load_model(model: str, store: WeightStore, device: torch.device, fetch: bool = True) -> Tuple[Generator, Path]:
     path = resolve_model_path(model, store, fetch=fetch)
     return load_generator(path, device), path
+
+
+_SHA_MEMO: dict = {}
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file, remembered per (path, size, mtime) within the process."""
+    from pipeline.fileio import sha256_file
+    st = Path(path).stat()
+    memo_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key not in _SHA_MEMO:
+        _SHA_MEMO[memo_key] = sha256_file(path)
+    return _SHA_MEMO[memo_key]

@@ -1,0 +1,142 @@
+"""Python API of the inversion stage: `invert(aligned, generator, config, cache=...)`."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from inversion.cache import InversionCache, cache_key
+from inversion.config import InversionConfig
+from inversion.perceptual import Perceptual
+from inversion.projector import project
+from inversion.tuning import tune
+from pipeline.errors import CheckpointError, UsageError
+from pipeline.fileio import atomic_path
+from weights.checkpoint import load_generator, save_generator
+from weights.networks import Generator
+
+PerceptualFactory = Callable[[str, Optional[int]], Perceptual]
+
+
+@dataclass(frozen=True)
+class Pivot:
+    """The projected latent (W+ layout [1, num_ws, w_dim]) and the noise maps it was found with."""
+
+    w: torch.Tensor
+    noise: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        tensors = {"w": self.w.detach().cpu().contiguous()}
+        tensors.update({f"noise.{k}": v.detach().cpu().contiguous() for k, v in self.noise.items()})
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "photodrag-pivot", "format_version": "1"})
+
+    @classmethod
+    def load(cls, path: Path, device="cpu") -> "Pivot":
+        try:
+            with safe_open(str(path), "pt", device=str(device)) as fh:
+                w = fh.get_tensor("w")
+                noise = {k[len("noise."):]: fh.get_tensor(k) for k in fh.keys() if k.startswith("noise.")}
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a readable pivot file ({exc})") from None
+        return cls(w=w, noise=noise)
+
+
+@dataclass
+class InversionResult:
+    pivot: Pivot
+    generator: Generator
+    metrics: dict
+    cache_hit: bool
+    cache_key: Optional[str]
+    cache_path: Optional[Path]
+
+
+def image_to_tensor(aligned: np.ndarray, device) -> torch.Tensor:
+    """H x W x 3 uint8 -> [1, 3, H, W] in [-1, 1] (the generator's range)."""
+    t = torch.from_numpy(np.array(aligned, dtype=np.float32)).permute(2, 0, 1)[None]
+    return (t / 127.5 - 1.0).to(device)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=not enabled, dynamic_ncols=True)
+
+    def callback(step: int, values: Dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()}, refresh=False)
+    return bar, callback
+
+
+def _metrics(img: torch.Tensor, target: torch.Tensor, lpips_alex: Perceptual) -> dict:
+    with torch.no_grad():
+        return {"lpips": round(float(lpips_alex(img, target)), 5), "mse": round(float(F.mse_loss(img, target)), 6)}
+
+
+def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = InversionConfig(), *,
+           perceptual: PerceptualFactory, cache: Optional[InversionCache] = None, model_sha256: str = "",
+           store_fp16: bool = False, progress: bool = True) -> InversionResult:
+    """PTI: project `aligned` (size x size x 3 uint8) to a pivot, then tune a copy of `generator`.
+
+    `perceptual(net, resolution)` builds the LPIPS networks (only on a cache miss).  With a
+    cache, a hit skips projection and tuning entirely.  `generator` is never modified.
+    """
+    if aligned.shape[:2] != (generator.img_resolution,) * 2:
+        raise UsageError(f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
+                         f"{generator.img_resolution}x{generator.img_resolution} images; "
+                         f"re-run align with --size {generator.img_resolution}")
+    device = generator.mapping.w_avg.device
+    key = None
+    if cache is not None:
+        key = cache_key(aligned, model_sha256, config.canonical_json() + f"|fp16={store_fp16}")
+        entry = cache.get(key)
+        if entry is not None:
+            pivot = Pivot.load(entry.pivot_path, device)
+            tuned = load_generator(entry.generator_path, device)
+            return InversionResult(pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}),
+                                   True, key, entry.path)
+    target = image_to_tensor(aligned, device)
+    torch.manual_seed(config.seed)
+    t0 = time.perf_counter()
+    pcfg, tcfg = config.projection, config.tuning
+    lpips_proj = perceptual(pcfg.lpips_net, pcfg.loss_resolution)
+    lpips_alex = lpips_proj if pcfg.lpips_net == "alex" else perceptual("alex", pcfg.loss_resolution)
+    work = copy.deepcopy(generator)  # projection writes the optimised noise maps into this copy
+    bar, cb = _bar(pcfg.steps, "projection", progress)
+    with bar:
+        proj = project(work, target, pcfg, lpips_proj, seed=config.seed, callback=cb)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        projected_img = work.synthesis(proj.w, noise_mode="const", force_fp32=True)
+    tuning_lpips = lpips_alex if tcfg.lpips_net == "alex" else perceptual(tcfg.lpips_net, pcfg.loss_resolution)
+    bar, cb = _bar(tcfg.steps, "tuning", progress)
+    with bar:
+        tuned = tune(work, proj.w, target, tcfg, tuning_lpips, seed=config.seed, callback=cb)
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        tuned_img = tuned.generator.synthesis(proj.w, noise_mode="const", force_fp32=True)
+    metrics = {
+        "projection": dict(_metrics(projected_img, target, lpips_alex), steps=proj.steps),
+        "tuning": dict(_metrics(tuned_img, target, lpips_alex), steps=tuned.steps,
+                       stopped_early=tuned.stopped_early, threshold=tcfg.lpips_threshold),
+        "metric": "LPIPS(alex) and MSE in [-1, 1] units, against the aligned photo",
+        "seconds": {"projection": round(t1 - t0, 2), "tuning": round(t2 - t1, 2), "total": round(t2 - t0, 2)},
+    }
+    pivot = Pivot(w=proj.w, noise=proj.noise)
+    cache_path = None
+    if cache is not None:
+        def write(folder: Path) -> None:
+            pivot.save(folder / "pivot.safetensors")
+            save_generator(tuned.generator, folder / "generator.safetensors", fp16=store_fp16)
+        entry = cache.put(key, write, {"metrics": metrics, "model_sha256": model_sha256,
+                                       "config": config.to_dict(), "fp16": store_fp16})
+        cache_path = entry.path
+    return InversionResult(pivot, tuned.generator, metrics, False, key, cache_path)

@@ -1,0 +1,118 @@
+"""The inversion stage on disk: RUN_DIR/align/ -> RUN_DIR/invert/.
+
+Files: pivot.safetensors, the tuned generator (generator.json pointing at the cache
+entry, or generator.safetensors with --no-cache), invert.json (model, config, metrics,
+seconds, cache hit/miss, the aligned image it was made for), reconstruction.png and
+compare.png (aligned photo | projection | PTI reconstruction).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from inversion.api import InversionResult, Pivot, PerceptualFactory, invert
+from inversion.cache import InversionCache
+from inversion.config import InversionConfig
+from pipeline.errors import UsageError
+from pipeline.fileio import atomic_dir
+from pipeline.run import RunFolder
+from weights.checkpoint import load_generator, save_generator
+from weights.networks import Generator, to_uint8
+
+FORMAT_VERSION = 1
+
+
+def _render(G: Generator, w: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return to_uint8(G.synthesis(w, noise_mode="const", force_fp32=True))[0]
+
+
+def _with_noise(G: Generator, noise: dict) -> Generator:
+    G = copy.deepcopy(G)
+    bufs = dict(G.synthesis.named_buffers())
+    with torch.no_grad():
+        for name, value in noise.items():
+            bufs[name].copy_(value)
+    return G
+
+
+def compare_image(panels, labels) -> Image.Image:
+    """Panels side by side with a caption strip under each."""
+    zoom = max(1, 256 // panels[0].shape[1])  # tiny test models: enlarge so the captions fit
+    h, w = panels[0].shape[0] * zoom, panels[0].shape[1] * zoom
+    strip = max(16, h // 16)
+    canvas = Image.new("RGB", (w * len(panels), h + strip), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (p, label) in enumerate(zip(panels, labels)):
+        canvas.paste(Image.fromarray(p).resize((w, h), Image.NEAREST), (i * w, 0))
+        draw.text((i * w + 4, h + 2), label, fill="black")
+    return canvas
+
+
+def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha256: str,
+               config: InversionConfig, perceptual: PerceptualFactory, cache: Optional[InversionCache],
+               store_fp16: bool = False, progress: bool = True) -> InversionResult:
+    """Invert RUN_DIR/align/aligned.png and write RUN_DIR/invert/ all at once."""
+    run = RunFolder(Path(run_dir))
+    align = run.read_json("align", "align.json")
+    aligned = run.read_image("align", "aligned.png")
+    aligned_sha = run.file_sha256("align", "aligned.png")
+    if align.get("aligned_sha256") not in (None, aligned_sha):
+        raise UsageError(f"{run.stage('align')}/aligned.png does not match its align.json; re-run align")
+    t0 = time.perf_counter()
+    res = invert(aligned, generator, config, perceptual=perceptual, cache=cache, model_sha256=model_sha256,
+                 store_fp16=store_fp16, progress=progress)
+    seconds = round(time.perf_counter() - t0, 2)
+    projected = _render(_with_noise(generator, res.pivot.noise), res.pivot.w)
+    recon = _render(res.generator, res.pivot.w)
+    m = res.metrics
+    labels = ["aligned photo",
+              f"projection  LPIPS {m['projection']['lpips']:.3f}",
+              f"PTI  LPIPS {m['tuning']['lpips']:.3f}"]
+    record = {
+        "format_version": FORMAT_VERSION,
+        "aligned_sha256": aligned_sha,
+        "model": {"name": model_name, "sha256": model_sha256, "resolution": generator.img_resolution,
+                  "init_kwargs": generator.init_kwargs},
+        "config": config.to_dict(),
+        "w_plus": config.projection.w_plus,
+        "projection": m["projection"], "tuning": m["tuning"], "metric": m.get("metric"),
+        "seconds": dict(m.get("seconds", {}), stage=seconds),
+        "cache": {"hit": res.cache_hit, "key": res.cache_key,
+                  "entry": str(res.cache_path) if res.cache_path else None},
+    }
+    with atomic_dir(run.stage("invert")) as tmp:
+        res.pivot.save(tmp / "pivot.safetensors")
+        if res.cache_path is not None:
+            (tmp / "generator.json").write_text(json.dumps(
+                {"cache_key": res.cache_key, "path": str(res.cache_path / "generator.safetensors")}, indent=2))
+        else:
+            save_generator(res.generator, tmp / "generator.safetensors", fp16=store_fp16)
+        Image.fromarray(recon).save(tmp / "reconstruction.png")
+        compare_image([aligned, projected, recon], labels).save(tmp / "compare.png")
+        (tmp / "invert.json").write_text(json.dumps(record, indent=2) + "\n")
+    return res
+
+
+def load_inversion(run_dir: Path, device="cpu"):
+    """(Pivot, tuned Generator, invert.json) of a finished inversion, with clear errors if stale or gone."""
+    run = RunFolder(Path(run_dir))
+    record = run.read_json("invert", "invert.json")
+    if record.get("aligned_sha256") != run.file_sha256("align", "aligned.png"):
+        raise UsageError(f"{run.stage('invert')} was made for another aligned image; re-run `photodrag invert {run.path}`")
+    pivot = Pivot.load(run.require("invert", "pivot.safetensors"), device)
+    pointer = run.stage("invert") / "generator.json"
+    if pointer.is_file():
+        path = Path(json.loads(pointer.read_text())["path"])
+        if not path.is_file():
+            raise UsageError(f"the tuned generator's cache entry is gone ({path}); re-run `photodrag invert {run.path}`")
+    else:
+        path = run.require("invert", "generator.safetensors")
+    return pivot, load_generator(path, device), record
