@@ -174,12 +174,15 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
 @click.option("--tuning-steps", type=click.IntRange(0), default=350, show_default=True)
 @click.option("--lpips-threshold", type=float, default=0.06, show_default=True,
               help="Stop tuning once LPIPS(alex) is below this.")
+@click.option("--projection-lpips", type=click.Choice(["vgg", "alex"]), default="vgg", show_default=True,
+              help="Perceptual loss of the projection (the projectors use VGG16; alex needs one download less).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the inversion cache.")
 @click.option("--fp16-cache", is_flag=True, help="Store the tuned weights as fp16 (half the size).")
 @click.pass_obj
 def invert(s: Settings, run_dir: Path, model: Optional[str], w_plus: bool, projection_steps: int,
-           tuning_steps: int, lpips_threshold: float, seed: int, no_cache: bool, fp16_cache: bool) -> None:
+           tuning_steps: int, lpips_threshold: float, projection_lpips: str, seed: int, no_cache: bool,
+           fp16_cache: bool) -> None:
     """PTI: project the aligned face into W, then tune the generator around that pivot.
 
     Reads RUN_DIR/align/, writes RUN_DIR/invert/ (pivot, tuned generator, invert.json with
@@ -200,7 +203,8 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], w_plus: bool, proje
     G, path = load_model(model, store, s.device)
     base = InversionConfig()
     config = replace(base, seed=seed,
-                     projection=replace(base.projection, steps=projection_steps, w_plus=w_plus),
+                     projection=replace(base.projection, steps=projection_steps, w_plus=w_plus,
+                                        lpips_net=projection_lpips),
                      tuning=replace(base.tuning, steps=tuning_steps, lpips_threshold=lpips_threshold))
     res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
                      perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
@@ -211,6 +215,59 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], w_plus: bool, proje
     s.info(f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
            f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}")
     click.echo(str(run_dir / "invert"))
+
+
+# drag -------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--drag", "drags", multiple=True, required=True, metavar="X1,Y1:X2,Y2",
+              help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.")
+@click.option("--coords", type=click.Choice(["photo", "aligned"]), default="photo", show_default=True,
+              help="Whether points (and masks) are in the original photo's pixels or the aligned crop's.")
+@click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Image of the region allowed to move (white), the size of the photo or the crop.")
+@click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image.")
+@click.option("--steps", type=click.IntRange(1), default=300, show_default=True, help="Step limit.")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Adam learning rate on w[:, :6].")
+@click.option("--lambda-mask", type=float, default=20.0, show_default=True,
+              help="Weight of keeping features outside the mask unchanged.")
+@click.option("--r1", type=float, default=3.0, show_default=True, help="Motion supervision radius at 512 px.")
+@click.option("--r2", type=float, default=12.0, show_default=True, help="Point tracking radius at 512 px.")
+@click.option("--animate", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).")
+@click.pass_obj
+def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Path], mask_circle: Optional[str],
+         steps: int, lr: float, lambda_mask: float, r1: float, r2: float, animate: Optional[Path]) -> None:
+    """DragGAN: move handle points to targets on the inverted face.
+
+    Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
+    the final positions and distances in aligned and photo pixels, preview.png with arrows).
+    """
+    import numpy as np
+
+    from drag.engine import DragConfig
+    from drag.points import circle_mask, load_mask, parse_circle, parse_drag, to_aligned
+    from drag.stage import run_drag
+    from pipeline.run import RunFolder
+
+    if mask_path and mask_circle:
+        raise UsageError("give either --mask or --mask-circle, not both")
+    if animate and animate.suffix.lower() not in (".gif", ".mp4"):
+        raise UsageError("--animate needs a .gif or .mp4 file name")
+    pairs = [parse_drag(d) for d in drags]
+    align = RunFolder(run_dir).read_json("align", "align.json")
+    matrix, size = np.array(align["matrix"]), int(align["size"])
+    pts = to_aligned(pairs, coords, matrix, size)
+    mask = None
+    if mask_circle:
+        mask = circle_mask(*parse_circle(mask_circle), coords, matrix, size)
+    elif mask_path:
+        mask = load_mask(mask_path, coords, matrix, size, (align["photo"]["width"], align["photo"]["height"]))
+    config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
+    state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet)
+    s.info(f"{state.reason} after {state.step} steps; distance to target: "
+           + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")
+    click.echo(str(run_dir / "drag"))
 
 
 # cache ------------------------------------------------------------------------

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from inversion.api import InversionResult, Pivot, PerceptualFactory, invert
+from inversion.api import InversionResult, PerceptualFactory, invert
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig
 from pipeline.errors import UsageError
 from pipeline.fileio import atomic_dir
 from pipeline.run import RunFolder
-from weights.checkpoint import load_generator, save_generator
+from weights.checkpoint import save_generator
 from weights.networks import Generator, to_uint8
 
 FORMAT_VERSION = 1
@@ -99,20 +99,3 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         compare_image([aligned, projected, recon], labels).save(tmp / "compare.png")
         (tmp / "invert.json").write_text(json.dumps(record, indent=2) + "\n")
     return res
-
-
-def load_inversion(run_dir: Path, device="cpu"):
-    """(Pivot, tuned Generator, invert.json) of a finished inversion, with clear errors if stale or gone."""
-    run = RunFolder(Path(run_dir))
-    record = run.read_json("invert", "invert.json")
-    if record.get("aligned_sha256") != run.file_sha256("align", "aligned.png"):
-        raise UsageError(f"{run.stage('invert')} was made for another aligned image; re-run `photodrag invert {run.path}`")
-    pivot = Pivot.load(run.require("invert", "pivot.safetensors"), device)
-    pointer = run.stage("invert") / "generator.json"
-    if pointer.is_file():
-        path = Path(json.loads(pointer.read_text())["path"])
-        if not path.is_file():
-            raise UsageError(f"the tuned generator's cache entry is gone ({path}); re-run `photodrag invert {run.path}`")
-    else:
-        path = run.require("invert", "generator.safetensors")
-    return pivot, load_generator(path, device), record

@@ -52,3 +52,33 @@ class RunFolder:
 
     def file_sha256(self, stage: str, filename: str) -> str:
         return hashlib.sha256(self.require(stage, filename).read_bytes()).hexdigest()
+
+
+def load_inversion(run_dir: Path, device="cpu"):
+    """(pivot w [1, num_ws, w_dim], tuned generator, invert.json) of a finished inversion.
+
+    Refuses an inversion made for another aligned image, or whose cached generator is gone.
+    """
+    import torch
+    from safetensors import safe_open
+
+    from weights.checkpoint import load_generator
+    run = RunFolder(Path(run_dir))
+    record = run.read_json("invert", "invert.json")
+    if record.get("aligned_sha256") != run.file_sha256("align", "aligned.png"):
+        raise UsageError(f"{run.stage('invert')} was made for another aligned image; "
+                         f"re-run `photodrag invert {run.path}`")
+    try:
+        with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
+            w = fh.get_tensor("w")
+    except Exception as exc:
+        raise UsageError(f"{run.stage('invert')}/pivot.safetensors is unreadable ({exc}); re-run invert") from None
+    pointer = run.stage("invert") / "generator.json"
+    if pointer.is_file():
+        path = Path(json.loads(pointer.read_text())["path"])
+        if not path.is_file():
+            raise UsageError(f"the tuned generator's cache entry is gone ({path}); "
+                             f"re-run `photodrag invert {run.path}`")
+    else:
+        path = run.require("invert", "generator.safetensors")
+    return w.to(torch.float32), load_generator(path, device), record

@@ -17,7 +17,8 @@ from inversion.cache import InversionCache
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
 from inversion.perceptual import Perceptual, load_perceptual
 from inversion.projector import project
-from inversion.stage import load_inversion, run_invert
+from inversion.stage import run_invert
+from pipeline.run import load_inversion
 from inversion.tuning import tune
 from pipeline.errors import MissingWeightsError, UsageError
 from weights.checkpoint import save_generator
@@ -232,8 +233,8 @@ def test_stage_files_and_staleness(lp, tmp_path):
     assert rec["model"]["name"] == "tiny" and rec["projection"]["steps"] == 20 and rec["tuning"]["steps"] == 10
     assert rec["cache"]["hit"] is False and rec["cache"]["key"] == res.cache_key
     assert Image.open(d / "reconstruction.png").size == (64, 64)
-    pivot, tuned, _ = load_inversion(run)
-    assert pivot.w.shape == (1, G.num_ws, G.w_dim)
+    w, tuned, _ = load_inversion(run)
+    assert w.shape == (1, G.num_ws, G.w_dim)
     # a re-aligned (different) image makes the inversion stale
     from align.stage import run_align
     run_align(PHOTOS / "2008_001009.jpg", run, size=64)
