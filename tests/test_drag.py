@@ -151,7 +151,8 @@ def test_drag_on_a_tiny_generator_lowers_the_motion_loss(monkeypatch):
     losses = []
     DragEngine(G, w, [[60, 60]], [[70, 64]], config=DragConfig(steps=30)).run(lambda s: losses.append(s.loss))
     losses = [l for l in losses if l == l]
-    assert len(losses) >= 30 and np.mean(losses[-5:]) < 0.5 * losses[0]
+    steps = np.diff(losses[:30])
+    assert losses[29] < 0.9 * losses[0] and (steps < 0).mean() > 0.8
 
 
 def test_mask_keeps_features_outside_the_region():
