@@ -1,0 +1,137 @@
+"""Put the edited face back into the original photo.
+
+The edited aligned image is warped back with the inverse of the align matrix and blended
+with a feathered mask that covers the face region of both the original and the edited
+face (the edit may move the jaw, the mouth or the hair) and every dragged point.  Where
+the mask is zero the output pixels are the input photo's pixels, byte for byte.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, JpegImagePlugin
+
+from pipeline.errors import UsageError
+from pipeline.fileio import atomic_path
+from pipeline.images import Photo
+
+# where each format's encoder is told to keep quality
+EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+              ".tif": "TIFF", ".tiff": "TIFF"}
+BROWS = slice(17, 27)
+
+
+def face_polygon(landmarks: np.ndarray) -> np.ndarray:
+    """The 68 landmarks plus a forehead (brows raised by 0.8 x the eye-to-mouth distance)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    eye = (lm[36:42].mean(0) + lm[42:48].mean(0)) / 2
+    mouth = (lm[48] + lm[54]) / 2
+    up = eye - mouth
+    forehead = lm[BROWS] + up * 0.8
+    return np.vstack([lm, forehead])
+
+
+def blend_mask(size: int, polygons: Iterable[np.ndarray], points: Sequence[Sequence[float]],
+               feather: Optional[float] = None) -> np.ndarray:
+    """Feathered mask in aligned pixels (size x size, float32 in [0, 1]).
+
+    Union of the convex hulls of `polygons` and discs around `points`, dilated by a margin,
+    softened by a Gaussian, and faded to zero before the crop border (outside the crop
+    there are no edited pixels).
+    """
+    feather = feather or size * 0.03
+    m = np.zeros((size, size), np.uint8)
+    for poly in polygons:
+        hull = cv2.convexHull(np.rint(np.asarray(poly)).astype(np.int32))
+        cv2.fillConvexPoly(m, hull, 255)
+    r = int(round(size * 0.08))
+    for x, y in points:
+        cv2.circle(m, (int(round(x)), int(round(y))), r, 255, -1)
+    margin = int(round(size * 0.04))
+    if margin > 0:
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
+    soft = cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), sigmaX=feather, sigmaY=feather)
+    # fade to exactly zero over the outer band of the crop
+    band = max(2, int(round(3 * feather)))
+    ramp = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / band, 0, 1).astype(np.float32)
+    soft *= ramp[None, :] * ramp[:, None]
+    soft[soft < 1.0 / 512] = 0.0
+    return soft
+
+
+@dataclass(frozen=True)
+class Composite:
+    image: np.ndarray       # H x W x 3 uint8, the edited photo
+    mask: np.ndarray        # H x W float32 in [0, 1], in photo pixels
+
+
+def composite(photo_rgb: np.ndarray, edited: np.ndarray, matrix: np.ndarray, mask_aligned: np.ndarray) -> Composite:
+    """Blend `edited` (aligned) into the photo; pixels where the mask is 0 are copied unchanged."""
+    h, w = photo_rgb.shape[:2]
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    back = cv2.warpAffine(edited.astype(np.float32), matrix[:2], (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    m = cv2.warpAffine(mask_aligned, matrix[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    m = np.clip(m, 0.0, 1.0)
+    m[m < 1.0 / 512] = 0.0
+    mixed = photo_rgb.astype(np.float32) * (1 - m[..., None]) + back * m[..., None]
+    out = np.where(m[..., None] > 0, np.clip(np.rint(mixed), 0, 255).astype(np.uint8), photo_rgb)
+    return Composite(image=out, mask=m)
+
+
+def output_format(out: Path, photo: Photo) -> str:
+    """The format of `out`: from its extension when it names one, else the photo's."""
+    fmt = EXTENSIONS.get(out.suffix.lower())
+    if fmt is None:
+        if out.suffix:
+            raise UsageError(f"unknown output extension {out.suffix!r}; use one of {', '.join(sorted(EXTENSIONS))}")
+        fmt = photo.format if photo.format in EXTENSIONS.values() else "PNG"
+    return fmt
+
+
+def save_like(out: Path, image: np.ndarray, photo: Photo, jpeg_quality: Optional[int] = None) -> None:
+    """Write `image` atomically in the output format, keeping what the input had: JPEG quantisation
+    (unless a quality is given), alpha, ICC profile and EXIF (orientation reset: pixels are upright)."""
+    fmt = output_format(out, photo)
+    with Image.open(photo.path) as src:
+        icc = src.info.get("icc_profile")
+        exif = src.getexif()
+        qtables = getattr(src, "quantization", None) if src.format == "JPEG" else None
+        sampling = JpegImagePlugin.get_sampling(src) if src.format == "JPEG" else None
+    if 0x0112 in exif:
+        exif[0x0112] = 1
+    img = Image.fromarray(image)
+    if photo.alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
+        img.putalpha(Image.fromarray(photo.alpha))
+    kw = {}
+    if icc:
+        kw["icc_profile"] = icc
+    if len(exif) and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        kw["exif"] = exif.tobytes()
+    if fmt == "JPEG":
+        if jpeg_quality is not None:
+            kw["quality"] = int(jpeg_quality)
+        elif qtables:
+            kw["qtables"] = qtables
+            if sampling is not None and sampling >= 0:
+                kw["subsampling"] = sampling
+        else:
+            kw["quality"] = 95
+    elif fmt == "WEBP":
+        kw["quality"] = jpeg_quality or 95
+    with atomic_path(out) as tmp:
+        img.save(tmp, format=fmt, **kw)
+
+
+def side_by_side(before: np.ndarray, after: np.ndarray, max_width: int = 1600) -> np.ndarray:
+    """Before | after, scaled down to at most `max_width` pixels wide."""
+    pair = np.hstack([before, after])
+    scale = min(1.0, max_width / pair.shape[1])
+    if scale < 1.0:
+        pair = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return pair
