@@ -127,6 +127,84 @@ def weights_path(s: Settings, name: str) -> None:
     click.echo(str(s.store().path(name)))
 
 
+# edit -------------------------------------------------------------------------
+@cli.command()
+@click.argument("photos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--drag", "drags", multiple=True, metavar="X1,Y1:X2,Y2",
+              help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The edited photo (a folder when editing several photos).")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Edit recipe JSON (points, mask, model, stage options); RUN_DIR/recipe.json repeats an edit.")
+@click.option("--model", help="ffhq-256, ffhq-512 (default), ffhq-1024, or a checkpoint file.")
+@click.option("--mask-circle", metavar="X,Y,R", help="Only this circle (photo pixels) may move.")
+@click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Mask image of the region allowed to move (white), the size of the photo.")
+@click.option("--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces).")
+@click.option("--steps", type=click.IntRange(1), help="Drag step limit (default 300).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.")
+@click.option("--from", "from_stage", type=click.Choice(["align", "invert", "drag", "composite"]),
+              help="Recompute from this stage on, even if later stages look up to date.")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100),
+              help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
+@click.pass_obj
+def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], model: Optional[str],
+         mask_circle: Optional[str], mask_path: Optional[Path], face: Optional[str], steps: Optional[int],
+         run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int]) -> None:
+    """Edit a photo end to end: align, invert (PTI, cached), drag, composite.
+
+    Writes the edited photo at its original size and format; pixels outside the face
+    region are left exactly as they were. Re-editing the same photo skips the inversion.
+    """
+    from dataclasses import replace
+
+    from drag.points import parse_circle, parse_drag
+    from pipeline.edit import run_edit
+    from pipeline.recipe import load_recipe, parse_recipe
+
+    if recipe_path:
+        recipe = load_recipe(recipe_path)
+        if drags:
+            raise UsageError("give the points either with --drag or in the recipe, not both")
+    else:
+        if not drags:
+            raise UsageError("give at least one --drag X1,Y1:X2,Y2 (or a --recipe)")
+        pairs = [parse_drag(d) for d in drags]
+        recipe = parse_recipe({"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs]})
+    if model:
+        recipe = replace(recipe, model=model)
+    if mask_circle and mask_path:
+        raise UsageError("give either --mask or --mask-circle, not both")
+    if mask_circle:
+        recipe = replace(recipe, mask_circle=parse_circle(mask_circle), mask_path=None)
+    if mask_path:
+        recipe = replace(recipe, mask_path=str(mask_path), mask_circle=None)
+    if face is not None:
+        if face != "largest" and not face.isdigit():
+            raise UsageError(f"--face must be 'largest' or a face index, got {face!r}")
+        recipe = replace(recipe, face=face if face == "largest" else int(face))
+    if steps:
+        recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
+    photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
+    if not photos:
+        raise UsageError("give a PHOTO (or a recipe with a \"photo\")")
+    batch = len(photos) > 1
+    if batch and (run_dir or (output.suffix and not output.is_dir())):
+        raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
+    for photo in photos:
+        out = output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output
+        s.info(f"editing {photo} -> {out}")
+        summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=s.store(), cache=s.cache(),
+                           run_dir=run_dir, from_stage=from_stage, jpeg_quality=jpeg_quality,
+                           progress=not s.quiet, log=s.info)
+        for w in summary.warnings:
+            click.echo(f"photodrag: warning: {w}", err=True)
+        for line in summary.lines():
+            s.info(line)
+        click.echo(str(out))
+
+
 # align ------------------------------------------------------------------------
 @cli.command()
 @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
@@ -268,6 +346,25 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
     s.info(f"{state.reason} after {state.step} steps; distance to target: "
            + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")
     click.echo(str(run_dir / "drag"))
+
+
+# composite --------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The edited photo (same size; the format follows the extension, else the input's).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100),
+              help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
+@click.pass_obj
+def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[int]) -> None:
+    """Put the edited face back into the original photo with a feathered mask.
+
+    Pixels outside the mask are the input's own; writes OUTPUT and RUN_DIR/composite/
+    (blend_mask.png, compare.png).
+    """
+    from pipeline.composite import run_composite
+    run_composite(run_dir, output, jpeg_quality)
+    click.echo(str(output))
 
 
 # cache ------------------------------------------------------------------------

@@ -67,10 +67,11 @@ def write_png(path: Path, bgr: np.ndarray) -> None:
     write_bytes(path, encode_png(bgr))
 
 
-def align_record(photo: Photo, res: AlignResult, aligned_png: bytes) -> dict:
+def align_record(photo: Photo, res: AlignResult, aligned_png: bytes, face_request) -> dict:
     """The contents of align.json."""
     return {
         "format_version": FORMAT_VERSION,
+        "face_request": face_request,
         "aligned_sha256": hashlib.sha256(aligned_png).hexdigest(),
         "photo": {"path": str(photo.path.resolve()), "sha256": photo.sha256, "format": photo.format,
                   "width": photo.size[0], "height": photo.size[1], "exif_transposed": photo.exif_transposed,
@@ -96,7 +97,7 @@ def run_align(photo_path: Union[str, Path], run_dir: Union[str, Path], size: int
         aligned_png = encode_png(res.aligned[..., ::-1])
         (tmp / "aligned.png").write_bytes(aligned_png)
         write_png(tmp / "preview.png", draw_alignment(photo.rgb, res))
-        (tmp / "align.json").write_text(json.dumps(align_record(photo, res, aligned_png), indent=2) + "\n")
+        (tmp / "align.json").write_text(json.dumps(align_record(photo, res, aligned_png, face if face == "largest" else int(face)), indent=2) + "\n")
     return res
 
 

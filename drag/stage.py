@@ -68,7 +68,8 @@ def write_animation(path: Path, frames: List[np.ndarray], fps: int = 12) -> None
 
 def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray], config: DragConfig,
              device="cpu", animate: Optional[Path] = None, frame_every: int = 5, progress: bool = True,
-             callback: Optional[Callable[[DragState], None]] = None) -> DragState:
+             callback: Optional[Callable[[DragState], None]] = None,
+             extra_record: Optional[dict] = None) -> DragState:
     """Drag the inverted face; write RUN_DIR/drag/ all at once.  `pairs_aligned`: [N, 2, 2]."""
     run = RunFolder(Path(run_dir))
     align = run.read_json("align", "align.json")
@@ -114,6 +115,7 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         "mean_distance": {"aligned": round(float(np.mean([p["aligned"]["distance"] for p in points])), 3),
                           "photo": round(float(np.mean([p["photo"]["distance"] for p in points])), 3)},
     }
+    record.update(extra_record or {})
     if animate:
         frames.append(draw_points(edited, final, targets))
     with atomic_dir(run.stage("drag")) as tmp:

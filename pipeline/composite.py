@@ -135,3 +135,52 @@ def side_by_side(before: np.ndarray, after: np.ndarray, max_width: int = 1600) -
     if scale < 1.0:
         pair = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return pair
+
+
+def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) -> dict:
+    """RUN_DIR/drag/edited.png -> OUT (the whole photo) + RUN_DIR/composite/{blend_mask,compare}.png."""
+    import json
+
+    from pipeline.fileio import atomic_dir
+    from pipeline.images import load_photo
+    from pipeline.run import RunFolder
+    run = RunFolder(Path(run_dir))
+    align = run.read_json("align", "align.json")
+    drag = run.read_json("drag", "drag.json")
+    if drag.get("invert_sha256") != run.file_sha256("invert", "invert.json"):
+        raise UsageError(f"{run.stage('drag')} was made from another inversion; re-run drag")
+    edited = run.read_image("drag", "edited.png")
+    photo = load_photo(align["photo"]["path"])
+    if photo.sha256 != align["photo"]["sha256"]:
+        raise UsageError(f"{photo.path} changed since it was aligned; re-run the edit with --from align")
+    output_format(out, photo)  # refuse a bad extension before any work
+    matrix = np.array(align["matrix"])
+    size = int(align["size"])
+    lm = np.asarray(align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
+    polygons = [face_polygon(lm)]
+    edited_faces = _edited_landmarks(edited)
+    if edited_faces is not None:
+        polygons.append(face_polygon(edited_faces))
+    points = [q for p in drag["points"] for q in (p["aligned"]["handle"], p["aligned"]["target"], p["aligned"]["final"])]
+    mask = blend_mask(size, polygons, points)
+    comp = composite(photo.rgb, edited, matrix, mask)
+    with atomic_dir(run.stage("composite")) as tmp:
+        Image.fromarray((comp.mask * 255).round().astype(np.uint8)).save(tmp / "blend_mask.png")
+        Image.fromarray(side_by_side(photo.rgb, comp.image)).save(tmp / "compare.png")
+        (tmp / "composite.json").write_text(json.dumps({
+            "output": str(Path(out).resolve()), "format": output_format(out, photo),
+            "edited_face_found": edited_faces is not None,
+            "mask_pixels": int((comp.mask > 0).sum())}, indent=2) + "\n")
+    save_like(Path(out), comp.image, photo, jpeg_quality)
+    return {"output": str(out), "mask_pixels": int((comp.mask > 0).sum())}
+
+
+def _edited_landmarks(edited: np.ndarray) -> Optional[np.ndarray]:
+    """68 landmarks of the edited face (aligned pixels), or None when dlib finds no face."""
+    from align.detect import find_faces
+    faces = find_faces(edited)
+    if not faces:
+        return None
+    centre = np.array(edited.shape[1::-1]) / 2
+    best = min(faces, key=lambda f: np.linalg.norm(f.landmarks.mean(0) - centre))
+    return best.landmarks

@@ -1,0 +1,222 @@
+"""The `edit` job: align -> invert -> drag -> composite in one run folder.
+
+A finished stage is reused when what it was made from has not changed (photo, size and face
+for align; aligned image, model and options for invert; inversion, points, mask and options
+for drag); anything upstream that changed invalidates the stages after it.  `from_stage`
+forces a recompute from that stage on.  Each stage writes its folder atomically, so an
+interrupted edit leaves complete stages that the next run picks up.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from pipeline.errors import UsageError
+from pipeline.fileio import write_json
+from pipeline.images import load_photo
+from pipeline.recipe import Recipe
+from pipeline.run import RunFolder
+
+STAGES = ("align", "invert", "drag", "composite")
+DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model
+
+
+@dataclass
+class EditSummary:
+    output: Path
+    run_dir: Path
+    seconds: Dict[str, float] = field(default_factory=dict)
+    reused: Dict[str, bool] = field(default_factory=dict)
+    cache_hit: Optional[bool] = None
+    distances_photo: List[float] = field(default_factory=list)
+    stop_reason: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+
+    def lines(self) -> List[str]:
+        out = []
+        for st in STAGES:
+            if st in self.seconds:
+                how = "reused" if self.reused.get(st) else f"{self.seconds[st]:.1f} s"
+                if st == "invert" and not self.reused.get(st) and self.cache_hit:
+                    how += " (cache hit)"
+                out.append(f"  {st:10s} {how}")
+        if self.distances_photo:
+            out.append(f"  drag stopped ({self.stop_reason}); distance to targets: "
+                       + ", ".join(f"{d:.1f}" for d in self.distances_photo) + " px in the photo")
+        out.append(f"  run folder: {self.run_dir}")
+        out.append(f"  output:     {self.output}")
+        return out
+
+
+def default_run_dir(home: Path, photo_path: Path, sha256: str) -> Path:
+    return Path(home) / "runs" / f"{photo_path.stem}-{sha256[:12]}"
+
+
+def _drag_points(recipe: Recipe, photo_size, matrix: np.ndarray, size: int):
+    """Recipe points -> [N, 2, 2] aligned pixels (refusing points off the crop)."""
+    from drag.points import DragPair, to_aligned
+    pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
+    coords = recipe.coords
+    if coords == "relative":
+        w, h = photo_size
+        pairs = [DragPair((p.handle[0] * w, p.handle[1] * h), (p.target[0] * w, p.target[1] * h)) for p in pairs]
+        coords = "photo"
+    return to_aligned(pairs, coords, matrix, size)
+
+
+def _mask(recipe: Recipe, photo_size, matrix: np.ndarray, size: int) -> Optional[np.ndarray]:
+    from drag.points import circle_mask, load_mask
+    coords = "photo" if recipe.coords in ("photo", "relative") else "aligned"
+    if recipe.mask_circle:
+        x, y, r = recipe.mask_circle
+        if recipe.coords == "relative":
+            w, h = photo_size
+            x, y, r = x * w, y * h, r * max(w, h)
+        return circle_mask(x, y, r, coords, matrix, size)
+    if recipe.mask_path:
+        return load_mask(Path(recipe.mask_path), coords, matrix, size, photo_size)
+    return None
+
+
+def _inversion_config(recipe: Recipe):
+    from inversion.config import InversionConfig
+    base = InversionConfig()
+    inv = recipe.invert
+    return replace(base, seed=inv["seed"],
+                   projection=replace(base.projection, steps=inv["projection_steps"], w_plus=inv["w_plus"],
+                                      lpips_net=inv["projection_lpips"]),
+                   tuning=replace(base.tuning, steps=inv["tuning_steps"], lpips_threshold=inv["lpips_threshold"]))
+
+
+def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, device, store, cache,
+             run_dir: Optional[Path] = None, from_stage: Optional[str] = None, jpeg_quality: Optional[int] = None,
+             progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> EditSummary:
+    from align.stage import run_align
+    from drag.engine import DragConfig
+    from drag.stage import run_drag
+    from inversion.perceptual import load_perceptual
+    from inversion.stage import run_invert
+    from pipeline.composite import output_format, run_composite
+    from weights.models import checkpoint_sha256, resolve_model_path
+    from weights.registry import REGISTRY
+
+    if from_stage is not None and from_stage not in STAGES:
+        raise UsageError(f"--from must be one of {', '.join(STAGES)}")
+    photo = load_photo(photo_path)  # bad input fails here, before anything is written
+    output_format(Path(output), photo)
+    model = recipe.model or (f"ffhq-{recipe.size}" if recipe.size and f"ffhq-{recipe.size}" in REGISTRY
+                             else DEFAULT_MODEL)
+    model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
+    model_sha = checkpoint_sha256(model_path)
+    base_G = None
+
+    def generator():
+        nonlocal base_G
+        if base_G is None:
+            from weights.checkpoint import load_generator
+            base_G = load_generator(model_path, device)
+        return base_G
+
+    size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
+    if recipe.size and recipe.size != size:
+        raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
+    run = RunFolder(Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256))
+    summary = EditSummary(output=Path(output), run_dir=run.path)
+    force = STAGES.index(from_stage) if from_stage else len(STAGES)
+
+    def timed(stage: str, fn):
+        log(f"[{STAGES.index(stage) + 1}/4] {stage}")
+        t0 = time.perf_counter()
+        value = fn()
+        summary.seconds[stage] = round(time.perf_counter() - t0, 2)
+        summary.reused[stage] = False
+        return value
+
+    def reuse(stage: str) -> None:
+        log(f"[{STAGES.index(stage) + 1}/4] {stage}: reused")
+        summary.seconds[stage] = 0.0
+        summary.reused[stage] = True
+
+    # align
+    align = _read(run, "align", "align.json")
+    if (force > 0 and align and align.get("photo", {}).get("sha256") == photo.sha256 and align.get("size") == size
+            and align.get("face_request") == recipe.face):
+        reuse("align")
+    else:
+        res = timed("align", lambda: run_align(photo.path, run.path, size=size, face=recipe.face))
+        summary.warnings.extend(res.warnings)
+        align = run.read_json("align", "align.json")
+    matrix = np.array(align["matrix"])
+    pts = _drag_points(recipe, photo.size, matrix, size)
+    mask = _mask(recipe, photo.size, matrix, size)
+
+    # invert
+    config = _inversion_config(recipe)
+    inv = _read(run, "invert", "invert.json")
+    if (force > 1 and inv and summary.reused.get("align") and inv.get("model", {}).get("sha256") == model_sha
+            and inv.get("config") == json.loads(json.dumps(config.to_dict()))
+            and inv.get("aligned_sha256") == run.file_sha256("align", "aligned.png") and _generator_present(run)):
+        reuse("invert")
+        summary.cache_hit = inv.get("cache", {}).get("hit")
+    else:
+        perceptual = lambda net, r: load_perceptual(net, store, r).to(device)
+        result = timed("invert", lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual,
+                                                    cache, progress=progress))
+        summary.cache_hit = result.cache_hit
+
+    # drag
+    drag_cfg = DragConfig(steps=recipe.drag["steps"], lr=recipe.drag["lr"], lambda_mask=recipe.drag["lambda_mask"],
+                          r1=recipe.drag["r1"], r2=recipe.drag["r2"])
+    request = _drag_request(pts, mask, drag_cfg)
+    prev = _read(run, "drag", "drag.json")
+    if (force > 2 and prev and summary.reused.get("invert") and prev.get("request") == request
+            and prev.get("invert_sha256") == run.file_sha256("invert", "invert.json")):
+        reuse("drag")
+    else:
+        timed("drag", lambda: run_drag(run.path, pts, mask, drag_cfg, device=device, progress=progress,
+                                       extra_record={"request": request}))
+    drag = run.read_json("drag", "drag.json")
+    summary.distances_photo = [p["photo"]["distance"] for p in drag["points"]]
+    summary.stop_reason = drag["stop_reason"]
+
+    # composite
+    timed("composite", lambda: run_composite(run.path, Path(output), jpeg_quality))
+    ran = recipe.to_json()
+    ran.update(photo=str(photo.path.resolve()), model=model if model in REGISTRY else str(Path(model).resolve()))
+    if recipe.mask_path:
+        ran["mask"] = {"path": str(Path(recipe.mask_path).resolve())}
+    write_json(run.path / "recipe.json", ran)
+    return summary
+
+
+def _read(run: RunFolder, stage: str, name: str) -> Optional[dict]:
+    f = run.stage(stage) / name
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _generator_present(run: RunFolder) -> bool:
+    pointer = run.stage("invert") / "generator.json"
+    if pointer.is_file():
+        try:
+            return Path(json.loads(pointer.read_text())["path"]).is_file()
+        except (OSError, ValueError, KeyError):
+            return False
+    return (run.stage("invert") / "generator.safetensors").is_file()
+
+
+def _drag_request(pts: np.ndarray, mask: Optional[np.ndarray], cfg) -> dict:
+    import dataclasses
+    return {"points": np.round(pts, 4).tolist(),
+            "mask_sha256": None if mask is None else hashlib.sha256(mask.astype(np.uint8).tobytes()).hexdigest(),
+            "config": dataclasses.asdict(cfg)}

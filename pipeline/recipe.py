@@ -1,0 +1,164 @@
+"""Edit recipes: everything an edit needs besides the photo, as validated JSON.
+
+Schema (every key but "drags" is optional; defaults are the tool's):
+
+    {
+      "version": 1,
+      "photo": "face.jpg",                 # used when no PHOTO is given on the command line
+      "model": "ffhq-512",                 # registry name or checkpoint path
+      "coords": "photo",                   # photo (pixels) | relative (0..1 of width/height) | aligned
+      "drags": [{"handle": [x, y], "target": [x, y]}, ...],
+      "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
+      "align": {"face": "largest", "size": 512},
+      "invert": {"w_plus": false, "projection_steps": 450, "tuning_steps": 350,
+                 "lpips_threshold": 0.06, "projection_lpips": "vgg", "seed": 0},
+      "drag": {"steps": 300, "lr": 0.002, "lambda_mask": 20, "r1": 3, "r2": 12}
+    }
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from pipeline.errors import UsageError
+
+VERSION = 1
+COORDS = ("photo", "relative", "aligned")
+_INVERT_KEYS = {"w_plus": bool, "projection_steps": int, "tuning_steps": int, "lpips_threshold": (int, float),
+                "projection_lpips": str, "seed": int}
+_DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
+_INVERT_DEFAULTS = dict(w_plus=False, projection_steps=450, tuning_steps=350, lpips_threshold=0.06,
+                        projection_lpips="vgg", seed=0)
+_DRAG_DEFAULTS = dict(steps=300, lr=2e-3, lambda_mask=20.0, r1=3.0, r2=12.0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    drags: Tuple[Tuple[Tuple[float, float], Tuple[float, float]], ...]
+    coords: str = "photo"
+    photo: Optional[str] = None
+    model: Optional[str] = None
+    mask_circle: Optional[Tuple[float, float, float]] = None
+    mask_path: Optional[str] = None
+    face: Any = "largest"
+    size: Optional[int] = None
+    invert: Dict[str, Any] = field(default_factory=lambda: dict(_INVERT_DEFAULTS))
+    drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
+
+    def to_json(self) -> dict:
+        out = {"version": VERSION, "coords": self.coords,
+               "drags": [{"handle": list(h), "target": list(t)} for h, t in self.drags],
+               "align": {"face": self.face, "size": self.size},
+               "invert": dict(self.invert), "drag": dict(self.drag)}
+        if self.photo:
+            out["photo"] = self.photo
+        if self.model:
+            out["model"] = self.model
+        if self.mask_circle:
+            out["mask"] = {"circle": list(self.mask_circle)}
+        elif self.mask_path:
+            out["mask"] = {"path": self.mask_path}
+        return out
+
+
+def _fail(where: str, msg: str) -> None:
+    raise UsageError(f"recipe {where}: {msg}")
+
+
+def _num_pair(value, where: str) -> Tuple[float, float]:
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and
+                                                                not isinstance(v, bool) for v in value)):
+        _fail(where, "must be [x, y] with two numbers")
+    return float(value[0]), float(value[1])
+
+
+def _section(data: dict, name: str, schema: dict, defaults: dict, where: str) -> dict:
+    sec = data.get(name, {})
+    if not isinstance(sec, dict):
+        _fail(where, f'"{name}" must be an object')
+    unknown = set(sec) - set(schema)
+    if unknown:
+        _fail(where, f'unknown "{name}" keys {sorted(unknown)}; known: {sorted(schema)}')
+    out = dict(defaults)
+    for k, v in sec.items():
+        if isinstance(v, bool) and schema[k] is not bool or not isinstance(v, schema[k]):
+            _fail(where, f'"{name}.{k}" has the wrong type ({type(v).__name__})')
+        out[k] = v
+    return out
+
+
+def parse_recipe(data: Any, where: str = "") -> Recipe:
+    """Validate a recipe object; every problem is one clear UsageError."""
+    where = where or "JSON"
+    if not isinstance(data, dict):
+        _fail(where, "the top level must be an object")
+    known = {"version", "photo", "model", "coords", "drags", "mask", "align", "invert", "drag"}
+    unknown = set(data) - known
+    if unknown:
+        _fail(where, f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    if data.get("version", VERSION) != VERSION:
+        _fail(where, f"version {data.get('version')} is not supported (this tool reads version {VERSION})")
+    coords = data.get("coords", "photo")
+    if coords not in COORDS:
+        _fail(where, f'"coords" must be one of {", ".join(COORDS)}')
+    drags = data.get("drags")
+    if not isinstance(drags, list) or not drags:
+        _fail(where, '"drags" must be a non-empty list of {"handle": [x, y], "target": [x, y]}')
+    pairs: List = []
+    for i, d in enumerate(drags):
+        if not isinstance(d, dict) or set(d) != {"handle", "target"}:
+            _fail(where, f'drags[{i}] must be {{"handle": [x, y], "target": [x, y]}}')
+        pairs.append((_num_pair(d["handle"], f"{where} drags[{i}].handle"),
+                      _num_pair(d["target"], f"{where} drags[{i}].target")))
+    circle = path = None
+    mask = data.get("mask")
+    if mask is not None:
+        if not isinstance(mask, dict) or len(mask) != 1 or not set(mask) <= {"circle", "path"}:
+            _fail(where, '"mask" must be {"circle": [x, y, r]} or {"path": "mask.png"}')
+        if "circle" in mask:
+            c = mask["circle"]
+            if not (isinstance(c, list) and len(c) == 3 and all(isinstance(v, (int, float)) for v in c) and c[2] > 0):
+                _fail(where, '"mask.circle" must be [x, y, r] with r > 0')
+            circle = tuple(float(v) for v in c)
+        else:
+            if not isinstance(mask["path"], str):
+                _fail(where, '"mask.path" must be a file name')
+            path = mask["path"]
+    align = data.get("align", {})
+    if not isinstance(align, dict) or set(align) - {"face", "size"}:
+        _fail(where, '"align" may only hold "face" and "size"')
+    face = align.get("face", "largest")
+    if not (face == "largest" or (isinstance(face, int) and not isinstance(face, bool) and face >= 0)):
+        _fail(where, '"align.face" must be "largest" or a face index')
+    size = align.get("size")
+    if size is not None and not (isinstance(size, int) and 64 <= size <= 1024 and size & (size - 1) == 0):
+        _fail(where, '"align.size" must be a power of two from 64 to 1024')
+    for key in ("photo", "model"):
+        if key in data and not isinstance(data[key], str):
+            _fail(where, f'"{key}" must be a string')
+    inv = _section(data, "invert", _INVERT_KEYS, _INVERT_DEFAULTS, where)
+    if inv["projection_lpips"] not in ("vgg", "alex"):
+        _fail(where, '"invert.projection_lpips" must be "vgg" or "alex"')
+    drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
+    return Recipe(drags=tuple(pairs), coords=coords, photo=data.get("photo"), model=data.get("model"),
+                  mask_circle=circle, mask_path=path, face=face, size=size, invert=inv, drag=drag)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read and validate a recipe file; relative photo/mask paths are taken from its folder."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"recipe not found: {path}") from None
+    except ValueError as exc:
+        raise UsageError(f"recipe {path} is not valid JSON ({exc})") from None
+    r = parse_recipe(data, str(path))
+    base = path.parent
+    if r.photo and not Path(r.photo).is_absolute():
+        r = replace(r, photo=str(base / r.photo))
+    if r.mask_path and not Path(r.mask_path).is_absolute():
+        r = replace(r, mask_path=str(base / r.mask_path))
+    return r

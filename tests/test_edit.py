@@ -1,0 +1,252 @@
+"""The end-to-end `edit` command on real photos with a tiny generator (marked slow; runs in CI)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import NO_SHARED, PHOTOS, tiny_generator
+from run_pipeline import main
+from weights.checkpoint import save_generator
+
+pytestmark = pytest.mark.slow
+TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
+MOUTH_RIGHT = (371, 569)  # a landmark of the photo (dlib point 54), inside the face crop
+
+
+@pytest.fixture(scope="module")
+def lp():
+    from inversion.perceptual import Perceptual
+    return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
+
+
+@pytest.fixture
+def env(tmp_path, home, monkeypatch, lp):
+    """A tiny model file, random-backbone LPIPS, a counter of projections, and a recipe writer."""
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    model = tmp_path / "tiny.safetensors"
+    save_generator(tiny_generator(res=64, dim=32), model)
+    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: lp[net])
+    import inversion.api as api
+    calls = {"project": 0}
+    real = api.project
+
+    def counted(*a, **k):
+        calls["project"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(api, "project", counted)
+
+    def recipe(**over):
+        r = {"model": str(model), "drags": [{"handle": list(MOUTH_RIGHT), "target": [390, 550]}],
+             "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0}, "drag": {"steps": 3}}
+        r.update(over)
+        path = tmp_path / f"recipe{len(list(tmp_path.glob('recipe*.json')))}.json"
+        path.write_text(json.dumps(r))
+        return path
+    return {"model": model, "calls": calls, "recipe": recipe, "tmp": tmp_path, "home": home}
+
+
+def cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(["--quiet", "--device", "cpu", *argv])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_edit_end_to_end_png_keeps_outside_pixels(env, capsys):
+    src = env["tmp"] / "tom.png"
+    Image.open(TOM).save(src)
+    out = env["tmp"] / "out.png"
+    run_dir = env["tmp"] / "run"
+    code, stdout, err = cli(capsys, "edit", str(src), "--recipe", str(env["recipe"]()), "-o", str(out),
+                            "--run-dir", str(run_dir))
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    for stage, files in {"align": ["align.json", "aligned.png", "preview.png"],
+                         "invert": ["invert.json", "pivot.safetensors"],
+                         "drag": ["drag.json", "edited.png", "preview.png"],
+                         "composite": ["blend_mask.png", "compare.png"]}.items():
+        for f in files:
+            assert (run_dir / stage / f).is_file(), f"{stage}/{f}"
+    assert (run_dir / "recipe.json").is_file()
+    a, b = np.asarray(Image.open(src)), np.asarray(Image.open(out))
+    assert b.shape == a.shape
+    mask = np.asarray(Image.open(run_dir / "composite" / "blend_mask.png"))
+    assert mask.shape == a.shape[:2] and (mask > 0).any() and (mask == 0).any()
+    np.testing.assert_array_equal(b[mask == 0], a[mask == 0])  # byte-identical outside the mask
+    assert (b[mask == 255] != a[mask == 255]).any()  # and the face did change
+
+
+def test_second_edit_with_other_points_skips_inversion(env, capsys):
+    out1, out2 = env["tmp"] / "a.jpg", env["tmp"] / "b.jpg"
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out1))
+    assert code == 0, err
+    assert env["calls"]["project"] == 1
+    other = env["recipe"](drags=[{"handle": [168, 544], "target": [150, 530]}])
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out2))
+    assert code == 0, err
+    assert env["calls"]["project"] == 1  # no projection (or tuning) step ran again
+    img = Image.open(out2)
+    assert img.format == "JPEG" and img.size == Image.open(TOM).size
+    runs = list((env["home"] / "runs").iterdir())
+    assert len(runs) == 1
+    drag = json.loads((runs[0] / "drag" / "drag.json").read_text())
+    assert drag["points"][0]["photo"]["handle"] == [168.0, 544.0]
+    # a fresh run folder still hits the inversion cache
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out2),
+                       "--run-dir", str(env["tmp"] / "fresh"))
+    assert code == 0, err
+    assert env["calls"]["project"] == 1
+    inv = json.loads((env["tmp"] / "fresh" / "invert" / "invert.json").read_text())
+    assert inv["cache"]["hit"] is True
+
+
+def test_changed_options_invalidate_later_stages(env, capsys):
+    run_dir = env["tmp"] / "run"
+    base = ["edit", str(TOM), "-o", str(env["tmp"] / "o.jpg"), "--run-dir", str(run_dir)]
+    assert cli(capsys, *base, "--recipe", str(env["recipe"]()))[0] == 0
+    drag_before = (run_dir / "drag" / "drag.json").stat().st_mtime_ns
+    changed = env["recipe"](invert={"projection_steps": 5, "tuning_steps": 2, "lpips_threshold": 0.0})
+    assert cli(capsys, *base, "--recipe", str(changed))[0] == 0
+    assert env["calls"]["project"] == 2  # new PTI options: the inversion ran again
+    assert (run_dir / "drag" / "drag.json").stat().st_mtime_ns != drag_before  # and so did the drag
+    code, _, err = cli(capsys, *base, "--recipe", str(changed), "--from", "invert")
+    assert code == 0 and env["calls"]["project"] == 2  # forced, but the cache answers
+
+
+def test_recipe_replay_is_exact(env, capsys):
+    run_dir = env["tmp"] / "run"
+    out1, out2 = env["tmp"] / "one.png", env["tmp"] / "two.png"
+    assert cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out1),
+               "--run-dir", str(run_dir))[0] == 0
+    ran = json.loads((run_dir / "recipe.json").read_text())
+    assert ran["photo"] == str(TOM.resolve())
+    code, _, err = cli(capsys, "edit", "--recipe", str(run_dir / "recipe.json"), "-o", str(out2),
+                       "--run-dir", str(env["tmp"] / "replay"))
+    assert code == 0, err
+    np.testing.assert_array_equal(np.asarray(Image.open(out1)), np.asarray(Image.open(out2)))
+
+
+def test_interrupted_drag_resumes(env, capsys, monkeypatch):
+    run_dir = env["tmp"] / "run"
+    out = env["tmp"] / "o.jpg"
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("drag.stage.run_drag", interrupted)
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out),
+                       "--run-dir", str(run_dir))
+    assert code == 130 and "interrupted" in err
+    assert not out.exists() and not (run_dir / "drag").exists()
+    assert (run_dir / "invert" / "invert.json").exists()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    monkeypatch.undo()
+    import inversion.api as api  # undo removed the counter too: count again
+    calls = {"n": 0}
+    real = api.project
+    monkeypatch.setattr(api, "project", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
+    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda *a, **k: pytest.fail("no LPIPS needed"))
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out),
+                       "--run-dir", str(run_dir))
+    assert code == 0, err
+    assert calls["n"] == 0 and out.exists()
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"drags": []}, "non-empty list"),
+    ({"drags": [{"handle": [1, 2]}]}, "drags[0]"),
+    ({"drags": [{"handle": [1, "x"], "target": [3, 4]}]}, "two numbers"),
+    ({"coords": "inches"}, "coords"),
+    ({"invert": {"tuning_steps": "many"}}, "wrong type"),
+    ({"drag": {"speed": 3}}, "unknown"),
+    ({"colour": "red"}, "unknown keys"),
+    ({"mask": {"circle": [1, 2]}}, "mask.circle"),
+    ({"align": {"size": 300}}, "power of two"),
+    ({"version": 7}, "version 7"),
+])
+def test_recipe_validation(env, capsys, bad, message):
+    out = env["tmp"] / "o.jpg"
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"](**bad)), "-o", str(out))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_malformed_recipe_file(env, capsys):
+    p = env["tmp"] / "broken.json"
+    p.write_text("{not json")
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(p), "-o", str(env["tmp"] / "o.jpg"))
+    assert code == 2 and "not valid JSON" in err
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "not found"), ("text", "not an image"), ("dogs", "no face found"), ("outside", "outside"),
+    ("extension", "unknown output extension"),
+])
+def test_bad_input_through_edit_is_one_line_exit_2(env, capsys, case, message):
+    photo, out = TOM, env["tmp"] / "o.jpg"
+    drags = [f"{MOUTH_RIGHT[0]},{MOUTH_RIGHT[1]}:390,550"]
+    if case == "missing":
+        photo = env["tmp"] / "nope.jpg"
+    elif case == "text":
+        photo = env["tmp"] / "text.jpg"
+        photo.write_text("hello")
+    elif case == "dogs":
+        photo = PHOTOS / "dogs.jpg"
+    elif case == "outside":
+        drags = ["5,5:10,10"]
+    elif case == "extension":
+        out = env["tmp"] / "o.xyz"
+    args = ["edit", str(photo), "-o", str(out), "--model", str(env["model"]), "--run-dir", str(env["tmp"] / "r")]
+    for d in drags:
+        args += ["--drag", d]
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_missing_weights_stop_before_anything_is_written(env, capsys, monkeypatch):
+    import urllib.error
+
+    def offline(url, offset, timeout):
+        raise urllib.error.URLError("offline (test)")
+    monkeypatch.setattr("weights.download._open", offline)
+    out = env["tmp"] / "o.jpg"
+    code, _, err = cli(capsys, "edit", str(TOM), "--drag", "371,569:390,550", "-o", str(out))
+    assert code == 2 and "missing weights ffhq-512" in err and "weights fetch ffhq-512" in err
+    assert not out.exists() and not (env["home"] / "runs").exists()
+
+
+def test_batch_with_relative_coordinates_and_alpha(env, capsys):
+    rgba = env["tmp"] / "tom_alpha.png"
+    img = Image.open(TOM).convert("RGBA")
+    alpha = np.full(img.size[::-1], 180, np.uint8)
+    img.putalpha(Image.fromarray(alpha))
+    img.save(rgba)
+    w, h = img.size
+    rel = env["recipe"](coords="relative",
+                        drags=[{"handle": [MOUTH_RIGHT[0] / w, MOUTH_RIGHT[1] / h], "target": [390 / w, 550 / h]}])
+    outdir = env["tmp"] / "outs"
+    outdir.mkdir()
+    code, out, err = cli(capsys, "edit", str(TOM), str(rgba), "--recipe", str(rel), "-o", str(outdir))
+    assert code == 0, err
+    assert sorted(p.name for p in outdir.iterdir()) == ["Tom_Cruise_avp_2014_4_edited.jpg", "tom_alpha_edited.png"]
+    res = Image.open(outdir / "tom_alpha_edited.png")
+    assert res.mode == "RGBA" and res.size == (w, h)
+    np.testing.assert_array_equal(np.asarray(res)[..., 3], alpha)
+
+
+def test_exif_rotated_input_comes_out_upright(env, capsys):
+    up = np.asarray(Image.open(TOM))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    src = env["tmp"] / "rot.jpg"
+    Image.fromarray(np.ascontiguousarray(np.rot90(up, k=1))).save(src, exif=exif, quality=95)
+    out = env["tmp"] / "rot_out.jpg"
+    code, _, err = cli(capsys, "edit", str(src), "--recipe", str(env["recipe"]()), "-o", str(out))
+    assert code == 0, err
+    res = Image.open(out)
+    assert res.size == (up.shape[1], up.shape[0])
+    assert res.getexif().get(0x0112, 1) == 1
