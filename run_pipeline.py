@@ -288,10 +288,15 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], w_plus: bool, proje
                      perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
                      cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)
     m = res.metrics
+    for w in res.warnings:
+        click.echo(f"photodrag: warning: {w}", err=True)
     if res.cache_hit:
         s.info(f"cache hit {res.cache_key[:12]}: projection and tuning skipped")
     s.info(f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
            f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}")
+    if res.identity and res.identity.get("distance") is not None:
+        s.info(f"identity distance photo vs reconstruction: {res.identity['distance']:.3f} "
+               f"(below {res.identity['threshold']} = same person)")
     click.echo(str(run_dir / "invert"))
 
 
@@ -325,7 +330,7 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
 
     from drag.engine import DragConfig
     from drag.points import circle_mask, load_mask, parse_circle, parse_drag, to_aligned
-    from drag.stage import run_drag
+    from drag.stage import drag_warnings, run_drag
     from pipeline.run import RunFolder
 
     if mask_path and mask_circle:
@@ -343,6 +348,8 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
         mask = load_mask(mask_path, coords, matrix, size, (align["photo"]["width"], align["photo"]["height"]))
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
     state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet)
+    for w in drag_warnings(run_dir):
+        click.echo(f"photodrag: warning: {w}", err=True)
     s.info(f"{state.reason} after {state.step} steps; distance to target: "
            + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")
     click.echo(str(run_dir / "drag"))

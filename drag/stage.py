@@ -22,6 +22,7 @@ from tqdm import tqdm
 from drag.engine import DragConfig, DragEngine, DragState
 from pipeline.errors import UsageError
 from pipeline.fileio import atomic_dir, atomic_path
+from pipeline.identity import identity_report
 from pipeline.run import RunFolder, load_inversion
 
 FORMAT_VERSION = 1
@@ -115,6 +116,8 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         "mean_distance": {"aligned": round(float(np.mean([p["aligned"]["distance"] for p in points])), 3),
                           "photo": round(float(np.mean([p["photo"]["distance"] for p in points])), 3)},
     }
+    record["identity"] = dict(identity_report(run.read_image("align", "aligned.png"), edited),
+                              compared="aligned photo vs edited face (dlib face recognition)")
     record.update(extra_record or {})
     if animate:
         frames.append(draw_points(edited, final, targets))
@@ -133,3 +136,15 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
                                       else run.stage("drag") / animate.name)
         (tmp / "drag.json").write_text(json.dumps(record, indent=2) + "\n")
     return state
+
+
+def drag_warnings(run_dir: Path) -> List[str]:
+    """Warnings about a finished drag (identity drift) for the command line and the edit summary."""
+    ident = RunFolder(Path(run_dir)).read_json("drag", "drag.json").get("identity", {})
+    if ident.get("distance") is None:
+        return [f"no face was found in the edited image ({ident.get('note', '')}); check drag/preview.png"]
+    if not ident.get("same_person"):
+        return [f"the edited face may no longer look like the same person (identity distance "
+                f"{ident['distance']:.2f} >= {ident['threshold']}); likely: drags too large for one edit, "
+                "or a poor inversion (see invert/compare.png)"]
+    return []

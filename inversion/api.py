@@ -59,6 +59,8 @@ class InversionResult:
     cache_hit: bool
     cache_key: Optional[str]
     cache_path: Optional[Path]
+    identity: Optional[dict] = None            # filled in by the stage (dlib identity distance)
+    warnings: list = field(default_factory=list)
 
 
 def image_to_tensor(aligned: np.ndarray, device) -> torch.Tensor:
@@ -76,18 +78,42 @@ def _bar(total: int, desc: str, enabled: bool):
     return bar, callback
 
 
-def _metrics(img: torch.Tensor, target: torch.Tensor, lpips_alex: Perceptual) -> dict:
+def _metrics(img: torch.Tensor, target: torch.Tensor, lpips_alex: Perceptual,
+             face_box: Optional[tuple] = None, face_mask: Optional[torch.Tensor] = None) -> dict:
+    """LPIPS(alex) and MSE of the whole image, and inside the face region when it is given."""
     with torch.no_grad():
-        return {"lpips": round(float(lpips_alex(img, target)), 5), "mse": round(float(F.mse_loss(img, target)), 6)}
+        out = {"lpips": round(float(lpips_alex(img, target)), 5), "mse": round(float(F.mse_loss(img, target)), 6)}
+        if face_box is not None:
+            x0, y0, x1, y1 = face_box
+            crop = lambda t: F.interpolate(t[..., y0:y1, x0:x1], size=(64, 64), mode="bilinear", align_corners=False)
+            m = face_mask.to(img.device)
+            out["face_region"] = {"lpips": round(float(lpips_alex(crop(img), crop(target))), 5),
+                                  "mse": round(float(((img - target).square().mean(1)[0][m]).mean()), 6)}
+        return out
+
+
+def _face_region(landmarks: Optional[np.ndarray], size: int):
+    """(bounding box, hull mask) of the face landmarks in aligned pixels, or (None, None)."""
+    if landmarks is None:
+        return None, None
+    import cv2
+    lm = np.clip(np.rint(landmarks), 0, size - 1).astype(np.int32)
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(lm), 1)
+    x0, y0 = lm.min(0)
+    x1, y1 = lm.max(0) + 1
+    return (int(x0), int(y0), int(x1), int(y1)), torch.from_numpy(mask.astype(bool))
 
 
 def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = InversionConfig(), *,
            perceptual: PerceptualFactory, cache: Optional[InversionCache] = None, model_sha256: str = "",
-           store_fp16: bool = False, progress: bool = True) -> InversionResult:
+           store_fp16: bool = False, progress: bool = True,
+           face_landmarks: Optional[np.ndarray] = None) -> InversionResult:
     """PTI: project `aligned` (size x size x 3 uint8) to a pivot, then tune a copy of `generator`.
 
     `perceptual(net, resolution)` builds the LPIPS networks (only on a cache miss).  With a
     cache, a hit skips projection and tuning entirely.  `generator` is never modified.
+    `face_landmarks` (68 x 2, aligned pixels) adds LPIPS/MSE inside the face region.
     """
     if aligned.shape[:2] != (generator.img_resolution,) * 2:
         raise UsageError(f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
@@ -123,9 +149,10 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
     t2 = time.perf_counter()
     with torch.no_grad():
         tuned_img = tuned.generator.synthesis(proj.w, noise_mode="const", force_fp32=True)
+    box, mask = _face_region(face_landmarks, generator.img_resolution)
     metrics = {
-        "projection": dict(_metrics(projected_img, target, lpips_alex), steps=proj.steps),
-        "tuning": dict(_metrics(tuned_img, target, lpips_alex), steps=tuned.steps,
+        "projection": dict(_metrics(projected_img, target, lpips_alex, box, mask), steps=proj.steps),
+        "tuning": dict(_metrics(tuned_img, target, lpips_alex, box, mask), steps=tuned.steps,
                        stopped_early=tuned.stopped_early, threshold=tcfg.lpips_threshold),
         "metric": "LPIPS(alex) and MSE in [-1, 1] units, against the aligned photo",
         "seconds": {"projection": round(t1 - t0, 2), "tuning": round(t2 - t1, 2), "total": round(t2 - t0, 2)},

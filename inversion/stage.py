@@ -22,6 +22,7 @@ from inversion.cache import InversionCache
 from inversion.config import InversionConfig
 from pipeline.errors import UsageError
 from pipeline.fileio import atomic_dir
+from pipeline.identity import identity_report, likely_causes
 from pipeline.run import RunFolder
 from weights.checkpoint import save_generator
 from weights.networks import Generator, to_uint8
@@ -66,13 +67,25 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
     aligned_sha = run.file_sha256("align", "aligned.png")
     if align.get("aligned_sha256") not in (None, aligned_sha):
         raise UsageError(f"{run.stage('align')}/aligned.png does not match its align.json; re-run align")
+    matrix = np.array(align["matrix"])
+    landmarks = np.asarray(align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
     t0 = time.perf_counter()
     res = invert(aligned, generator, config, perceptual=perceptual, cache=cache, model_sha256=model_sha256,
-                 store_fp16=store_fp16, progress=progress)
+                 store_fp16=store_fp16, progress=progress, face_landmarks=landmarks)
     seconds = round(time.perf_counter() - t0, 2)
     projected = _render(_with_noise(generator, res.pivot.noise), res.pivot.w)
     recon = _render(res.generator, res.pivot.w)
     m = res.metrics
+    identity = identity_report(aligned, recon)
+    warnings = []
+    if identity["distance"] is None or not identity["same_person"]:
+        face_px = float(np.hypot(*(np.array(align["quad"][3]) - np.array(align["quad"][0]))))
+        causes = likely_causes(face_px, generator.img_resolution, np.asarray(align["landmarks"]),
+                               m["tuning"].get("steps"), m["tuning"].get("stopped_early"))
+        what = ("no face was found in the reconstruction" if identity["distance"] is None else
+                f"the reconstruction may not look like the same person (identity distance "
+                f"{identity['distance']:.2f} >= {identity['threshold']})")
+        warnings.append(f"{what}; likely: {'; '.join(causes)}")
     labels = ["aligned photo",
               f"projection  LPIPS {m['projection']['lpips']:.3f}",
               f"PTI  LPIPS {m['tuning']['lpips']:.3f}"]
@@ -87,6 +100,8 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         "seconds": dict(m.get("seconds", {}), stage=seconds),
         "cache": {"hit": res.cache_hit, "key": res.cache_key,
                   "entry": str(res.cache_path) if res.cache_path else None},
+        "identity": dict(identity, compared="aligned photo vs PTI reconstruction (dlib face recognition)"),
+        "warnings": warnings,
     }
     with atomic_dir(run.stage("invert")) as tmp:
         res.pivot.save(tmp / "pivot.safetensors")
@@ -98,4 +113,5 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         Image.fromarray(recon).save(tmp / "reconstruction.png")
         compare_image([aligned, projected, recon], labels).save(tmp / "compare.png")
         (tmp / "invert.json").write_text(json.dumps(record, indent=2) + "\n")
+    res.identity, res.warnings = identity, warnings
     return res

@@ -37,6 +37,7 @@ class EditSummary:
     distances_photo: List[float] = field(default_factory=list)
     stop_reason: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
+    identity: Dict[str, Optional[float]] = field(default_factory=dict)
 
     def lines(self) -> List[str]:
         out = []
@@ -49,6 +50,10 @@ class EditSummary:
         if self.distances_photo:
             out.append(f"  drag stopped ({self.stop_reason}); distance to targets: "
                        + ", ".join(f"{d:.1f}" for d in self.distances_photo) + " px in the photo")
+        for what, d in self.identity.items():
+            if d is not None:
+                out.append(f"  identity distance, {what}: {d:.3f} ({'same person' if d < 0.6 else 'DIFFERENT?'}"
+                           f" by dlib's 0.6 rule)")
         out.append(f"  run folder: {self.run_dir}")
         out.append(f"  output:     {self.output}")
         return out
@@ -99,7 +104,7 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
              progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> EditSummary:
     from align.stage import run_align
     from drag.engine import DragConfig
-    from drag.stage import run_drag
+    from drag.stage import drag_warnings, run_drag
     from inversion.perceptual import load_perceptual
     from inversion.stage import run_invert
     from pipeline.composite import output_format, run_composite
@@ -169,6 +174,9 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
         result = timed("invert", lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual,
                                                     cache, progress=progress))
         summary.cache_hit = result.cache_hit
+        summary.warnings.extend(result.warnings)
+    summary.identity["photo vs reconstruction"] = run.read_json("invert", "invert.json").get(
+        "identity", {}).get("distance")
 
     # drag
     drag_cfg = DragConfig(steps=recipe.drag["steps"], lr=recipe.drag["lr"], lambda_mask=recipe.drag["lambda_mask"],
@@ -184,6 +192,9 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     drag = run.read_json("drag", "drag.json")
     summary.distances_photo = [p["photo"]["distance"] for p in drag["points"]]
     summary.stop_reason = drag["stop_reason"]
+    summary.identity["photo vs edited"] = drag.get("identity", {}).get("distance")
+    if not summary.reused.get("drag"):
+        summary.warnings.extend(drag_warnings(run.path))
 
     # composite
     timed("composite", lambda: run_composite(run.path, Path(output), jpeg_quality))
