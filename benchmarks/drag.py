@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import resource
 import statistics
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from isolated import run_isolated  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def _measure(res: int, fast: bool, steps: int, device_name: str, threads: int, queue) -> None:
@@ -67,16 +67,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
     import torch
-    ctx = mp.get_context("spawn")
     rows = []
     for res in args.res:
-        pair = {}
-        for fast in (True, False):
-            q = ctx.Queue()
-            p = ctx.Process(target=_measure, args=(res, fast, args.steps, args.device, args.threads, q))
-            p.start()
-            pair[fast] = q.get()
-            p.join()
+        pair = {fast: run_isolated(_measure, res, fast, args.steps, args.device, args.threads)
+                for fast in (True, False)}
         rows.append({"model": f"ffhq-{res}", "fast": pair[True], "full": pair[False],
                      "speedup": round(pair[False]["ms_per_step"] / pair[True]["ms_per_step"], 2)})
     print(json.dumps({"benchmark": "drag", "torch": torch.__version__, "threads": args.threads,

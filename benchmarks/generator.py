@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import resource
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from isolated import run_isolated  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def _measure(res: int, device_name: str, repeats: int, threads: int, queue) -> None:
@@ -78,14 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    ctx = mp.get_context("spawn")
-    results = []
-    for res in args.res:
-        q = ctx.Queue()
-        p = ctx.Process(target=_measure, args=(res, args.device, args.repeats, args.threads, q))
-        p.start()
-        results.append(q.get())
-        p.join()
+    results = [run_isolated(_measure, res, args.device, args.repeats, args.threads) for res in args.res]
     print(json.dumps({
         "benchmark": "generator",
         "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import resource
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from isolated import run_isolated  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def _measure(res: int, steps: int, device_name: str, threads: int, queue) -> None:
@@ -75,14 +75,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
     import torch
-    ctx = mp.get_context("spawn")
-    results = []
-    for res in args.res:
-        q = ctx.Queue()
-        p = ctx.Process(target=_measure, args=(res, args.steps, args.device, args.threads, q))
-        p.start()
-        results.append(q.get())
-        p.join()
+    results = [run_isolated(_measure, res, args.steps, args.device, args.threads) for res in args.res]
     print(json.dumps({"benchmark": "inversion", "torch": torch.__version__, "threads": args.threads,
                       "device": args.device if args.device != "auto" else
                       ("cuda" if torch.cuda.is_available() else "cpu"),
