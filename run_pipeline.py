@@ -374,6 +374,56 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
     click.echo(str(output))
 
 
+# serve ------------------------------------------------------------------------
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default: only this computer can connect).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--model", default="ffhq-512", show_default=True,
+              help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.")
+@click.pass_obj
+def serve(s: Settings, host: str, port: int, model: str) -> None:
+    """Local web editor: upload a photo, pick the face, click points, watch the drag.
+
+    Needs the optional extra: pip install -e '.[ui]'.
+    """
+    try:
+        import uvicorn
+
+        from pipeline.webui.app import create_app
+    except ImportError:
+        raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
+    manager = build_manager(s, model)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"photodrag: warning: listening on {host}: anyone who can reach it can use the editor", err=True)
+    click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
+    uvicorn.run(create_app(manager), host=host, port=port, log_level="warning")
+
+
+def build_manager(s: Settings, model: str, perceptual=None, inversion_config=None):
+    """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
+    from inversion.config import InversionConfig
+    from inversion.perceptual import load_perceptual
+    from pipeline.webui.session import Services, SessionManager
+    from weights.checkpoint import load_generator
+    from weights.models import checkpoint_sha256, resolve_model_path
+    from weights.registry import REGISTRY
+
+    store = s.store()
+    path = resolve_model_path(model, store)
+    config = inversion_config or InversionConfig()
+    if perceptual is None:
+        nets = {}
+        for net in {config.projection.lpips_net, "alex"}:
+            nets[net] = load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
+        perceptual = lambda net, r: nets[net]
+    resolution = REGISTRY[model].resolution if model in REGISTRY else load_generator(path).img_resolution
+    services = Services(model_name=model, model_path=path, model_sha256=checkpoint_sha256(path),
+                        resolution=resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
+                        inversion_config=config)
+    return SessionManager(s.home / "ui", services)
+
+
 # cache ------------------------------------------------------------------------
 @cli.group()
 def cache() -> None:

@@ -70,13 +70,19 @@ def write_animation(path: Path, frames: List[np.ndarray], fps: int = 12) -> None
 def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray], config: DragConfig,
              device="cpu", animate: Optional[Path] = None, frame_every: int = 5, progress: bool = True,
              callback: Optional[Callable[[DragState], None]] = None,
-             extra_record: Optional[dict] = None) -> DragState:
-    """Drag the inverted face; write RUN_DIR/drag/ all at once.  `pairs_aligned`: [N, 2, 2]."""
+             extra_record: Optional[dict] = None, w_start: Optional[torch.Tensor] = None,
+             should_stop: Optional[Callable[[], bool]] = None) -> DragState:
+    """Drag the inverted face; write RUN_DIR/drag/ all at once.  `pairs_aligned`: [N, 2, 2].
+
+    `w_start` continues from an earlier edit instead of the pivot; `should_stop()` ends the
+    drag early (stop reason "stopped"), as an interactive front end needs.
+    """
     run = RunFolder(Path(run_dir))
     align = run.read_json("align", "align.json")
     w_pivot, G, _ = load_inversion(run.path, device)
     handles, targets = pairs_aligned[:, 0], pairs_aligned[:, 1]
-    engine = DragEngine(G, w_pivot, handles, targets, mask=mask, config=config)
+    w0 = w_pivot if w_start is None else w_start.to(w_pivot.device)
+    engine = DragEngine(G, w0, handles, targets, mask=mask, config=config)
     before = engine.render(engine.start())
     frames = [draw_points(before, handles, targets)] if animate else []
     bar = tqdm(total=config.steps, desc="drag", unit="step", leave=False, disable=not progress, dynamic_ncols=True)
@@ -84,6 +90,9 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
     state = engine.start()
     with bar:
         while not state.done:
+            if should_stop is not None and should_stop():
+                state = dataclasses.replace(state, done=True, reason="stopped")
+                break
             state = engine.step(state)
             bar.update(1)
             bar.set_postfix(distance=f"{sum(state.distances):.1f}px", refresh=False)
@@ -111,6 +120,7 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         "invert_sha256": run.file_sha256("invert", "invert.json"),
         "points": points, "mask": mask is not None,
         "steps": state.step, "stop_reason": state.reason, "seconds": round(seconds, 2),
+        "start": "pivot" if w_start is None else "previous edit",
         "ms_per_step": round(1000 * seconds / max(state.step, 1), 1),
         "config": dataclasses.asdict(config), "radii_px": {"r1": engine.r1, "r2": engine.r2},
         "mean_distance": {"aligned": round(float(np.mean([p["aligned"]["distance"] for p in points])), 3),

@@ -69,12 +69,17 @@ def image_to_tensor(aligned: np.ndarray, device) -> torch.Tensor:
     return (t / 127.5 - 1.0).to(device)
 
 
-def _bar(total: int, desc: str, enabled: bool):
+ProgressCallback = Callable[[str, int, int, Dict[str, float]], None]
+
+
+def _bar(total: int, desc: str, enabled: bool, on_step: Optional[ProgressCallback] = None):
     bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=not enabled, dynamic_ncols=True)
 
     def callback(step: int, values: Dict[str, float]) -> None:
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()}, refresh=False)
+        if on_step is not None:
+            on_step(desc, step + 1, total, values)
     return bar, callback
 
 
@@ -108,12 +113,14 @@ def _face_region(landmarks: Optional[np.ndarray], size: int):
 def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = InversionConfig(), *,
            perceptual: PerceptualFactory, cache: Optional[InversionCache] = None, model_sha256: str = "",
            store_fp16: bool = False, progress: bool = True,
-           face_landmarks: Optional[np.ndarray] = None) -> InversionResult:
+           face_landmarks: Optional[np.ndarray] = None, on_step: Optional[ProgressCallback] = None
+           ) -> InversionResult:
     """PTI: project `aligned` (size x size x 3 uint8) to a pivot, then tune a copy of `generator`.
 
     `perceptual(net, resolution)` builds the LPIPS networks (only on a cache miss).  With a
     cache, a hit skips projection and tuning entirely.  `generator` is never modified.
-    `face_landmarks` (68 x 2, aligned pixels) adds LPIPS/MSE inside the face region.
+    `face_landmarks` (68 x 2, aligned pixels) adds LPIPS/MSE inside the face region;
+    `on_step(phase, step, total, values)` sees every optimisation step (for progress displays).
     """
     if aligned.shape[:2] != (generator.img_resolution,) * 2:
         raise UsageError(f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
@@ -136,14 +143,14 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
     lpips_proj = perceptual(pcfg.lpips_net, pcfg.loss_resolution)
     lpips_alex = lpips_proj if pcfg.lpips_net == "alex" else perceptual("alex", pcfg.loss_resolution)
     work = copy.deepcopy(generator)  # projection writes the optimised noise maps into this copy
-    bar, cb = _bar(pcfg.steps, "projection", progress)
+    bar, cb = _bar(pcfg.steps, "projection", progress, on_step)
     with bar:
         proj = project(work, target, pcfg, lpips_proj, seed=config.seed, callback=cb)
     t1 = time.perf_counter()
     with torch.no_grad():
         projected_img = work.synthesis(proj.w, noise_mode="const", force_fp32=True)
     tuning_lpips = lpips_alex if tcfg.lpips_net == "alex" else perceptual(tcfg.lpips_net, pcfg.loss_resolution)
-    bar, cb = _bar(tcfg.steps, "tuning", progress)
+    bar, cb = _bar(tcfg.steps, "tuning", progress, on_step)
     with bar:
         tuned = tune(work, proj.w, target, tcfg, tuning_lpips, seed=config.seed, callback=cb)
     t2 = time.perf_counter()

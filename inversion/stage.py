@@ -59,7 +59,7 @@ def compare_image(panels, labels) -> Image.Image:
 
 def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha256: str,
                config: InversionConfig, perceptual: PerceptualFactory, cache: Optional[InversionCache],
-               store_fp16: bool = False, progress: bool = True) -> InversionResult:
+               store_fp16: bool = False, progress: bool = True, on_step=None) -> InversionResult:
     """Invert RUN_DIR/align/aligned.png and write RUN_DIR/invert/ all at once."""
     run = RunFolder(Path(run_dir))
     align = run.read_json("align", "align.json")
@@ -71,7 +71,7 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
     landmarks = np.asarray(align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
     t0 = time.perf_counter()
     res = invert(aligned, generator, config, perceptual=perceptual, cache=cache, model_sha256=model_sha256,
-                 store_fp16=store_fp16, progress=progress, face_landmarks=landmarks)
+                 store_fp16=store_fp16, progress=progress, face_landmarks=landmarks, on_step=on_step)
     seconds = round(time.perf_counter() - t0, 2)
     projected = _render(_with_noise(generator, res.pivot.noise), res.pivot.w)
     recon = _render(res.generator, res.pivot.w)

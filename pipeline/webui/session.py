@@ -1,0 +1,370 @@
+"""Interactive editing sessions, independent of HTTP: one photo, one run folder, one job at a time.
+
+A session goes: uploaded -> (face chosen) inverting -> ready <-> dragging.  Jobs run in a
+background thread; the page polls `status()` and `frame()` (a JPEG of the photo with the
+current edit composited in).  Each drag continues from the current result; undo and reset
+step back.  A session whose page stops polling is stopped by the manager's reaper.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import secrets
+import shutil
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.errors import PhotodragError, UsageError
+from pipeline.images import load_photo
+
+MAX_UPLOAD_BYTES = 20 * 2**20
+MAX_UPLOAD_PIXELS = 40_000_000
+DISPLAY_MAX_SIDE = 1024
+FRAME_EVERY_S = 0.4
+
+
+@dataclass
+class Progress:
+    phase: str = ""
+    step: int = 0
+    total: int = 0
+
+
+class Session:
+    def __init__(self, sid: str, folder: Path, photo_path: Path, services: "Services") -> None:
+        self.id = sid
+        self.dir = folder
+        self.run_dir = folder / "run"
+        self.services = services
+        self.photo = load_photo(photo_path, max_pixels=MAX_UPLOAD_PIXELS)
+        from align.detect import find_faces
+        self.faces = find_faces(self.photo.rgb)
+        if not self.faces:
+            raise UsageError("no face found in the photo (a roughly frontal face of at least about 40 pixels)")
+        self.state = "uploaded"
+        self.message = ""
+        self.progress = Progress()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+        self.last_seen = time.time()
+        self.history: List[torch.Tensor] = []       # latents after each drag round
+        self.rounds: List[list] = []                # the drag pairs (photo px) of each round
+        self.handles: list = []
+        self.targets: list = []
+        self.G = None
+        self.w_pivot: Optional[torch.Tensor] = None
+        self.align: Optional[dict] = None
+        self.frame_version = 0
+        self._frame = self._encode(self._display(self.photo.rgb))
+
+    # display helpers -------------------------------------------------------------------------
+    @property
+    def display_scale(self) -> float:
+        return min(1.0, DISPLAY_MAX_SIDE / max(self.photo.size))
+
+    def _display(self, rgb: np.ndarray) -> np.ndarray:
+        s = self.display_scale
+        return rgb if s == 1.0 else cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+
+    @staticmethod
+    def _encode(rgb: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    def frame(self) -> bytes:
+        return self._frame
+
+    def _set_frame(self, rgb: np.ndarray) -> None:
+        self._frame = self._encode(self._display(rgb))
+        self.frame_version += 1
+
+    # jobs -------------------------------------------------------------------------------------
+    def _start(self, state: str, target: Callable[[], None]) -> None:
+        with self.lock:
+            if self.thread is not None and self.thread.is_alive():
+                raise UsageError(f"busy ({self.state}); wait or press Stop")
+            self.stop_event.clear()
+            self.state = state
+            self.message = ""
+
+            def run() -> None:
+                try:
+                    target()
+                except PhotodragError as exc:
+                    self.state, self.message = "error", str(exc)
+                except Exception as exc:  # report, don't kill the server
+                    self.state, self.message = "error", f"internal error: {type(exc).__name__}: {exc}"
+            self.thread = threading.Thread(target=run, daemon=True, name=f"photodrag-{self.id[:6]}-{state}")
+            self.thread.start()
+
+    def choose_face(self, index: int) -> None:
+        if not 0 <= index < len(self.faces):
+            raise UsageError(f"face {index} does not exist ({len(self.faces)} found)")
+        self._start("inverting", lambda: self._invert(index))
+
+    def _invert(self, index: int) -> None:
+        from align.stage import run_align
+        from inversion.stage import run_invert
+        from pipeline.run import RunFolder, load_inversion
+        svc = self.services
+        self.progress = Progress("align", 0, 1)
+        run_align(self.photo.path, self.run_dir, size=svc.resolution, face=index)
+
+        def on_step(phase, step, total, values):
+            self.progress = Progress(phase, step, total)
+            if self.stop_event.is_set():
+                raise UsageError("stopped")
+        run_invert(self.run_dir, svc.generator(), svc.model_name, svc.model_sha256, svc.inversion_config,
+                   svc.perceptual, svc.cache, progress=False, on_step=on_step)
+        self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
+        self.align = RunFolder(self.run_dir).read_json("align", "align.json")
+        self.history, self.rounds = [], []
+        self._show(self.w_pivot)
+        self.state = "ready"
+
+    def _current_w(self) -> torch.Tensor:
+        return self.history[-1] if self.history else self.w_pivot
+
+    def _show(self, w: torch.Tensor, points=()) -> None:
+        """Composite the image of `w` into the photo and publish it as the frame."""
+        from pipeline.composite import blend_mask, composite, face_polygon
+        from weights.networks import to_uint8
+        with torch.no_grad():
+            img = to_uint8(self.G.synthesis(w, noise_mode="const"))[0]
+        matrix = np.array(self.align["matrix"])
+        size = int(self.align["size"])
+        lm = np.asarray(self.align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
+        mask = blend_mask(size, [face_polygon(lm)], list(points))
+        self._set_frame(composite(self.photo.rgb, img, matrix, mask).image)
+
+    def start_drag(self, drags: List[dict], mask_png: Optional[str], steps: int) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            raise UsageError(f"busy ({self.state}); wait or press Stop")
+        if self.w_pivot is None:
+            raise UsageError("choose a face and wait for the inversion first")
+        from drag.points import DragPair, load_mask, to_aligned
+        pairs = [DragPair(tuple(map(float, d["handle"])), tuple(map(float, d["target"]))) for d in drags]
+        matrix, size = np.array(self.align["matrix"]), int(self.align["size"])
+        pts = to_aligned(pairs, "photo", matrix, size)
+        mask = None
+        if mask_png:
+            mask_path = self.dir / "mask.png"
+            self._save_mask(mask_png, mask_path)
+            mask = load_mask(mask_path, "photo", matrix, size, self.photo.size)
+        if not 1 <= steps <= 1000:
+            raise UsageError("steps must be between 1 and 1000")
+        self._start("dragging", lambda: self._drag(pairs, pts, mask, steps))
+
+    def _save_mask(self, data_url: str, path: Path) -> None:
+        """A painted mask (PNG data URL at display size) -> a photo-size mask file; never a path."""
+        if not data_url.startswith("data:image/png;base64,"):
+            raise UsageError("the mask must be a PNG image")
+        try:
+            raw = base64.b64decode(data_url.split(",", 1)[1], validate=True)
+            with Image.open(io.BytesIO(raw)) as img:
+                if img.format != "PNG" or img.width * img.height > MAX_UPLOAD_PIXELS:
+                    raise UsageError("the mask must be a PNG image no larger than the photo")
+                m = np.asarray(img.convert("RGBA"))
+        except (ValueError, OSError):
+            raise UsageError("the mask is not a readable PNG image") from None
+        painted = ((m[..., 3] > 0) & (m[..., :3].max(axis=2) > 0)).astype(np.uint8) * 255
+        full = cv2.resize(painted, self.photo.size, interpolation=cv2.INTER_NEAREST)
+        Image.fromarray(full).save(path)
+
+    def _drag(self, pairs, pts: np.ndarray, mask, steps: int) -> None:
+        from drag.engine import DragConfig
+        from drag.stage import run_drag
+        from pipeline.run import RunFolder
+        inverse = np.array(self.align["inverse"])
+        to_photo = lambda p: (np.asarray(p, dtype=np.float64) @ inverse[:2, :2].T + inverse[:2, 2]).tolist()
+        self.targets = to_photo(pts[:, 1])
+        self.handles = to_photo(pts[:, 0])
+        last = [0.0]
+
+        def on_state(state) -> None:
+            self.progress = Progress("drag", state.step, steps)
+            self.handles = to_photo(state.handles.cpu().numpy())
+            if time.time() - last[0] > FRAME_EVERY_S:
+                last[0] = time.time()
+                self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
+
+        config = dataclasses.replace(self.services.drag_config or DragConfig(), steps=steps)
+        state = run_drag(self.run_dir, pts, mask, config, device=self.services.device,
+                         progress=False, callback=on_state, w_start=self._current_w(),
+                         should_stop=self.stop_event.is_set)
+        self.history.append(state.w.detach().clone())
+        self.rounds.append({"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
+                            "steps": steps})
+        self.handles = to_photo(state.handles.cpu().numpy())
+        self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
+        record = RunFolder(self.run_dir).read_json("drag", "drag.json")
+        self.message = (f"{record['stop_reason']} after {record['steps']} steps; "
+                        f"mean distance {record['mean_distance']['photo']:.1f} px")
+        self.state = "ready"
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def undo(self) -> None:
+        self._idle_only()
+        if self.history:
+            self.history.pop()
+            self.rounds.pop()
+        self._show(self._current_w())
+        self.handles, self.targets = [], []
+
+    def reset(self) -> None:
+        self._idle_only()
+        self.history, self.rounds = [], []
+        self._show(self._current_w())
+        self.handles, self.targets = [], []
+
+    def _idle_only(self) -> None:
+        if self.w_pivot is None:
+            raise UsageError("nothing to undo yet")
+        if self.thread is not None and self.thread.is_alive():
+            raise UsageError("stop the running job first")
+
+    # results ------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        self.last_seen = time.time()
+        return {"state": self.state, "message": self.message, "phase": self.progress.phase,
+                "step": self.progress.step, "total": self.progress.total, "handles": self.handles,
+                "targets": self.targets, "rounds": len(self.rounds), "frame_version": self.frame_version}
+
+    def result(self) -> tuple:
+        """(bytes, file name, media type) of the full-size edited photo in the photo's format."""
+        if self.w_pivot is None:
+            raise UsageError("nothing to download yet")
+        from pipeline.composite import blend_mask, composite, face_polygon, save_like
+        from weights.networks import to_uint8
+        with torch.no_grad():
+            img = to_uint8(self.G.synthesis(self._current_w(), noise_mode="const"))[0]
+        matrix, size = np.array(self.align["matrix"]), int(self.align["size"])
+        lm = np.asarray(self.align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
+        pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
+        pts_aligned = (np.asarray(pts).reshape(-1, 2) @ matrix[:2, :2].T + matrix[:2, 2]).tolist() if pts else []
+        out = composite(self.photo.rgb, img, matrix, blend_mask(size, [face_polygon(lm)], pts_aligned)).image
+        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(self.photo.format, ".png")
+        path = self.dir / f"edited{ext}"
+        save_like(path, out, self.photo)
+        media = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
+                 ".tif": "image/tiff"}[ext]
+        return path.read_bytes(), f"{self.photo.path.stem}_edited{ext}", media
+
+    def recipe(self) -> dict:
+        if len(self.rounds) != 1:
+            raise UsageError("a recipe replays one round of drags from the inversion: "
+                             f"this session has {len(self.rounds)}; reset and drag once to get one")
+        return {"version": 1, "model": self.services.model_name, "coords": "photo",
+                "drags": self.rounds[0]["drags"],
+                "align": {"face": int(self.align["face_index"]), "size": int(self.align["size"])},
+                "drag": {"steps": int(self.rounds[0]["steps"])}}
+
+    def run_zip(self) -> bytes:
+        if not self.run_dir.is_dir():
+            raise UsageError("nothing to download yet")
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(self.run_dir.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(self.run_dir).parts):
+                    zf.write(f, f"run/{f.relative_to(self.run_dir)}")
+        return buf.getvalue()
+
+    def close(self) -> None:
+        self.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Services:
+    """What sessions share: the model (loaded once), LPIPS, the inversion cache, the device."""
+
+    model_name: str
+    model_path: Path
+    model_sha256: str
+    resolution: int
+    device: torch.device
+    cache: object
+    perceptual: Callable
+    inversion_config: object
+    drag_config: object = None       # DragConfig; its step limit comes from each request
+    _G: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def generator(self):
+        with self._lock:
+            if self._G is None:
+                from weights.checkpoint import load_generator
+                self._G = load_generator(self.model_path, self.device)
+            return self._G
+
+
+class SessionManager:
+    """Creates sessions with unguessable ids; stops drags of pages that stopped polling."""
+
+    def __init__(self, root: Path, services: Services, idle_stop_s: float = 10.0, idle_drop_s: float = 3600.0):
+        self.root = Path(root)
+        self.services = services
+        self.sessions: Dict[str, Session] = {}
+        self.idle_stop_s, self.idle_drop_s = idle_stop_s, idle_drop_s
+        self.lock = threading.Lock()
+
+    def create(self, data: bytes, filename: str) -> Session:
+        if not data:
+            raise UsageError("the upload is empty")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise UsageError(f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+        sid = secrets.token_urlsafe(16)
+        folder = self.root / sid
+        folder.mkdir(parents=True)
+        suffix = Path(filename or "").suffix.lower()
+        safe = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff") else ".img"
+        path = folder / f"photo{safe}"  # the client's name is never used as a path
+        path.write_bytes(data)
+        try:
+            session = Session(sid, folder, path, self.services)
+        except UsageError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UsageError(str(exc).replace(str(path), "the upload")) from None  # no server paths
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self.lock:
+            self.sessions[sid] = session
+        return session
+
+    def get(self, sid: str) -> Session:
+        session = self.sessions.get(sid)
+        if session is None:
+            raise KeyError(sid)
+        return session
+
+    def close(self, sid: str) -> None:
+        with self.lock:
+            session = self.sessions.pop(sid, None)
+        if session is not None:
+            session.close()
+
+    def reap(self) -> None:
+        now = time.time()
+        for sid, s in list(self.sessions.items()):
+            if now - s.last_seen > self.idle_stop_s:
+                s.stop()
+            if now - s.last_seen > self.idle_drop_s:
+                self.close(sid)

@@ -1,0 +1,179 @@
+// photodrag web editor: talks to the local server; all coordinates sent are photo pixels.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const S = { id: null, width: 0, height: 0, faces: [], state: "none", pairs: [], pending: null,
+            painting: false, paintMode: false, frameVersion: -1, handles: [], targets: [], zoom: 1,
+            displayW: 0, displayH: 0, maskUsed: false, poll: null };
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, opts);
+  if (!r.ok) {
+    let msg = r.statusText;
+    try { const j = await r.json(); msg = j.error || j.detail || msg; } catch (e) {}
+    throw new Error(msg);
+  }
+  return r.headers.get("content-type")?.includes("json") ? r.json() : r;
+}
+const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" },
+                                         body: JSON.stringify(body || {}) });
+function showError(e) { $("error").textContent = e ? String(e.message || e) : ""; }
+
+fetch("/api/info").then((r) => r.json()).then((i) => { $("model").textContent = `model ${i.model} (${i.resolution}px)`; });
+
+$("upload").addEventListener("change", async (ev) => {
+  const file = ev.target.files[0];
+  if (!file) return;
+  showError(null);
+  if (S.id) navigator.sendBeacon(`/api/session/${S.id}/close`);
+  Object.assign(S, { id: null, pairs: [], pending: null, handles: [], targets: [], frameVersion: -1, maskUsed: false });
+  $("status").textContent = "Finding faces...";
+  const fd = new FormData();
+  fd.append("file", file);
+  try {
+    const s = await api("/api/session", { method: "POST", body: fd });
+    Object.assign(S, { id: s.id, width: s.width, height: s.height, faces: s.faces, state: "uploaded" });
+    await loadFrame(true);
+    listFaces();
+    $("status").textContent = `${s.faces.length} face(s) found: pick one to invert.`;
+    startPolling();
+  } catch (e) { showError(e); $("status").textContent = "Upload a photo with a face."; }
+});
+
+function listFaces() {
+  const box = $("faces");
+  box.innerHTML = "";
+  S.faces.forEach((f) => {
+    const b = document.createElement("button");
+    b.id = `face-${f.index}`;
+    b.textContent = `Face ${f.index}`;
+    b.onclick = async () => {
+      showError(null);
+      try { await post(`/api/session/${S.id}/invert`, { face: f.index }); S.state = "inverting"; updateButtons(); }
+      catch (e) { showError(e); }
+    };
+    box.appendChild(b);
+  });
+}
+
+async function loadFrame(resize) {
+  const img = new Image();
+  img.src = `/api/session/${S.id}/frame.jpg?t=${Date.now()}`;
+  await img.decode();
+  const c = $("photo");
+  if (resize || c.width !== img.width) {
+    for (const id of ["photo", "overlay", "maskcanvas"]) { $(id).width = img.width; $(id).height = img.height; }
+    S.displayW = img.width; S.displayH = img.height;
+    applyZoom();
+  }
+  c.getContext("2d").drawImage(img, 0, 0);
+  drawOverlay();
+}
+
+function applyZoom() {
+  for (const id of ["photo", "overlay", "maskcanvas"]) {
+    $(id).style.width = `${S.displayW * S.zoom}px`;
+    $(id).style.height = `${S.displayH * S.zoom}px`;
+  }
+}
+$("zoom").addEventListener("input", (e) => { S.zoom = parseFloat(e.target.value); applyZoom(); });
+
+const scale = () => S.displayW / S.width;  // display pixels per photo pixel
+function toPhoto(ev) {
+  const r = $("overlay").getBoundingClientRect();
+  const x = (ev.clientX - r.left) / r.width * S.displayW, y = (ev.clientY - r.top) / r.height * S.displayH;
+  return [x / scale(), y / scale()];
+}
+
+function drawOverlay() {
+  const c = $("overlay"), g = c.getContext("2d"), k = scale();
+  g.clearRect(0, 0, c.width, c.height);
+  if (S.state === "uploaded") {
+    g.strokeStyle = "#ffc800"; g.lineWidth = 2; g.font = "16px sans-serif"; g.fillStyle = "#ffc800";
+    S.faces.forEach((f) => {
+      const [l, t, r, b] = f.box.map((v) => v * k);
+      g.strokeRect(l, t, r - l, b - t); g.fillText(String(f.index), l + 4, t + 16);
+    });
+  }
+  const dot = (p, color) => { g.fillStyle = color; g.beginPath(); g.arc(p[0] * k, p[1] * k, 5, 0, 7); g.fill(); };
+  const arrow = (a, b) => { g.strokeStyle = "#fff"; g.lineWidth = 2; g.beginPath();
+                            g.moveTo(a[0] * k, a[1] * k); g.lineTo(b[0] * k, b[1] * k); g.stroke(); };
+  const live = S.state === "dragging" && S.handles.length;
+  S.pairs.forEach((p, i) => { const h = live ? S.handles[i] || p.handle : p.handle;
+                              arrow(h, p.target); dot(h, "#e62828"); dot(p.target, "#2860e6"); });
+  if (S.pending) dot(S.pending, "#e62828");
+  $("points").textContent = S.pairs.map((p, i) =>
+    `${i + 1}: (${p.handle.map(Math.round)}) -> (${p.target.map(Math.round)})`).join("  ");
+}
+
+$("overlay").addEventListener("mousedown", (ev) => {
+  if (S.state !== "ready") return;
+  if (S.paintMode) { S.painting = true; paint(ev); return; }
+  const p = toPhoto(ev);
+  if (!S.pending) { S.pending = p; } else { S.pairs.push({ handle: S.pending, target: p }); S.pending = null; }
+  drawOverlay(); updateButtons();
+});
+$("overlay").addEventListener("mousemove", (ev) => { if (S.painting) paint(ev); });
+window.addEventListener("mouseup", () => { S.painting = false; });
+function paint(ev) {
+  const r = $("overlay").getBoundingClientRect();
+  const x = (ev.clientX - r.left) / r.width * S.displayW, y = (ev.clientY - r.top) / r.height * S.displayH;
+  const g = $("maskcanvas").getContext("2d");
+  g.fillStyle = "rgba(0,255,120,0.35)"; g.beginPath(); g.arc(x, y, 18, 0, 7); g.fill();
+  S.maskUsed = true; updateButtons();
+}
+$("paint").onclick = () => { S.paintMode = !S.paintMode; $("paint").textContent = S.paintMode ? "Click points" : "Paint mask"; };
+$("clearmask").onclick = () => { const c = $("maskcanvas"); c.getContext("2d").clearRect(0, 0, c.width, c.height);
+                                 S.maskUsed = false; updateButtons(); };
+$("clear").onclick = () => { S.pairs = []; S.pending = null; drawOverlay(); updateButtons(); };
+
+$("start").onclick = async () => {
+  showError(null);
+  const body = { drags: S.pairs, steps: parseInt($("steps").value, 10) || 300,
+                 mask: S.maskUsed ? $("maskcanvas").toDataURL("image/png") : null };
+  try { await post(`/api/session/${S.id}/drag`, body); S.state = "dragging"; updateButtons(); }
+  catch (e) { showError(e); }
+};
+$("stop").onclick = () => post(`/api/session/${S.id}/stop`).catch(showError);
+for (const act of ["undo", "reset"]) {
+  $(act).onclick = async () => {
+    showError(null);
+    try { await post(`/api/session/${S.id}/${act}`); S.pairs = []; S.pending = null; await loadFrame(false); }
+    catch (e) { showError(e); }
+  };
+}
+
+function updateButtons() {
+  const ready = S.state === "ready", busy = S.state === "dragging" || S.state === "inverting";
+  $("start").disabled = !(ready && S.pairs.length);
+  $("stop").disabled = !busy;
+  for (const id of ["undo", "reset", "paint", "clear", "clearmask"]) $(id).disabled = !ready;
+  for (const id of ["download-result", "download-run", "download-recipe"]) $(id).hidden = !(ready && S.id);
+  if (S.id) {
+    $("download-result").href = `/api/session/${S.id}/result`;
+    $("download-recipe").href = `/api/session/${S.id}/recipe`;
+    $("download-run").href = `/api/session/${S.id}/run.zip`;
+  }
+}
+
+function startPolling() {
+  if (S.poll) clearInterval(S.poll);
+  S.poll = setInterval(async () => {
+    if (!S.id) return;
+    try {
+      const st = await api(`/api/session/${S.id}/status`);
+      const was = S.state;
+      S.state = st.state; S.handles = st.handles; S.targets = st.targets;
+      $("progress").max = st.total || 1; $("progress").value = st.step || 0;
+      const what = st.state === "inverting" ? `Inverting: ${st.phase} ${st.step}/${st.total}` :
+                   st.state === "dragging" ? `Dragging: step ${st.step}/${st.total}` :
+                   st.state === "ready" ? `Ready. ${st.message}` : st.message;
+      $("status").textContent = what;
+      if (st.state === "error") showError(st.message);
+      if (st.frame_version !== S.frameVersion) { S.frameVersion = st.frame_version; await loadFrame(false); }
+      if (was !== S.state) { if (was === "dragging" && S.state === "ready") S.pairs = []; updateButtons(); drawOverlay(); }
+      else if (S.state === "dragging") drawOverlay();
+    } catch (e) { showError(e); }
+  }, 300);
+}
+
+window.addEventListener("pagehide", () => { if (S.id) navigator.sendBeacon(`/api/session/${S.id}/close`); });

@@ -1,0 +1,215 @@
+"""The local web editor: session isolation, upload limits and errors, and a real browser run."""
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import NO_SHARED, PHOTOS, tiny_generator
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from drag.engine import DragConfig  # noqa: E402
+from inversion.cache import InversionCache  # noqa: E402
+from inversion.config import InversionConfig, ProjectionConfig, TuningConfig  # noqa: E402
+from inversion.perceptual import Perceptual  # noqa: E402
+from pipeline.webui.app import create_app  # noqa: E402
+from pipeline.webui.session import Services, SessionManager  # noqa: E402
+from weights.checkpoint import save_generator  # noqa: E402
+
+TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
+ARTIFACTS = Path(os.environ.get("PHOTODRAG_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
+
+
+@pytest.fixture
+def manager(tmp_path, nets):
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    model = tmp_path / "tiny.safetensors"
+    save_generator(tiny_generator(res=128, dim=32), model)
+    cfg = InversionConfig(projection=ProjectionConfig(steps=6, w_avg_samples=100),
+                          tuning=TuningConfig(steps=3, lpips_threshold=0.0))
+    svc = Services(model_name=str(model), model_path=model, model_sha256="tiny", resolution=128,
+                   device=torch.device("cpu"), cache=InversionCache(tmp_path / "cache"),
+                   perceptual=lambda n, r: nets[n], inversion_config=cfg,
+                   drag_config=DragConfig(stall_steps=10 ** 6))  # long drags must run until stopped
+    return SessionManager(tmp_path / "ui", svc)
+
+
+def upload(client, path=TOM, name="tom.jpg"):
+    return client.post("/api/session", files={"file": (name, Path(path).read_bytes(), "image/jpeg")})
+
+
+def wait(client, sid, states=("ready", "error"), timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        st = client.get(f"/api/session/{sid}/status").json()
+        if st["state"] in states:
+            return st
+        time.sleep(0.1)
+    raise AssertionError(f"session stayed {st['state']}")
+
+
+def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
+    with TestClient(create_app(manager)) as c:
+        a, b = upload(c).json(), upload(c, PHOTOS / "2008_001009.jpg", "two.jpg").json()
+        assert a["id"] != b["id"] and len(a["id"]) >= 20
+        assert len(b["faces"]) == 2 and (a["width"], a["height"]) == Image.open(TOM).size
+        c.post(f"/api/session/{a['id']}/invert", json={"face": 0})
+        assert wait(c, a["id"])["state"] == "ready"
+        assert c.get(f"/api/session/{b['id']}/status").json()["state"] == "uploaded"  # b untouched
+        r = c.post(f"/api/session/{a['id']}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
+                                                          "steps": 4})
+        assert r.status_code == 200
+        st = wait(c, a["id"])
+        assert st["state"] == "ready" and st["rounds"] == 1
+        res = c.get(f"/api/session/{a['id']}/result")
+        assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg"
+        from io import BytesIO
+        assert Image.open(BytesIO(res.content)).size == Image.open(TOM).size
+        assert c.get(f"/api/session/{a['id']}/recipe").json()["drags"][0]["handle"] == [371.0, 569.0]
+        assert c.get(f"/api/session/{a['id']}/run.zip").status_code == 200
+        assert c.get(f"/api/session/{b['id']}/result").status_code == 400  # b has nothing yet
+        assert not (manager.root / b["id"] / "run").exists()
+        # undo returns to the inversion; a second round continues from the current result
+        assert c.post(f"/api/session/{a['id']}/undo").status_code == 200
+        assert c.get(f"/api/session/{a['id']}/status").json()["rounds"] == 0
+
+
+def test_bad_uploads_get_clear_messages(manager, monkeypatch):
+    with TestClient(create_app(manager)) as c:
+        r = c.post("/api/session", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
+        assert r.status_code == 400 and "not an image" in r.json()["error"]
+        assert "ui" not in r.json()["error"]  # no server paths leak
+        r = c.post("/api/session", files={"file": ("x.jpg", b"", "image/jpeg")})
+        assert r.status_code == 400 and "empty" in r.json()["error"]
+        r = upload(c, PHOTOS / "dogs.jpg", "dogs.jpg")
+        assert r.status_code == 400 and "no face" in r.json()["error"]
+        monkeypatch.setattr("pipeline.webui.session.MAX_UPLOAD_BYTES", 1000)
+        r = upload(c)
+        assert r.status_code == 400 and "larger than" in r.json()["error"]
+        monkeypatch.undo()
+        r = c.post("/api/session", files={"file": ("../../etc/passwd", TOM.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200
+        sid = r.json()["id"]
+        assert [p.name for p in (manager.root / sid).iterdir()] == ["photo.img"]  # client names are never paths
+        assert c.get("/api/session/nope/status").status_code == 404
+        assert not [p for p in manager.root.iterdir() if p.name != sid]  # failed uploads left nothing
+
+
+def test_bad_drag_requests_and_one_drag_at_a_time(manager):
+    with TestClient(create_app(manager)) as c:
+        sid = upload(c).json()["id"]
+        r = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}]})
+        assert r.status_code == 400 and "inversion first" in r.json()["error"]
+        c.post(f"/api/session/{sid}/invert", json={"face": 0})
+        wait(c, sid)
+        bad = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [5, 5], "target": [9, 9]}]})
+        assert bad.status_code == 400 and "outside the aligned face crop" in bad.json()["error"]
+        assert c.post(f"/api/session/{sid}/drag", json={"drags": []}).status_code == 400
+        mask = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
+                                                        "mask": "data:text/plain;base64,aGk="})
+        assert mask.status_code == 400 and "PNG" in mask.json()["error"]
+        ok = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
+                                                      "steps": 1000})
+        assert ok.status_code == 200
+        busy = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}]})
+        assert busy.status_code == 400 and "busy" in busy.json()["error"]
+        c.post(f"/api/session/{sid}/stop")
+        st = wait(c, sid)
+        assert st["state"] == "ready" and "stopped" in st["message"]
+
+
+def test_a_closed_tab_stops_its_drag(manager):
+    manager.idle_stop_s = 0.5
+    with TestClient(create_app(manager, reap_every_s=0.2)) as c:
+        sid = upload(c).json()["id"]
+        c.post(f"/api/session/{sid}/invert", json={"face": 0})
+        wait(c, sid)
+        c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
+                                                 "steps": 1000})
+        session = manager.get(sid)
+        session.thread.join(timeout=120)  # nobody polls: the reaper stops it
+        assert not session.thread.is_alive()
+        assert "stopped" in session.message
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_real_browser_edit(manager, tmp_path):
+    """Headless Chromium: upload, pick the face, click a handle and a target, drag, download."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    import httpx
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(manager), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chrome'}"):
+        opts.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        browser.get(base + "/")
+        wait_ = WebDriverWait(browser, 120)
+        browser.find_element(By.ID, "upload").send_keys(str(TOM))
+        wait_.until(EC.element_to_be_clickable((By.ID, "face-0"))).click()
+        wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "Ready"))
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("5")
+        overlay = browser.find_element(By.ID, "overlay")
+        w, h = overlay.size["width"], overlay.size["height"]
+        pw, ph = Image.open(TOM).size
+        for x, y in ((371, 569), (390, 550)):  # photo pixels -> offsets from the canvas centre
+            ActionChains(browser).move_to_element_with_offset(overlay, x * w / pw - w / 2, y * h / ph - h / 2) \
+                .click().perform()
+        import re
+        got = [int(v) for v in re.findall(r"-?\d+", browser.find_element(By.ID, "points").text)]
+        assert got[0] == 1 and np.abs(np.array(got[1:5]) - [371, 569, 390, 550]).max() <= 2  # whole-pixel clicks
+        browser.find_element(By.ID, "start").click()
+        wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "after 5 steps"))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "webui.png"))
+        link = wait_.until(EC.visibility_of_element_located((By.ID, "download-result"))).get_attribute("href")
+        res = httpx.get(link, timeout=60)
+        assert res.status_code == 200
+        from io import BytesIO
+        assert Image.open(BytesIO(res.content)).size == (pw, ph)
+        assert np.asarray(Image.open(ARTIFACTS / "webui.png")).std() > 0
+    finally:
+        browser.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
