@@ -11,6 +11,7 @@ align and invert are reused and only drag and composite run.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -53,7 +54,7 @@ def main() -> None:
 
     def stage_rss(stage_fn_name):
         mod_name, fn_name = stage_fn_name
-        mod = sys.modules[mod_name]
+        mod = importlib.import_module(mod_name)
         real = getattr(mod, fn_name)
 
         def wrapped(*a, **k):
@@ -62,10 +63,6 @@ def main() -> None:
             return out
         setattr(mod, fn_name, wrapped)
 
-    import align.stage
-    import drag.stage
-    import inversion.stage
-    import pipeline.composite
     for target in (("align.stage", "run_align"), ("inversion.stage", "run_invert"),
                    ("drag.stage", "run_drag"), ("pipeline.composite", "run_composite")):
         stage_rss(target)

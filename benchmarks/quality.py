@@ -39,7 +39,6 @@ def main() -> None:
     ap.add_argument("--skip", choices=["pti", "drag"], nargs="*", default=[])
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from pipeline.errors import PhotodragError
@@ -64,7 +63,6 @@ def main() -> None:
 
 
 def pti_table(G, lp, args) -> dict:
-    import numpy as np
 
     from align.align import align_face
     from inversion.api import image_to_tensor

@@ -12,8 +12,6 @@ size, as the official implementation does; tests compare the two.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional
 

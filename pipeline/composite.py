@@ -7,7 +7,6 @@ the mask is zero the output pixels are the input photo's pixels, byte for byte.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence

@@ -44,7 +44,6 @@ class FaceDescriptor:
 
 def describe(rgb: np.ndarray, near: Optional[np.ndarray] = None) -> FaceDescriptor:
     """Descriptor of the face in `rgb` (the one nearest `near` (x, y) when several are found)."""
-    import dlib
     detector, predictor, recognizer = _models()
     img = np.ascontiguousarray(rgb)
     rects = detector(img, 1)

@@ -12,7 +12,6 @@ from align.detect import find_faces
 from align.ffhq import apply_matrix, ffhq_quad, quad_to_matrix, warp_to_photo
 from align.stage import run_align
 from helpers import NO_SHARED, PHOTOS
-from pipeline.errors import UsageError
 from pipeline.images import load_photo
 from run_pipeline import main
 

@@ -1,11 +1,9 @@
 """DragGAN: pure functions, the engine on a controllable field and on tiny generators, stage and CLI."""
-import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from drag import features as ops
 from drag.engine import DragConfig, DragEngine

@@ -1,7 +1,5 @@
 """The end-to-end `edit` command on real photos with a tiny generator (marked slow; runs in CI)."""
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """Identity and fidelity metrics on real photos; the landmark protocol on synthetic sets."""
-import json
 
 import cv2
 import numpy as np

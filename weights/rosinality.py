@@ -8,7 +8,6 @@ filter with the same padding.  Only names, shapes and the channel layout differ.
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Dict, Optional, Tuple
 
