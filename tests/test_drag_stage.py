@@ -123,3 +123,19 @@ def test_drag_without_invert_says_what_to_run(tmp_path, capsys):
     run_align(PHOTO, tmp_path / "r", size=128)
     code, _, err = cli(capsys, "drag", str(tmp_path / "r"), "--drag", "300,500:310,500")
     assert code == 2 and "photodrag invert" in err
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_animation_writers(tmp_path, suffix):
+    import cv2
+
+    from drag.stage import write_animation
+    frames = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(4)]
+    path = tmp_path / f"steps{suffix}"
+    write_animation(path, frames)
+    if suffix == ".gif":
+        assert Image.open(path).n_frames == 4
+    else:
+        cap = cv2.VideoCapture(str(path))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp files left
