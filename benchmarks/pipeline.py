@@ -86,8 +86,10 @@ def main() -> None:
             rss.clear()
             t0 = time.perf_counter()
             s = edit.run_edit(args.photo, recipe(h, t), tmp / f"{label}.jpg", **common)
+            drag = json.loads((tmp / "run" / "drag" / "drag.json").read_text())
             runs[label] = {"total_s": round(time.perf_counter() - t0, 2), "stage_s": s.seconds,
-                           "reused": s.reused, "peak_rss_mib_after_stage": dict(rss)}
+                           "reused": s.reused, "peak_rss_mib_after_stage": dict(rss),
+                           "drag_steps": drag["steps"], "drag_stop_reason": drag["stop_reason"]}
     ratio = runs["re_edit"]["total_s"] / runs["first"]["total_s"]
     print(json.dumps({"benchmark": "pipeline", "model": "ffhq-256 config, random weights", "device": "cpu",
                       "threads": args.threads, "photo": args.photo.name,
