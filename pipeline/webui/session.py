@@ -137,8 +137,8 @@ class Session:
     def _current_w(self) -> torch.Tensor:
         return self.history[-1] if self.history else self.w_pivot
 
-    def _show(self, w: torch.Tensor, points=()) -> None:
-        """Composite the image of `w` into the photo and publish it as the frame."""
+    def _composited(self, w: torch.Tensor, points_aligned=()) -> np.ndarray:
+        """The photo with the image of `w` blended into the face region (and around `points_aligned`)."""
         from pipeline.composite import blend_mask, composite, face_polygon
         from weights.networks import to_uint8
         with torch.no_grad():
@@ -146,8 +146,12 @@ class Session:
         matrix = np.array(self.align["matrix"])
         size = int(self.align["size"])
         lm = np.asarray(self.align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
-        mask = blend_mask(size, [face_polygon(lm)], list(points))
-        self._set_frame(composite(self.photo.rgb, img, matrix, mask).image)
+        mask = blend_mask(size, [face_polygon(lm)], list(points_aligned))
+        return composite(self.photo.rgb, img, matrix, mask).image
+
+    def _show(self, w: torch.Tensor, points=()) -> None:
+        """Publish the composited image of `w` as the frame."""
+        self._set_frame(self._composited(w, points))
 
     def start_drag(self, drags: List[dict], mask_png: Optional[str], steps: int) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -248,15 +252,11 @@ class Session:
         """(bytes, file name, media type) of the full-size edited photo in the photo's format."""
         if self.w_pivot is None:
             raise UsageError("nothing to download yet")
-        from pipeline.composite import blend_mask, composite, face_polygon, save_like
-        from weights.networks import to_uint8
-        with torch.no_grad():
-            img = to_uint8(self.G.synthesis(self._current_w(), noise_mode="const"))[0]
-        matrix, size = np.array(self.align["matrix"]), int(self.align["size"])
-        lm = np.asarray(self.align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
+        from pipeline.composite import save_like
+        matrix = np.array(self.align["matrix"])
         pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
         pts_aligned = (np.asarray(pts).reshape(-1, 2) @ matrix[:2, :2].T + matrix[:2, 2]).tolist() if pts else []
-        out = composite(self.photo.rgb, img, matrix, blend_mask(size, [face_polygon(lm)], pts_aligned)).image
+        out = self._composited(self._current_w(), pts_aligned)
         ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(self.photo.format, ".png")
         path = self.dir / f"edited{ext}"
         save_like(path, out, self.photo)
