@@ -7,8 +7,9 @@ from typing import List, Tuple, Union
 import numpy as np
 
 from align.detect import Face, find_faces
-from align.ffhq import apply_matrix, ffhq_quad, matrix_scale, quad_to_matrix, warp_to_aligned
+from align.ffhq import ffhq_quad, quad_to_matrix, warp_to_aligned
 from pipeline.errors import UsageError
+from pipeline.geometry import apply_matrix, matrix_scale
 
 SMALL_FACE_RATIO = 0.5  # warn when the face crop is upscaled more than 2x
 

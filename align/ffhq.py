@@ -8,11 +8,12 @@ edit can be warped back exactly.
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import cv2
 import numpy as np
+
+from pipeline.geometry import matrix_scale
 
 # dlib's 68-point layout
 LEFT_EYE = slice(36, 42)   # the subject's right eye, on the image's left
@@ -53,17 +54,6 @@ def quad_to_matrix(quad: np.ndarray, size: int) -> np.ndarray:
     shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])  # continuous -> index, on the aligned side
     unshift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # index -> continuous, on the photo side
     return shift @ m @ unshift
-
-
-def apply_matrix(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Map N x 2 points with a 3x3 affine matrix."""
-    pts = np.asarray(pts, dtype=np.float64)
-    return pts @ m[:2, :2].T + m[:2, 2]
-
-
-def matrix_scale(m: np.ndarray) -> float:
-    """Aligned pixels per photo pixel (the similarity's scale)."""
-    return math.sqrt(abs(np.linalg.det(m[:2, :2])))
 
 
 def _wide_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -127,10 +117,3 @@ def warp_to_aligned(rgb: np.ndarray, matrix: np.ndarray, quad: np.ndarray, size:
         m = m @ np.linalg.inv(down)
     out = cv2.warpAffine(crop, m[:2], (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def warp_to_photo(aligned: np.ndarray, matrix: np.ndarray, photo_size: Tuple[int, int]) -> np.ndarray:
-    """Warp an aligned image back onto the photo's pixel grid (float32, H x W x C)."""
-    w, h = photo_size
-    return cv2.warpAffine(aligned.astype(np.float32), matrix[:2], (w, h),
-                          flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)

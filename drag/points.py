@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import UsageError
+from pipeline.geometry import apply_matrix, matrix_scale
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _PAIR = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")
@@ -52,8 +53,7 @@ def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size:
         raise UsageError("give at least one --drag X1,Y1:X2,Y2")
     pts = np.array([[p.handle, p.target] for p in pairs], dtype=np.float64)
     if coords == "photo":
-        flat = pts.reshape(-1, 2) @ matrix[:2, :2].T + matrix[:2, 2]
-        pts = flat.reshape(-1, 2, 2)
+        pts = apply_matrix(matrix, pts)
     elif coords != "aligned":
         raise UsageError("--coords must be photo or aligned")
     for i, (pair, (h, t)) in enumerate(zip(pairs, pts)):
@@ -70,8 +70,8 @@ def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size:
 def circle_mask(x: float, y: float, r: float, coords: str, matrix: np.ndarray, size: int) -> np.ndarray:
     """Movable region (1 inside) as a size x size float mask in aligned pixels."""
     if coords == "photo":
-        (x, y), = np.array([[x, y]]) @ matrix[:2, :2].T + matrix[:2, 2]
-        r = r * float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+        x, y = apply_matrix(matrix, [x, y])
+        r = r * matrix_scale(matrix)
     yy, xx = np.mgrid[0:size, 0:size]
     return ((xx - x) ** 2 + (yy - y) ** 2 <= r * r).astype(np.float32)
 

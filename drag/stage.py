@@ -22,6 +22,7 @@ from tqdm import tqdm
 from drag.engine import DragConfig, DragEngine, DragState
 from pipeline.errors import UsageError
 from pipeline.fileio import atomic_dir, atomic_path
+from pipeline.geometry import apply_matrix, matrix_scale
 from pipeline.identity import identity_report
 from pipeline.run import RunFolder, load_inversion
 
@@ -103,8 +104,8 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
     seconds = time.perf_counter() - t0
     edited = engine.render(state)
     inverse = np.array(align["inverse"])
-    to_photo = lambda p: (np.asarray(p, dtype=np.float64) @ inverse[:2, :2].T + inverse[:2, 2])
-    scale = float(np.sqrt(abs(np.linalg.det(inverse[:2, :2]))))
+    to_photo = lambda p: apply_matrix(inverse, p)
+    scale = matrix_scale(inverse)
     final = state.handles.cpu().numpy().astype(np.float64)
     points = []
     for i in range(len(handles)):

@@ -22,6 +22,7 @@ from inversion.cache import InversionCache
 from inversion.config import InversionConfig
 from pipeline.errors import UsageError
 from pipeline.fileio import atomic_dir
+from pipeline.geometry import aligned_landmarks
 from pipeline.identity import identity_report, likely_causes
 from pipeline.run import RunFolder
 from weights.checkpoint import save_generator
@@ -67,8 +68,7 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
     aligned_sha = run.file_sha256("align", "aligned.png")
     if align.get("aligned_sha256") not in (None, aligned_sha):
         raise UsageError(f"{run.stage('align')}/aligned.png does not match its align.json; re-run align")
-    matrix = np.array(align["matrix"])
-    landmarks = np.asarray(align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
+    landmarks = aligned_landmarks(align)
     t0 = time.perf_counter()
     res = invert(aligned, generator, config, perceptual=perceptual, cache=cache, model_sha256=model_sha256,
                  store_fp16=store_fp16, progress=progress, face_landmarks=landmarks, on_step=on_step)

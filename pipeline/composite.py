@@ -17,6 +17,7 @@ from PIL import Image, JpegImagePlugin
 
 from pipeline.errors import UsageError
 from pipeline.fileio import atomic_path
+from pipeline.geometry import aligned_landmarks, warp_to_photo
 from pipeline.images import Photo
 
 # where each format's encoder is told to keep quality
@@ -71,12 +72,9 @@ class Composite:
 
 def composite(photo_rgb: np.ndarray, edited: np.ndarray, matrix: np.ndarray, mask_aligned: np.ndarray) -> Composite:
     """Blend `edited` (aligned) into the photo; pixels where the mask is 0 are copied unchanged."""
-    h, w = photo_rgb.shape[:2]
-    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
-    back = cv2.warpAffine(edited.astype(np.float32), matrix[:2], (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    m = cv2.warpAffine(mask_aligned, matrix[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    m = np.clip(m, 0.0, 1.0)
+    size = photo_rgb.shape[1], photo_rgb.shape[0]
+    back = warp_to_photo(edited, matrix, size)
+    m = np.clip(warp_to_photo(mask_aligned, matrix, size, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT), 0.0, 1.0)
     m[m < 1.0 / 512] = 0.0
     mixed = photo_rgb.astype(np.float32) * (1 - m[..., None]) + back * m[..., None]
     out = np.where(m[..., None] > 0, np.clip(np.rint(mixed), 0, 255).astype(np.uint8), photo_rgb)
@@ -155,8 +153,7 @@ def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) 
     output_format(out, photo)  # refuse a bad extension before any work
     matrix = np.array(align["matrix"])
     size = int(align["size"])
-    lm = np.asarray(align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
-    polygons = [face_polygon(lm)]
+    polygons = [face_polygon(aligned_landmarks(align))]
     edited_faces = _edited_landmarks(edited)
     if edited_faces is not None:
         polygons.append(face_polygon(edited_faces))

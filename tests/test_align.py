@@ -9,9 +9,10 @@ from PIL import Image
 
 from align.align import align_face
 from align.detect import find_faces
-from align.ffhq import apply_matrix, ffhq_quad, quad_to_matrix, warp_to_photo
+from align.ffhq import ffhq_quad, quad_to_matrix
 from align.stage import run_align
 from helpers import NO_SHARED, PHOTOS
+from pipeline.geometry import apply_matrix, warp_to_photo
 from pipeline.images import load_photo
 from run_pipeline import main
 

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import PhotodragError, UsageError
+from pipeline.geometry import aligned_landmarks, apply_matrix
 from pipeline.images import load_photo
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -143,11 +144,8 @@ class Session:
         from weights.networks import to_uint8
         with torch.no_grad():
             img = to_uint8(self.G.synthesis(w, noise_mode="const"))[0]
-        matrix = np.array(self.align["matrix"])
-        size = int(self.align["size"])
-        lm = np.asarray(self.align["landmarks"]) @ matrix[:2, :2].T + matrix[:2, 2]
-        mask = blend_mask(size, [face_polygon(lm)], list(points_aligned))
-        return composite(self.photo.rgb, img, matrix, mask).image
+        mask = blend_mask(int(self.align["size"]), [face_polygon(aligned_landmarks(self.align))], list(points_aligned))
+        return composite(self.photo.rgb, img, np.array(self.align["matrix"]), mask).image
 
     def _show(self, w: torch.Tensor, points=()) -> None:
         """Publish the composited image of `w` as the frame."""
@@ -192,7 +190,7 @@ class Session:
         from drag.stage import run_drag
         from pipeline.run import RunFolder
         inverse = np.array(self.align["inverse"])
-        to_photo = lambda p: (np.asarray(p, dtype=np.float64) @ inverse[:2, :2].T + inverse[:2, 2]).tolist()
+        to_photo = lambda p: apply_matrix(inverse, p).tolist()
         self.targets = to_photo(pts[:, 1])
         self.handles = to_photo(pts[:, 0])
         last = [0.0]
@@ -253,9 +251,8 @@ class Session:
         if self.w_pivot is None:
             raise UsageError("nothing to download yet")
         from pipeline.composite import save_like
-        matrix = np.array(self.align["matrix"])
         pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
-        pts_aligned = (np.asarray(pts).reshape(-1, 2) @ matrix[:2, :2].T + matrix[:2, 2]).tolist() if pts else []
+        pts_aligned = apply_matrix(self.align["matrix"], pts).tolist() if pts else []
         out = self._composited(self._current_w(), pts_aligned)
         ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(self.photo.format, ".png")
         path = self.dir / f"edited{ext}"
