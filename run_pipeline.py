@@ -62,7 +62,7 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
 # weights ----------------------------------------------------------------------
 @cli.group()
 def weights() -> None:
-    """List, download, import and verify the pretrained files."""
+    """List, download, import, verify and inspect the pretrained files."""
 
 
 @weights.command("list")
@@ -115,8 +115,19 @@ def weights_verify(s: Settings, names) -> None:
     results = s.store().verify(list(names) or None)
     for name, result in results.items():
         click.echo(f"{name:22s} {result}")
-    if any(r.startswith("hash mismatch") for r in results.values()):
-        raise PhotodragError("some files do not match their recorded hash; fetch or import them again")
+    if any(r.startswith(("hash mismatch", "does not fit")) for r in results.values()):
+        raise PhotodragError("some files do not match their recorded hash or their entry; fetch or import them again")
+
+
+@weights.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def weights_inspect(s: Settings, path: Path) -> None:
+    """Describe a checkpoint file without running it: layout, config, networks, size, why refused."""
+    from weights.checkpoint import read_checkpoint
+    from weights.describe import describe_checkpoint
+    for label, value in describe_checkpoint(read_checkpoint(path)):
+        click.echo(f"{label + ':':24s}{value}")
 
 
 @weights.command("path")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import pickletools
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -118,16 +119,42 @@ _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only allow-listed globals; anything else is refused before it can run."""
 
+    def __init__(self, file, allowed: Mapping[Tuple[str, str], Callable[[], Any]] = _ALLOWED,
+                 what: str = "tensor data or a StyleGAN network record") -> None:
+        super().__init__(file)
+        self._allowed, self._what = allowed, what
+
     def find_class(self, module: str, name: str):
-        factory = _ALLOWED.get((module, name))
+        factory = self._allowed.get((module, name))
         if factory is None:
             raise CheckpointError(
-                f"refusing to load: the pickle asks for {module}.{name}, which is not tensor data "
-                "or a StyleGAN network record (it could run code)")
+                f"refusing to load: the pickle asks for {module}.{name}, which is not {self._what} "
+                "(it could run code)")
         return factory()
 
     def persistent_load(self, pid):
         raise CheckpointError("refusing to load: the pickle uses persistent ids (not an NVIDIA network pickle)")
+
+
+def first_global(data: bytes) -> Optional[Tuple[str, str]]:
+    """(module, name) of the first global a pickle names, read from its opcodes (nothing runs).
+
+    TensorFlow pickles start with `dnnlib.tflib.network.Network`; PyTorch ones with a
+    persistent-object or tensor function.  Only used to pick which allow-list applies.
+    """
+    strings: list = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name == "GLOBAL":
+                module, _, name = str(arg).partition(" ")
+                return module, name
+            if op.name == "STACK_GLOBAL":
+                return (strings[-2], strings[-1]) if len(strings) >= 2 else None
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+    except Exception:  # a corrupt pickle: the real load reports it
+        return None
+    return None
 
 
 def load_network_pickle(data: bytes) -> Dict[str, Any]:

@@ -146,7 +146,8 @@ class WeightStore:
         return dest
 
     def verify(self, names: Optional[List[str]] = None) -> Dict[str, str]:
-        """Re-hash present files: 'ok', 'missing', 'hash mismatch', or 'ok (no reference hash)'."""
+        """Re-hash present files ('ok', 'missing', 'hash mismatch', 'ok (no reference hash)'); generators
+        whose hash is fine are also read and checked against their entry ('does not fit: ...')."""
         out = {}
         for name in names or list(REGISTRY):
             st = self.status(name)
@@ -161,22 +162,41 @@ class WeightStore:
                 out[name] = "ok" + (" (unverified import)" if st.unverified else "")
             else:
                 out[name] = f"hash mismatch: {digest[:12]}... expected {expected[:12]}..."
+                continue
+            if st.entry.kind == GENERATOR:
+                try:
+                    check_content(st.entry, st.path)
+                except CheckpointError as exc:
+                    out[name] = f"does not fit: {exc}"
         return out
 
 
+def generator_mismatch(entry: WeightEntry, config) -> Optional[str]:
+    """What differs between a generator's own config and what registry entry `entry` needs, or None.
+
+    A file is judged by its own kwargs: resolution, W size and RGB output must match the
+    entry; the channel layout (channel_base, fp16 layers, clamp) may differ.
+    """
+    want = entry.init_kwargs or {}
+    checks = (("resolution", config.img_resolution, want.get("img_resolution")),
+              ("w_dim", config.w_dim, want.get("w_dim")),
+              ("img_channels", config.img_channels, want.get("img_channels", 3)))
+    differs = [f"{name} {have} (needs {need})" for name, have, need in checks if need is not None and have != need]
+    return ", ".join(differs) or None
+
+
 def check_content(entry: WeightEntry, path: Path) -> None:
-    """Load `path` fully (safely) and check that it is the kind of file `entry` names."""
+    """Read `path` (safely) and check that it is the kind of file `entry` names."""
     if entry.kind == GENERATOR:
-        from weights.checkpoint import build_generator, read_generator_state
-        kwargs, sd, _ = read_generator_state(path)
-        G = build_generator(kwargs, sd)
-        if G.img_resolution != entry.resolution:
-            raise CheckpointError(f"{path} is a {G.img_resolution}px generator; {entry.name} needs {entry.resolution}px")
+        from weights.checkpoint import check_state_dict, read_checkpoint
         from weights.networks import Generator
-        ref = Generator(**entry.init_kwargs).state_dict()
-        bad = [k for k, v in ref.items() if tuple(sd[k].shape) != tuple(v.shape)]
-        if bad:
-            raise CheckpointError(f"{path} does not have the {entry.name} architecture (e.g. {bad[0]})")
+        config, sd = read_checkpoint(path).require()
+        differs = generator_mismatch(entry, config)
+        if differs:
+            raise CheckpointError(f"{path} is a {config.img_resolution}px generator with w_dim {config.w_dim}; "
+                                  f"{entry.name} needs {entry.resolution}px with w_dim "
+                                  f"{entry.init_kwargs['w_dim']} (differs: {differs})")
+        check_state_dict(Generator.from_config(config), sd)  # its tensors fit its own kwargs
     elif entry.kind == BACKBONE:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
