@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
     for cmd in ("generate", "weights"):
         assert cmd in out
     code, out, _ = run(["weights", "--help"], capsys)
-    for sub in ("list", "fetch", "import", "verify", "path"):
+    for sub in ("list", "fetch", "import", "verify", "path", "inspect"):
         assert sub in out
 
 
