@@ -111,7 +111,7 @@ def weights_import(s: Settings, name: str, path: Path, allow_unverified: bool) -
 @click.argument("names", nargs=-1)
 @click.pass_obj
 def weights_verify(s: Settings, names) -> None:
-    """Re-hash the files that are here (all, or NAMES); exit 1 on a mismatch."""
+    """Re-hash the files that are here (all, or NAMES), re-check generators; exit 1 on a mismatch."""
     results = s.store().verify(list(names) or None)
     for name, result in results.items():
         click.echo(f"{name:22s} {result}")

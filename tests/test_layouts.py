@@ -82,6 +82,14 @@ def test_ngc_layout_with_training_state_loads(tmp_path):
     _same_output(G, load_generator(path), atol=0)
 
 
+def test_numpy_data_in_training_state_is_skipped(tmp_path):
+    G = tiny_generator(res=16)
+    tsk = dict(resolution=np.int64(16), mean=np.arange(3, dtype=np.float32), random_seed=np.int32(0))
+    path = write_ngc_pickle(tmp_path / "n.pkl", G, training_set_kwargs=tsk)
+    assert b"_reconstruct" in path.read_bytes()  # a real numpy array, not only scalars
+    _same_output(G, load_generator(path), atol=0)
+
+
 def test_tf_layout_loads_and_matches(tmp_path):
     G = tiny_generator(res=32)
     path = write_tf_pickle(tmp_path / "stylegan2-ffhq-config-f.pkl", G)

@@ -95,9 +95,17 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, *state):
     return data
 
 
+def _multiarray():
+    return (getattr(np, "_core", None) or np.core).multiarray  # numpy 2 renamed numpy.core
+
+
 def _numpy_scalar() -> Callable:
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-    return core.multiarray.scalar
+    return _multiarray().scalar
+
+
+def _numpy_array() -> Callable:
+    """numpy's empty-array constructor; the pickle then fills in the data (object items are unpickled here too)."""
+    return _multiarray()._reconstruct
 
 
 _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
@@ -113,6 +121,9 @@ _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
     ("numpy", "dtype"): lambda: np.dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,   # numpy arrays in training state
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy", "ndarray"): lambda: np.ndarray,
 }
 
 

@@ -49,10 +49,10 @@ class WeightEntry:
 
 ENTRIES = (
     WeightEntry("ffhq-256", GENERATOR, "stylegan2-ffhq-256x256.pkl",
-                "StyleGAN2 FFHQ 256x256 (NVIDIA, stylegan2-ada-pytorch format), about 360 MB",
+                "StyleGAN2 FFHQ 256x256 (NVIDIA NGC, StyleGAN3-codebase pickle), about 360 MB",
                 _NVIDIA_NC, url=_NGC + "stylegan2-ffhq-256x256.pkl", init_kwargs=_ffhq_kwargs(256, 16384)),
     WeightEntry("ffhq-512", GENERATOR, "stylegan2-ffhq-512x512.pkl",
-                "StyleGAN2 FFHQ 512x512 (NVIDIA, as used by DragGAN), about 360 MB",
+                "StyleGAN2 FFHQ 512x512 (NVIDIA NGC, StyleGAN3-codebase pickle, as used by DragGAN), about 360 MB",
                 _NVIDIA_NC, url=_NGC + "stylegan2-ffhq-512x512.pkl", init_kwargs=_ffhq_kwargs(512, 32768)),
     WeightEntry("ffhq-1024", GENERATOR, "ffhq.pkl",
                 "StyleGAN2-ADA FFHQ 1024x1024 (NVIDIA stylegan2-ada-pytorch pretrained), about 380 MB",
