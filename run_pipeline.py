@@ -148,10 +148,13 @@ def weights_path(s: Settings, name: str) -> None:
               help="Recompute from this stage on, even if later stages look up to date.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100),
               help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
+@click.option("--overwrite-input", is_flag=True,
+              help="Allow -o to be the input photo (the original is kept in the run folder's input/).")
 @click.pass_obj
 def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], model: Optional[str],
          mask_circle: Optional[str], mask_path: Optional[Path], face: Optional[str], steps: Optional[int],
-         run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int]) -> None:
+         run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int],
+         overwrite_input: bool) -> None:
     """Edit a photo end to end: align, invert (PTI, cached), drag, composite.
 
     Writes the edited photo at its original size and format; pixels outside the face
@@ -160,7 +163,7 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     from dataclasses import replace
 
     from drag.points import parse_circle, parse_drag
-    from pipeline.edit import run_edit
+    from pipeline.edit import check_outputs, run_edit
     from pipeline.recipe import load_recipe, parse_recipe
 
     if recipe_path:
@@ -192,12 +195,14 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     batch = len(photos) > 1
     if batch and (run_dir or (output.suffix and not output.is_dir())):
         raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
-    for photo in photos:
-        out = output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output
+    pairs = [(photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
+             for photo in photos]
+    check_outputs(pairs, others=(recipe_path, recipe.mask_path))
+    for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
         summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=s.store(), cache=s.cache(),
                            run_dir=run_dir, from_stage=from_stage, jpeg_quality=jpeg_quality,
-                           progress=not s.quiet, log=s.info)
+                           progress=not s.quiet, log=s.info, overwrite_input=overwrite_input)
         for w in summary.warnings:
             click.echo(f"photodrag: warning: {w}", err=True)
         for line in summary.lines():
@@ -519,6 +524,15 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
 
 # entry point ------------------------------------------------------------------
+def click_message(exc: click.ClickException) -> str:
+    """One line for a click error, naming the command's --help when it is a usage error."""
+    msg = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        msg = msg.rstrip(".") + f"; see `{ctx.command_path} --help`"
+    return msg
+
+
 def main(argv=None) -> None:
     """Run the CLI with one-line errors and fixed exit codes."""
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
@@ -526,9 +540,9 @@ def main(argv=None) -> None:
         cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors, in the tool's one-line style
+        click.echo(f"photodrag: error: {click_message(exc)}", err=True)
+        sys.exit(2)
     except (click.Abort, KeyboardInterrupt):
         click.echo("photodrag: interrupted; finished files are kept, unfinished ones were discarded", err=True)
         sys.exit(130)

@@ -18,6 +18,7 @@ Schema (every key but "drags" is optional; defaults are the tool's):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -67,10 +68,14 @@ def _fail(where: str, msg: str) -> None:
     raise UsageError(f"recipe {where}: {msg}")
 
 
+def _is_number(v) -> bool:
+    """A finite int or float (not a bool, NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _num_pair(value, where: str) -> Tuple[float, float]:
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and
-                                                                not isinstance(v, bool) for v in value)):
-        _fail(where, "must be [x, y] with two numbers")
+    if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
+        _fail(where, "must be [x, y] with two finite numbers")
     return float(value[0]), float(value[1])
 
 
@@ -85,6 +90,8 @@ def _section(data: dict, name: str, schema: dict, defaults: dict, where: str) ->
     for k, v in sec.items():
         if isinstance(v, bool) and schema[k] is not bool or not isinstance(v, schema[k]):
             _fail(where, f'"{name}.{k}" has the wrong type ({type(v).__name__})')
+        if isinstance(v, float) and not math.isfinite(v):
+            _fail(where, f'"{name}.{k}" must be a finite number, not {v}')
         out[k] = v
     return out
 
@@ -119,7 +126,7 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
             _fail(where, '"mask" must be {"circle": [x, y, r]} or {"path": "mask.png"}')
         if "circle" in mask:
             c = mask["circle"]
-            if not (isinstance(c, list) and len(c) == 3 and all(isinstance(v, (int, float)) for v in c) and c[2] > 0):
+            if not (isinstance(c, list) and len(c) == 3 and all(_is_number(v) for v in c) and c[2] > 0):
                 _fail(where, '"mask.circle" must be [x, y, r] with r > 0')
             circle = tuple(float(v) for v in c)
         else:
@@ -146,13 +153,20 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
                   mask_circle=circle, mask_path=path, face=face, size=size, invert=inv, drag=drag)
 
 
+def _no_constant(name: str):
+    """json's NaN/Infinity/-Infinity extension is not JSON: refuse it."""
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read and validate a recipe file; relative photo/mask paths are taken from its folder."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), parse_constant=_no_constant)
     except FileNotFoundError:
         raise UsageError(f"recipe not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"recipe {path} is unreadable ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise UsageError(f"recipe {path} is not valid JSON ({exc})") from None
     r = parse_recipe(data, str(path))
