@@ -136,3 +136,13 @@ def list_faces(photo_path: Union[str, Path], run_dir: Union[str, Path, None] = N
     if run_dir is not None:
         write_png(Path(run_dir) / "faces.png", draw_faces(photo.rgb, faces))
     return faces
+
+
+def describe_face(record: dict) -> str:
+    """One line on the chosen face for summaries: its box in the photo and how the crop is scaled."""
+    l, t, r, b = record["box"]
+    quad = np.asarray(record["quad"], dtype=np.float64)
+    crop = float(np.linalg.norm(quad[3] - quad[0]))
+    small = " (small: see the warning)" if any("small face" in w for w in record.get("warnings", [])) else ""
+    return (f"{r - l:.0f}x{b - t:.0f} px in the photo (face {record['face_index']}); crop {crop:.0f} px "
+            f"-> {record['size']} px{small}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -37,6 +37,8 @@ class EditSummary:
     stop_reason: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     identity: Dict[str, Optional[float]] = field(default_factory=dict)
+    profile: str = "full"
+    face: Optional[str] = None                                     # the face's size in the photo
 
     def lines(self) -> List[str]:
         out = []
@@ -45,7 +47,11 @@ class EditSummary:
                 how = "reused" if self.reused.get(st) else f"{self.seconds[st]:.1f} s"
                 if st == "invert" and not self.reused.get(st) and self.cache_hit:
                     how += " (cache hit)"
+                if st == "invert" and self.profile != "full":
+                    how += f" ({self.profile} profile: fewer steps, a rougher likeness; drop --preview for the final edit)"
                 out.append(f"  {st:10s} {how}")
+        if self.face:
+            out.insert(0, f"  face       {self.face}")
         if self.distances_photo:
             out.append(f"  drag stopped ({self.stop_reason}); distance to targets: "
                        + ", ".join(f"{d:.1f}" for d in self.distances_photo) + " px in the photo")
@@ -120,13 +126,8 @@ def _mask(recipe: Recipe, photo_size, matrix: np.ndarray, size: int) -> Optional
 
 
 def _inversion_config(recipe: Recipe):
-    from inversion.config import InversionConfig
-    base = InversionConfig()
-    inv = recipe.invert
-    return replace(base, seed=inv["seed"],
-                   projection=replace(base.projection, steps=inv["projection_steps"], w_plus=inv["w_plus"],
-                                      lpips_net=inv["projection_lpips"]),
-                   tuning=replace(base.tuning, steps=inv["tuning_steps"], lpips_threshold=inv["lpips_threshold"]))
+    from inversion.config import make_config
+    return make_config(**recipe.invert)
 
 
 def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, device, store, cache,
@@ -135,7 +136,7 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
              overwrite_input: bool = False) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
     (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy)."""
-    from align.stage import fresh_align, run_align
+    from align.stage import describe_face, fresh_align, run_align
     from drag.engine import DragConfig
     from drag.stage import drag_warnings, fresh_drag, run_drag
     from inversion.perceptual import load_perceptual
@@ -193,15 +194,17 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     if align is not None:
         reuse("align")
     else:
-        res = timed("align", lambda: run_align(photo.path, run.path, size=size, face=recipe.face))
-        summary.warnings.extend(res.warnings)
+        timed("align", lambda: run_align(photo.path, run.path, size=size, face=recipe.face))
         align = run.read_json("align", "align.json")
+    summary.warnings.extend(align.get("warnings", []))  # also when reused: a small face stays small
+    summary.face = describe_face(align)
     matrix = np.array(align["matrix"])
     pts = _drag_points(recipe, photo.size, matrix, size)
     mask = _mask(recipe, photo.size, matrix, size)
 
     # invert
     config = _inversion_config(recipe)
+    summary.profile = config.profile
     inv = fresh_invert(run.path, model_sha, config) if force > 1 and summary.reused.get("align") else None
     if inv is not None:
         reuse("invert")
@@ -235,7 +238,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     # composite
     timed("composite", lambda: run_composite(run.path, Path(output), jpeg_quality))
     ran = recipe.to_json()
-    ran.update(photo=str(photo.path.resolve()), model=model if model in REGISTRY else str(Path(model).resolve()))
+    ran.update(photo=str(photo.path.resolve()), model=model if model in REGISTRY else str(Path(model).resolve()),
+               invert=config.options())
     if recipe.mask_path:
         ran["mask"] = {"path": str(Path(recipe.mask_path).resolve())}
     write_json(run.path / "recipe.json", ran)

@@ -10,8 +10,10 @@ Schema (every key but "drags" is optional; defaults are the tool's):
       "drags": [{"handle": [x, y], "target": [x, y]}, ...],
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
       "align": {"face": "largest", "size": 512},
-      "invert": {"w_plus": false, "projection_steps": 450, "tuning_steps": 350,
+      "invert": {"profile": "full", "w_plus": false, "projection_steps": 450, "tuning_steps": 350,
                  "lpips_threshold": 0.06, "projection_lpips": "vgg", "seed": 0},
+                                           # profile "preview": fewer steps (inversion/config.py);
+                                           # keys left out take the profile's values
       "drag": {"steps": 300, "lr": 0.002, "lambda_mask": 20, "r1": 3, "r2": 12}
     }
 """
@@ -23,15 +25,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from inversion.config import make_config
 from pipeline.errors import UsageError
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")
-_INVERT_KEYS = {"w_plus": bool, "projection_steps": int, "tuning_steps": int, "lpips_threshold": (int, float),
+_INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning_steps": int, "lpips_threshold": (int, float),
                 "projection_lpips": str, "seed": int}
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
-_INVERT_DEFAULTS = dict(w_plus=False, projection_steps=450, tuning_steps=350, lpips_threshold=0.06,
-                        projection_lpips="vgg", seed=0)
 _DRAG_DEFAULTS = dict(steps=300, lr=2e-3, lambda_mask=20.0, r1=3.0, r2=12.0)
 
 
@@ -45,7 +46,7 @@ class Recipe:
     mask_path: Optional[str] = None
     face: Any = "largest"
     size: Optional[int] = None
-    invert: Dict[str, Any] = field(default_factory=lambda: dict(_INVERT_DEFAULTS))
+    invert: Dict[str, Any] = field(default_factory=dict)    # only the options given; see make_config
     drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
 
     def to_json(self) -> dict:
@@ -145,9 +146,11 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     for key in ("photo", "model"):
         if key in data and not isinstance(data[key], str):
             _fail(where, f'"{key}" must be a string')
-    inv = _section(data, "invert", _INVERT_KEYS, _INVERT_DEFAULTS, where)
-    if inv["projection_lpips"] not in ("vgg", "alex"):
-        _fail(where, '"invert.projection_lpips" must be "vgg" or "alex"')
+    inv = _section(data, "invert", _INVERT_KEYS, {}, where)
+    try:
+        make_config(**inv)
+    except UsageError as exc:
+        _fail(where, f'"invert": {exc}')
     drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
     return Recipe(drags=tuple(pairs), coords=coords, photo=data.get("photo"), model=data.get("model"),
                   mask_circle=circle, mask_path=path, face=face, size=size, invert=inv, drag=drag)
