@@ -309,11 +309,11 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     from pipeline.run import RunFolder
     from weights.models import checkpoint_sha256, load_model
 
+    config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
     size = RunFolder(run_dir).read_json("align", "align.json")["size"]
     model = model or f"ffhq-{size}"
     store = s.store()
     G, path = load_model(model, store, s.device)
-    config = make_config(**given_inversion_options(inversion))
     res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
                      perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
                      cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)

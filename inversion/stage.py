@@ -95,6 +95,7 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         "model": {"name": model_name, "sha256": model_sha256, "resolution": generator.img_resolution,
                   "init_kwargs": generator.init_kwargs},
         "config": config.to_dict(),
+        "profile": config.profile,          # "full" (PTI's schedule) or "preview" (fewer steps)
         "w_plus": config.projection.w_plus,
         "projection": m["projection"], "tuning": m["tuning"], "metric": m.get("metric"),
         "seconds": dict(m.get("seconds", {}), stage=seconds),

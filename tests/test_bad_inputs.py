@@ -146,7 +146,7 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
     assert exc.value.code == 0, err
     inv = json.loads((run / "invert" / "invert.json").read_text())
     cfg = inv["config"]
-    assert cfg["profile"] == "preview" and cfg["projection"]["lpips_net"] == "alex"  # from the profile
+    assert inv["profile"] == cfg["profile"] == "preview" and cfg["projection"]["lpips_net"] == "alex"  # profile
     assert cfg["projection"]["steps"] == 3 and cfg["tuning"]["steps"] == 1 and cfg["seed"] == 3  # explicit wins
     assert cfg["projection"]["w_plus"] is True
     assert re.search(r"invert .*preview profile", err), err  # named in the summary
