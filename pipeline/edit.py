@@ -48,7 +48,8 @@ class EditSummary:
                 if st == "invert" and not self.reused.get(st) and self.cache_hit:
                     how += " (cache hit)"
                 if st == "invert" and self.profile != "full":
-                    how += f" ({self.profile} profile: fewer steps, a rougher likeness; drop --preview for the final edit)"
+                    how += (f" ({self.profile} profile: fewer steps, a rougher likeness; "
+                            "drop --preview for the final edit)")
                 out.append(f"  {st:10s} {how}")
         if self.face:
             out.insert(0, f"  face       {self.face}")

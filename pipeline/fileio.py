@@ -5,10 +5,10 @@ A reader never sees a half-written file: either the old one or the complete new 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Dict, Iterable, Iterator, Optional, Union

@@ -30,7 +30,8 @@ from pipeline.errors import UsageError
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")
-_INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning_steps": int, "lpips_threshold": (int, float),
+_INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning_steps": int,
+                "lpips_threshold": (int, float),
                 "projection_lpips": str, "seed": int}
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
 _DRAG_DEFAULTS = dict(steps=300, lr=2e-3, lambda_mask=20.0, r1=3.0, r2=12.0)

@@ -75,7 +75,9 @@ def load_inversion(run_dir: Path, device="cpu"):
         raise UsageError(f"{run.stage('invert')}/pivot.safetensors is unreadable ({exc}); re-run invert") from None
     pointer = run.stage("invert") / "generator.json"
     if pointer.is_file():
-        from inversion.stage import generator_problem  # the stage that owns the files checks them
+        from inversion.stage import (
+            generator_problem,  # the stage that owns the files checks them
+        )
         problem = generator_problem(run.path)
         if problem is not None:
             raise UsageError(f"the tuned generator of {run.stage('invert')}: {problem}; "

@@ -22,7 +22,8 @@ BAD_INPUTS = "test_bad_inputs.py"
 def pytest_terminal_summary(terminalreporter):
     """Report the bad-input corpus (tests/test_bad_inputs.py) as cases tried / passed."""
     reports = [r for key in ("passed", "failed", "skipped", "error") for r in terminalreporter.stats.get(key, [])
-               if getattr(r, "nodeid", "").split("::")[0].endswith(BAD_INPUTS) and getattr(r, "when", "call") in ("call", "setup")]
+               if getattr(r, "nodeid", "").split("::")[0].endswith(BAD_INPUTS)
+               and getattr(r, "when", "call") in ("call", "setup")]
     tried = {r.nodeid for r in reports if not (r.when == "setup" and r.passed)}
     if not tried:
         return

@@ -15,9 +15,8 @@ import re
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from helpers import NO_SHARED, PHOTOS, tiny_generator
+from PIL import Image
 from test_edit import MOUTH_RIGHT, TOM, cli, env, lp  # noqa: F401  (fixtures)
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
@@ -90,7 +89,8 @@ def test_overwrite_input_keeps_the_original_in_the_run_folder(env, capsys):
 # 2 + 3. damaged caches and run folders are noticed and recomputed ------------------------------
 def test_damaged_cache_entry_is_recomputed_on_a_plain_rerun(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"
-    assert cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))[0] == 0
+    first = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))
+    assert first[0] == 0, first[2]
     entry = json.loads((run / "invert" / "generator.json").read_text())["path"]
     data = open(entry, "rb").read()
     open(entry, "wb").write(data[: len(data) // 2])  # truncated
@@ -126,7 +126,8 @@ def test_deleted_stage_files_rerun_their_stage_and_those_after(env, capsys):
 
 def test_damaged_cache_entry_behind_a_run_folder_is_named_by_drag(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"
-    assert cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))[0] == 0
+    first = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))
+    assert first[0] == 0, first[2]
     entry = json.loads((run / "invert" / "generator.json").read_text())["path"]
     with open(entry, "r+b") as fh:
         fh.seek(-8, 2)
