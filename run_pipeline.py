@@ -59,6 +59,43 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
     ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None))
 
 
+# inversion options (the same on invert, edit and serve) -------------------------
+INVERSION_OPTIONS = ("preview", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
+                     "projection_lpips", "seed")
+
+
+def inversion_options(f):
+    """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips, --seed."""
+    opts = [
+        click.option("--preview", is_flag=True, default=None,
+                     help="The fast preview profile for trying points on a CPU: 100 projection steps with "
+                          "LPIPS(alex), up to 50 tuning steps (about 5x faster, rougher likeness). "
+                          "Default: the full PTI schedule."),
+        click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
+        click.option("--projection-steps", type=click.IntRange(1),
+                     help="Projection steps [default: 450; preview 100]."),
+        click.option("--tuning-steps", type=click.IntRange(0),
+                     help="Pivotal tuning step limit [default: 350; preview 50]."),
+        click.option("--lpips-threshold", type=click.FloatRange(0.0),
+                     help="Stop tuning once LPIPS(alex) is below this [default: 0.06]."),
+        click.option("--projection-lpips", type=click.Choice(["vgg", "alex"]),
+                     help="Perceptual loss of the projection [default: vgg (the projectors'); preview alex]."),
+        click.option("--seed", type=click.IntRange(0), help="Seed of the inversion's noise [default: 0]."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def given_inversion_options(kwargs: dict) -> dict:
+    """The inversion options the user gave, as recipe "invert" keys (profile instead of --preview)."""
+    given = {k: kwargs.pop(k) for k in INVERSION_OPTIONS}
+    out = {k: v for k, v in given.items() if v is not None and k != "preview"}
+    if given["preview"]:
+        out["profile"] = "preview"
+    return out
+
+
 # weights ----------------------------------------------------------------------
 @cli.group()
 def weights() -> None:
@@ -159,10 +196,14 @@ def weights_path(s: Settings, name: str) -> None:
               help="Recompute from this stage on, even if later stages look up to date.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100),
               help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
+@click.option("--overwrite-input", is_flag=True,
+              help="Allow -o to be the input photo (the original is kept in the run folder's input/).")
+@inversion_options
 @click.pass_obj
 def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], model: Optional[str],
          mask_circle: Optional[str], mask_path: Optional[Path], face: Optional[str], steps: Optional[int],
-         run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int]) -> None:
+         run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int],
+         overwrite_input: bool, **inversion) -> None:
     """Edit a photo end to end: align, invert (PTI, cached), drag, composite.
 
     Writes the edited photo at its original size and format; pixels outside the face
@@ -171,7 +212,7 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     from dataclasses import replace
 
     from drag.points import parse_circle, parse_drag
-    from pipeline.edit import run_edit
+    from pipeline.edit import check_outputs, run_edit
     from pipeline.recipe import load_recipe, parse_recipe
 
     if recipe_path:
@@ -197,18 +238,25 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
         recipe = replace(recipe, face=face if face == "largest" else int(face))
     if steps:
         recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
+    given = given_inversion_options(inversion)
+    if given:
+        from inversion.config import make_config
+        make_config(**dict(recipe.invert, **given))  # refuse a bad combination before any work
+        recipe = replace(recipe, invert=dict(recipe.invert, **given))
     photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
     if not photos:
         raise UsageError("give a PHOTO (or a recipe with a \"photo\")")
     batch = len(photos) > 1
     if batch and (run_dir or (output.suffix and not output.is_dir())):
         raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
-    for photo in photos:
-        out = output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output
+    pairs = [(photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
+             for photo in photos]
+    check_outputs(pairs, others=(recipe_path, recipe.mask_path))
+    for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
         summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=s.store(), cache=s.cache(),
                            run_dir=run_dir, from_stage=from_stage, jpeg_quality=jpeg_quality,
-                           progress=not s.quiet, log=s.info)
+                           progress=not s.quiet, log=s.info, overwrite_input=overwrite_input)
         for w in summary.warnings:
             click.echo(f"photodrag: warning: {w}", err=True)
         for line in summary.lines():
@@ -258,49 +306,37 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
 @click.option("--model", default=None,
               help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file; "
                    "default: the registry generator of the aligned image's size.")
-@click.option("--w-plus", is_flag=True, help="Project into W+ (one w per layer) instead of W.")
-@click.option("--projection-steps", type=click.IntRange(1), default=450, show_default=True)
-@click.option("--tuning-steps", type=click.IntRange(0), default=350, show_default=True)
-@click.option("--lpips-threshold", type=float, default=0.06, show_default=True,
-              help="Stop tuning once LPIPS(alex) is below this.")
-@click.option("--projection-lpips", type=click.Choice(["vgg", "alex"]), default="vgg", show_default=True,
-              help="Perceptual loss of the projection (the projectors use VGG16; alex needs one download less).")
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the inversion cache.")
 @click.option("--fp16-cache", is_flag=True, help="Store the tuned weights as fp16 (half the size).")
+@inversion_options
 @click.pass_obj
-def invert(s: Settings, run_dir: Path, model: Optional[str], w_plus: bool, projection_steps: int,
-           tuning_steps: int, lpips_threshold: float, projection_lpips: str, seed: int, no_cache: bool,
-           fp16_cache: bool) -> None:
+def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp16_cache: bool, **inversion) -> None:
     """PTI: project the aligned face into W, then tune the generator around that pivot.
 
     Reads RUN_DIR/align/, writes RUN_DIR/invert/ (pivot, tuned generator, invert.json with
     LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
     by content: inverting the same aligned face with the same model and options again is instant.
     """
-    from dataclasses import replace
-
-    from inversion.config import InversionConfig
+    from inversion.config import make_config
     from inversion.perceptual import load_perceptual
     from inversion.stage import run_invert
     from pipeline.run import RunFolder
     from weights.models import checkpoint_sha256, load_model
 
+    config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
     size = RunFolder(run_dir).read_json("align", "align.json")["size"]
     model = model or f"ffhq-{size}"
     store = s.store()
     G, path = load_model(model, store, s.device)
-    base = InversionConfig()
-    config = replace(base, seed=seed,
-                     projection=replace(base.projection, steps=projection_steps, w_plus=w_plus,
-                                        lpips_net=projection_lpips),
-                     tuning=replace(base.tuning, steps=tuning_steps, lpips_threshold=lpips_threshold))
     res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
                      perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
                      cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)
     m = res.metrics
     for w in res.warnings:
         click.echo(f"photodrag: warning: {w}", err=True)
+    if config.profile != "full":
+        s.info(f"{config.profile} profile: {config.projection.steps} projection steps, up to "
+               f"{config.tuning.steps} tuning steps (drop --preview for the full PTI schedule)")
     if res.cache_hit:
         s.info(f"cache hit {res.cache_key[:12]}: projection and tuning skipped")
     s.info(f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
@@ -392,26 +428,40 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 @click.option("--model", default="ffhq-512", show_default=True,
               help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.")
+@inversion_options
+@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=2e-3, show_default=True,
+              help="Drag: Adam learning rate on w[:, :6].")
+@click.option("--lambda-mask", type=click.FloatRange(0.0), default=20.0, show_default=True,
+              help="Drag: weight of keeping features outside the painted mask unchanged.")
+@click.option("--r1", type=click.FloatRange(0.0, min_open=True), default=3.0, show_default=True,
+              help="Drag: motion supervision radius at 512 px.")
+@click.option("--r2", type=click.FloatRange(0.0, min_open=True), default=12.0, show_default=True,
+              help="Drag: point tracking radius at 512 px.")
 @click.pass_obj
-def serve(s: Settings, host: str, port: int, model: str) -> None:
+def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask: float, r1: float, r2: float,
+          **inversion) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
 
+    The inversion and drag options apply to every session (the page sets the step limit).
     Needs the optional extra: pip install -e '.[ui]'.
     """
+    from drag.engine import DragConfig
+    from inversion.config import make_config
     try:
         import uvicorn
 
         from pipeline.webui.app import create_app
     except ImportError:
         raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
-    manager = build_manager(s, model)
+    manager = build_manager(s, model, inversion_config=make_config(**given_inversion_options(inversion)),
+                            drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2))
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"photodrag: warning: listening on {host}: anyone who can reach it can use the editor", err=True)
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
     uvicorn.run(create_app(manager), host=host, port=port, log_level="warning")
 
 
-def build_manager(s: Settings, model: str, perceptual=None, inversion_config=None):
+def build_manager(s: Settings, model: str, perceptual=None, inversion_config=None, drag_config=None):
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
     from inversion.config import InversionConfig
     from inversion.perceptual import load_perceptual
@@ -431,7 +481,7 @@ def build_manager(s: Settings, model: str, perceptual=None, inversion_config=Non
     resolution = REGISTRY[model].resolution if model in REGISTRY else load_generator(path).img_resolution
     services = Services(model_name=model, model_path=path, model_sha256=checkpoint_sha256(path),
                         resolution=resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
-                        inversion_config=config)
+                        inversion_config=config, drag_config=drag_config)
     return SessionManager(s.home / "ui", services)
 
 
@@ -530,6 +580,15 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
 
 # entry point ------------------------------------------------------------------
+def click_message(exc: click.ClickException) -> str:
+    """One line for a click error, naming the command's --help when it is a usage error."""
+    msg = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        msg = msg.rstrip(".") + f"; see `{ctx.command_path} --help`"
+    return msg
+
+
 def main(argv=None) -> None:
     """Run the CLI with one-line errors and fixed exit codes."""
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
@@ -537,9 +596,9 @@ def main(argv=None) -> None:
         cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors, in the tool's one-line style
+        click.echo(f"photodrag: error: {click_message(exc)}", err=True)
+        sys.exit(2)
     except (click.Abort, KeyboardInterrupt):
         click.echo("photodrag: interrupted; finished files are kept, unfinished ones were discarded", err=True)
         sys.exit(130)

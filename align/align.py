@@ -12,6 +12,7 @@ from pipeline.errors import UsageError
 from pipeline.geometry import apply_matrix, matrix_scale
 
 SMALL_FACE_RATIO = 0.5  # warn when the face crop is upscaled more than 2x
+MIN_FACE_PX = 64        # warn when dlib's face box is narrower than this (in photo pixels), whatever the model
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,21 @@ def align_face(rgb: np.ndarray, size: int = 1024, face: Union[str, int] = "large
     quad = ffhq_quad(faces[idx].landmarks)
     matrix = quad_to_matrix(quad, size)
     aligned = warp_to_aligned(rgb, matrix, quad, size)
+    notes = small_face_warnings(faces[idx], matrix, size)
+    return AlignResult(aligned=aligned, size=size, face_index=idx, faces=tuple(faces), quad=quad,
+                       matrix=matrix, inverse=np.linalg.inv(matrix), warnings=tuple(notes))
+
+
+def small_face_warnings(face: Face, matrix: np.ndarray, size: int) -> List[str]:
+    """Warnings for a face too small to edit well: box under MIN_FACE_PX, or a crop upscaled over 2x."""
     notes = []
+    l, t, r, b = face.box
+    if min(r - l, b - t) < MIN_FACE_PX:
+        notes.append(f"small face: the face is only {r - l:.0f}x{b - t:.0f} px in the photo (under {MIN_FACE_PX} px): "
+                     "landmarks, likeness and the edit will be poor; use a larger photo of the face")
     scale = matrix_scale(matrix)
     if scale > 1.0 / SMALL_FACE_RATIO:
         crop = size / scale
-        notes.append(f"the face crop is only {crop:.0f} px wide in the photo and is upscaled {scale:.1f}x "
+        notes.append(f"small face: the face crop is only {crop:.0f} px wide in the photo and is upscaled {scale:.1f}x "
                      f"to {size} px: the result will be blurry")
-    return AlignResult(aligned=aligned, size=size, face_index=idx, faces=tuple(faces), quad=quad,
-                       matrix=matrix, inverse=np.linalg.inv(matrix), warnings=tuple(notes))
+    return notes

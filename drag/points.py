@@ -47,8 +47,17 @@ def parse_circle(text: str) -> Tuple[float, float, float]:
     return x, y, r
 
 
+def fmt_point(p) -> str:
+    """(x, y) rounded for messages: (569.04, 12) rather than (569.0400000000001, 12.0)."""
+    return "(" + ", ".join(f"{round(float(v), 2):g}" for v in p) + ")"
+
+
 def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size: int) -> np.ndarray:
-    """[N, 2, 2] array of (handle, target) in aligned pixels; refuses points off the face crop."""
+    """[N, 2, 2] array of (handle, target) in aligned pixels.
+
+    Refuses points off the face crop, drags shorter than half an aligned pixel, and one
+    handle given two targets.
+    """
     if not pairs:
         raise UsageError("give at least one --drag X1,Y1:X2,Y2")
     pts = np.array([[p.handle, p.target] for p in pairs], dtype=np.float64)
@@ -59,11 +68,18 @@ def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size:
     for i, (pair, (h, t)) in enumerate(zip(pairs, pts)):
         for name, orig, p in (("handle", pair.handle, h), ("target", pair.target, t)):
             if not (0 <= p[0] <= size - 1 and 0 <= p[1] <= size - 1):
-                raise UsageError(f"drag {i + 1}: the {name} {orig} is outside the aligned face crop "
+                raise UsageError(f"drag {i + 1}: the {name} {fmt_point(orig)} is outside the aligned face crop "
                                  f"(it maps to ({p[0]:.1f}, {p[1]:.1f}) in a {size}x{size} crop); "
                                  "see align/preview.png for the crop")
         if np.linalg.norm(t - h) < 0.5:
-            raise UsageError(f"drag {i + 1}: the handle and the target are the same point")
+            raise UsageError(f"drag {i + 1}: the handle {fmt_point(pair.handle)} and the target "
+                             f"{fmt_point(pair.target)} are under half an aligned pixel apart "
+                             f"({np.linalg.norm(t - h):.2f} px in the {size}x{size} crop): drag farther")
+    for i in range(len(pts)):
+        for j in range(i):
+            if np.linalg.norm(pts[i, 0] - pts[j, 0]) < 0.5:
+                raise UsageError(f"drags {j + 1} and {i + 1} both move the handle {fmt_point(pairs[i].handle)}: "
+                                 "give each handle one target")
     return pts
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from drag.engine import DragConfig, DragEngine, DragState
 from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, atomic_path
+from pipeline.fileio import atomic_dir, atomic_path, check_digests, file_digests, sha256_file
 from pipeline.geometry import apply_matrix, matrix_scale
 from pipeline.identity import identity_report
 from pipeline.run import RunFolder, load_inversion
@@ -145,8 +145,27 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
             write_animation(target_path, frames)
             record["animation"] = str(animate if target_path != tmp / animate.name
                                       else run.stage("drag") / animate.name)
+        record["files"] = file_digests(tmp, OWNED_FILES)
         (tmp / "drag.json").write_text(json.dumps(record, indent=2) + "\n")
     return state
+
+
+OWNED_FILES = ("edited.png", "w_edited.safetensors", "preview.png")  # besides drag.json
+
+
+def fresh_drag(run_dir: Path, request: dict) -> Optional[dict]:
+    """drag.json when RUN_DIR/drag/ is intact, made from the current inversion and for this request."""
+    run = RunFolder(Path(run_dir))
+    folder = run.stage("drag")
+    try:
+        record = json.loads((folder / "drag.json").read_text())
+        invert_sha = sha256_file(run.stage("invert") / "invert.json")
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(record, dict) or record.get("request") != request or record.get("invert_sha256") != invert_sha
+            or check_digests(folder, record.get("files")) is not None):
+        return None
+    return record
 
 
 def drag_warnings(run_dir: Path) -> List[str]:

@@ -57,6 +57,28 @@ class CacheEntry:
         return self.path / "generator.safetensors"
 
 
+def check_entry(path: Path) -> Optional[str]:
+    """None if the cache entry folder is complete and intact (sizes and hashes of meta.json), else what is wrong."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return "meta.json is missing or unreadable"
+    if not isinstance(meta, dict):
+        return "meta.json is not an object"
+    if meta.get("format_version") != FORMAT_VERSION:
+        return f"format version {meta.get('format_version')} (expected {FORMAT_VERSION})"
+    for name in ENTRY_FILES:
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != meta.get("sizes", {}).get(name):
+            return f"{name} has the wrong size (truncated?)"
+        if sha256_file(f) != meta.get("sha256", {}).get(name):
+            return f"{name} does not match its recorded hash"
+    return None
+
+
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -87,22 +109,7 @@ class InversionCache:
         return sorted(out, key=lambda e: -e.last_used)
 
     def _check(self, path: Path) -> Optional[str]:
-        """None if the entry is complete and intact, else what is wrong."""
-        try:
-            meta = json.loads((path / "meta.json").read_text())
-        except (OSError, ValueError):
-            return "meta.json is missing or unreadable"
-        if meta.get("format_version") != FORMAT_VERSION:
-            return f"format version {meta.get('format_version')} (expected {FORMAT_VERSION})"
-        for name in ENTRY_FILES:
-            f = path / name
-            if not f.is_file():
-                return f"{name} is missing"
-            if f.stat().st_size != meta.get("sizes", {}).get(name):
-                return f"{name} has the wrong size (truncated?)"
-            if sha256_file(f) != meta.get("sha256", {}).get(name):
-                return f"{name} does not match its recorded hash"
-        return None
+        return check_entry(path)
 
     def get(self, key: str) -> Optional[CacheEntry]:
         """The intact entry for `key` (marked as just used), or None; a damaged entry is removed."""

@@ -18,10 +18,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from inversion.api import InversionResult, PerceptualFactory, invert
-from inversion.cache import InversionCache
+from inversion.cache import InversionCache, check_entry
 from inversion.config import InversionConfig
 from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir
+from pipeline.fileio import atomic_dir, check_digests, file_digests, sha256_file
 from pipeline.geometry import aligned_landmarks
 from pipeline.identity import identity_report, likely_causes
 from pipeline.run import RunFolder
@@ -95,6 +95,7 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         "model": {"name": model_name, "sha256": model_sha256, "resolution": generator.img_resolution,
                   "init_kwargs": generator.init_kwargs},
         "config": config.to_dict(),
+        "profile": config.profile,          # "full" (PTI's schedule) or "preview" (fewer steps)
         "w_plus": config.projection.w_plus,
         "projection": m["projection"], "tuning": m["tuning"], "metric": m.get("metric"),
         "seconds": dict(m.get("seconds", {}), stage=seconds),
@@ -112,6 +113,48 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
             save_generator(res.generator, tmp / "generator.safetensors", fp16=store_fp16)
         Image.fromarray(recon).save(tmp / "reconstruction.png")
         compare_image([aligned, projected, recon], labels).save(tmp / "compare.png")
+        generator_file = "generator.json" if res.cache_path is not None else "generator.safetensors"
+        record["files"] = file_digests(tmp, ("pivot.safetensors", generator_file, "reconstruction.png", "compare.png"))
         (tmp / "invert.json").write_text(json.dumps(record, indent=2) + "\n")
     res.identity, res.warnings = identity, warnings
     return res
+
+
+def generator_problem(run_dir: Path) -> Optional[str]:
+    """None when the tuned generator is readable: the file itself, or the intact cache entry it points to."""
+    folder = Path(run_dir) / "invert"
+    pointer = folder / "generator.json"
+    if not pointer.is_file():
+        return None if (folder / "generator.safetensors").is_file() else "generator.safetensors is missing"
+    try:
+        path = Path(json.loads(pointer.read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "generator.json is unreadable"
+    if not path.is_file():
+        return f"its cache entry is gone ({path.parent})"
+    problem = check_entry(path.parent)
+    return None if problem is None else f"its cache entry {path.parent.name[:12]} is damaged ({problem})"
+
+
+def read_record(run_dir: Path) -> Optional[dict]:
+    """invert.json when RUN_DIR/invert/ is complete and intact and made for the current aligned image."""
+    run = RunFolder(Path(run_dir))
+    folder = run.stage("invert")
+    try:
+        record = json.loads((folder / "invert.json").read_text())
+        aligned_sha = sha256_file(run.stage("align") / "aligned.png")
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(record, dict) or record.get("aligned_sha256") != aligned_sha
+            or check_digests(folder, record.get("files")) is not None or generator_problem(run.path) is not None):
+        return None
+    return record
+
+
+def fresh_invert(run_dir: Path, model_sha256: str, config: InversionConfig) -> Optional[dict]:
+    """invert.json when RUN_DIR/invert/ is intact and was made with this model and these options."""
+    record = read_record(run_dir)
+    if (record is None or record.get("model", {}).get("sha256") != model_sha256
+            or record.get("config") != json.loads(json.dumps(config.to_dict()))):
+        return None
+    return record

@@ -138,7 +138,7 @@ def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) 
     """RUN_DIR/drag/edited.png -> OUT (the whole photo) + RUN_DIR/composite/{blend_mask,compare}.png."""
     import json
 
-    from pipeline.fileio import atomic_dir
+    from pipeline.fileio import atomic_dir, same_file
     from pipeline.images import load_photo
     from pipeline.run import RunFolder
     run = RunFolder(Path(run_dir))
@@ -147,6 +147,8 @@ def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) 
     if drag.get("invert_sha256") != run.file_sha256("invert", "invert.json"):
         raise UsageError(f"{run.stage('drag')} was made from another inversion; re-run drag")
     edited = run.read_image("drag", "edited.png")
+    if same_file(out, align["photo"]["path"]):
+        raise UsageError(f"-o {out} is the input photo: refusing to overwrite it; give another -o")
     photo = load_photo(align["photo"]["path"])
     if photo.sha256 != align["photo"]["sha256"]:
         raise UsageError(f"{photo.path} changed since it was aligned; re-run the edit with --from align")

@@ -9,16 +9,15 @@ interrupted edit leaves complete stages that the next run picks up.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from pipeline.errors import UsageError
-from pipeline.fileio import write_json
+from pipeline.fileio import copy_file, same_file, sha256_file, write_json
 from pipeline.images import load_photo
 from pipeline.recipe import Recipe
 from pipeline.run import RunFolder
@@ -38,6 +37,8 @@ class EditSummary:
     stop_reason: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     identity: Dict[str, Optional[float]] = field(default_factory=dict)
+    profile: str = "full"
+    face: Optional[str] = None                                     # the face's size in the photo
 
     def lines(self) -> List[str]:
         out = []
@@ -46,7 +47,12 @@ class EditSummary:
                 how = "reused" if self.reused.get(st) else f"{self.seconds[st]:.1f} s"
                 if st == "invert" and not self.reused.get(st) and self.cache_hit:
                     how += " (cache hit)"
+                if st == "invert" and self.profile != "full":
+                    how += (f" ({self.profile} profile: fewer steps, a rougher likeness; "
+                            "drop --preview for the final edit)")
                 out.append(f"  {st:10s} {how}")
+        if self.face:
+            out.insert(0, f"  face       {self.face}")
         if self.distances_photo:
             out.append(f"  drag stopped ({self.stop_reason}); distance to targets: "
                        + ", ".join(f"{d:.1f}" for d in self.distances_photo) + " px in the photo")
@@ -57,6 +63,37 @@ class EditSummary:
         out.append(f"  run folder: {self.run_dir}")
         out.append(f"  output:     {self.output}")
         return out
+
+
+OVERWRITE_HINT = "give another -o, or --overwrite-input to replace it (the original is then kept in the run folder)"
+
+
+def check_outputs(pairs, others=()) -> None:
+    """Refuse any output that is one of the inputs: a photo (of any pair) or another input file.
+
+    `pairs` is [(photo, output), ...]; `others` are further inputs (recipe, mask) that may never
+    be overwritten.  A photo written over its own edit needs `overwrite_input` in `run_edit`.
+    """
+    photos = [p for p, _ in pairs]
+    for photo, out in pairs:
+        for other in photos:
+            if other != photo and same_file(out, other):
+                raise UsageError(f"-o {out} is the input photo {other}: refusing to overwrite it; {OVERWRITE_HINT}")
+        for other in others:
+            if other is not None and same_file(out, other):
+                raise UsageError(f"-o {out} is the input file {other}: refusing to overwrite it")
+
+
+def keep_original(photo_path: Path, sha256: str, run_path: Path) -> Path:
+    """Copy the photo to RUN_DIR/input/<stem>-<sha>.<ext> and return the copy, which the run then reads.
+
+    Named by content, so a kept original is never replaced by a later edit of the same file.
+    """
+    photo_path = Path(photo_path)
+    kept = Path(run_path) / "input" / f"{photo_path.stem}-{sha256[:12]}{photo_path.suffix}"
+    if not (kept.is_file() and sha256_file(kept) == sha256):
+        copy_file(photo_path, kept)
+    return kept
 
 
 def default_run_dir(home: Path, photo_path: Path, sha256: str) -> Path:
@@ -90,29 +127,30 @@ def _mask(recipe: Recipe, photo_size, matrix: np.ndarray, size: int) -> Optional
 
 
 def _inversion_config(recipe: Recipe):
-    from inversion.config import InversionConfig
-    base = InversionConfig()
-    inv = recipe.invert
-    return replace(base, seed=inv["seed"],
-                   projection=replace(base.projection, steps=inv["projection_steps"], w_plus=inv["w_plus"],
-                                      lpips_net=inv["projection_lpips"]),
-                   tuning=replace(base.tuning, steps=inv["tuning_steps"], lpips_threshold=inv["lpips_threshold"]))
+    from inversion.config import make_config
+    return make_config(**recipe.invert)
 
 
 def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, device, store, cache,
              run_dir: Optional[Path] = None, from_stage: Optional[str] = None, jpeg_quality: Optional[int] = None,
-             progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> EditSummary:
-    from align.stage import run_align
+             progress: bool = True, log: Callable[[str], None] = lambda msg: None,
+             overwrite_input: bool = False) -> EditSummary:
+    """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
+    (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy)."""
+    from align.stage import describe_face, fresh_align, run_align
     from drag.engine import DragConfig
-    from drag.stage import drag_warnings, run_drag
+    from drag.stage import drag_warnings, fresh_drag, run_drag
     from inversion.perceptual import load_perceptual
-    from inversion.stage import run_invert
+    from inversion.stage import fresh_invert, run_invert
     from pipeline.composite import output_format, run_composite
     from weights.models import checkpoint_sha256, resolve_model_path
     from weights.registry import REGISTRY
 
     if from_stage is not None and from_stage not in STAGES:
         raise UsageError(f"--from must be one of {', '.join(STAGES)}")
+    overwrite = same_file(output, photo_path)
+    if overwrite and not overwrite_input:
+        raise UsageError(f"-o {output} is the input photo: refusing to overwrite it; {OVERWRITE_HINT}")
     photo = load_photo(photo_path)  # bad input fails here, before anything is written
     output_format(Path(output), photo)
     model = recipe.model or (f"ffhq-{recipe.size}" if recipe.size and f"ffhq-{recipe.size}" in REGISTRY
@@ -132,6 +170,10 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
     run = RunFolder(Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256))
+    if overwrite:
+        kept = keep_original(photo.path, photo.sha256, run.path)
+        log(f"the original photo is kept as {kept}")
+        photo = load_photo(kept)
     summary = EditSummary(output=Path(output), run_dir=run.path)
     force = STAGES.index(from_stage) if from_stage else len(STAGES)
 
@@ -149,24 +191,23 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
         summary.reused[stage] = True
 
     # align
-    align = _read(run, "align", "align.json")
-    if (force > 0 and align and align.get("photo", {}).get("sha256") == photo.sha256 and align.get("size") == size
-            and align.get("face_request") == recipe.face):
+    align = fresh_align(run.path, photo.sha256, size, recipe.face) if force > 0 else None
+    if align is not None:
         reuse("align")
     else:
-        res = timed("align", lambda: run_align(photo.path, run.path, size=size, face=recipe.face))
-        summary.warnings.extend(res.warnings)
+        timed("align", lambda: run_align(photo.path, run.path, size=size, face=recipe.face))
         align = run.read_json("align", "align.json")
+    summary.warnings.extend(align.get("warnings", []))  # also when reused: a small face stays small
+    summary.face = describe_face(align)
     matrix = np.array(align["matrix"])
     pts = _drag_points(recipe, photo.size, matrix, size)
     mask = _mask(recipe, photo.size, matrix, size)
 
     # invert
     config = _inversion_config(recipe)
-    inv = _read(run, "invert", "invert.json")
-    if (force > 1 and inv and summary.reused.get("align") and inv.get("model", {}).get("sha256") == model_sha
-            and inv.get("config") == json.loads(json.dumps(config.to_dict()))
-            and inv.get("aligned_sha256") == run.file_sha256("align", "aligned.png") and _generator_present(run)):
+    summary.profile = config.profile
+    inv = fresh_invert(run.path, model_sha, config) if force > 1 and summary.reused.get("align") else None
+    if inv is not None:
         reuse("invert")
         summary.cache_hit = inv.get("cache", {}).get("hit")
     else:
@@ -182,9 +223,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     drag_cfg = DragConfig(steps=recipe.drag["steps"], lr=recipe.drag["lr"], lambda_mask=recipe.drag["lambda_mask"],
                           r1=recipe.drag["r1"], r2=recipe.drag["r2"])
     request = _drag_request(pts, mask, drag_cfg)
-    prev = _read(run, "drag", "drag.json")
-    if (force > 2 and prev and summary.reused.get("invert") and prev.get("request") == request
-            and prev.get("invert_sha256") == run.file_sha256("invert", "invert.json")):
+    prev = fresh_drag(run.path, request) if force > 2 and summary.reused.get("invert") else None
+    if prev is not None:
         reuse("drag")
     else:
         timed("drag", lambda: run_drag(run.path, pts, mask, drag_cfg, device=device, progress=progress,
@@ -199,31 +239,12 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     # composite
     timed("composite", lambda: run_composite(run.path, Path(output), jpeg_quality))
     ran = recipe.to_json()
-    ran.update(photo=str(photo.path.resolve()), model=model if model in REGISTRY else str(Path(model).resolve()))
+    ran.update(photo=str(photo.path.resolve()), model=model if model in REGISTRY else str(Path(model).resolve()),
+               invert=config.options())
     if recipe.mask_path:
         ran["mask"] = {"path": str(Path(recipe.mask_path).resolve())}
     write_json(run.path / "recipe.json", ran)
     return summary
-
-
-def _read(run: RunFolder, stage: str, name: str) -> Optional[dict]:
-    f = run.stage(stage) / name
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _generator_present(run: RunFolder) -> bool:
-    pointer = run.stage("invert") / "generator.json"
-    if pointer.is_file():
-        try:
-            return Path(json.loads(pointer.read_text())["path"]).is_file()
-        except (OSError, ValueError, KeyError):
-            return False
-    return (run.stage("invert") / "generator.safetensors").is_file()
 
 
 def _drag_request(pts: np.ndarray, mask: Optional[np.ndarray], cfg) -> dict:

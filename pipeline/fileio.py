@@ -5,13 +5,13 @@ A reader never sees a half-written file: either the old one or the complete new 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Dict, Iterable, Iterator, Optional, Union
 
 from pipeline.errors import UsageError
 
@@ -65,12 +65,51 @@ def write_json(path: PathLike, obj) -> None:
         fh.write("\n")
 
 
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name the same file (same inode when both exist, else the same resolved path)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def copy_file(src: PathLike, dst: PathLike) -> None:
+    """Copy `src` to `dst` atomically (metadata too)."""
+    with atomic_path(dst) as tmp:
+        shutil.copy2(src, tmp)
+
+
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_digests(folder: PathLike, names: Iterable[str]) -> Dict[str, dict]:
+    """{name: {"size", "sha256"}} of files in `folder`: recorded when a stage writes them."""
+    folder = Path(folder)
+    return {n: {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names}
+
+
+def check_digests(folder: PathLike, digests: Optional[Dict[str, dict]]) -> Optional[str]:
+    """None when every recorded file is present with its size and hash, else what is wrong."""
+    if not isinstance(digests, dict) or not digests:
+        return "it records no file hashes (made by an older version)"
+    folder = Path(folder)
+    for name, d in digests.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if not isinstance(d, dict) or f.stat().st_size != d.get("size"):
+            return f"{name} has the wrong size (truncated?)"
+        if sha256_file(f) != d.get("sha256"):
+            return f"{name} does not match its recorded hash"
+    return None
 
 
 @contextlib.contextmanager

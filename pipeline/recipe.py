@@ -10,27 +10,30 @@ Schema (every key but "drags" is optional; defaults are the tool's):
       "drags": [{"handle": [x, y], "target": [x, y]}, ...],
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
       "align": {"face": "largest", "size": 512},
-      "invert": {"w_plus": false, "projection_steps": 450, "tuning_steps": 350,
+      "invert": {"profile": "full", "w_plus": false, "projection_steps": 450, "tuning_steps": 350,
                  "lpips_threshold": 0.06, "projection_lpips": "vgg", "seed": 0},
+                                           # profile "preview": fewer steps (inversion/config.py);
+                                           # keys left out take the profile's values
       "drag": {"steps": 300, "lr": 0.002, "lambda_mask": 20, "r1": 3, "r2": 12}
     }
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from inversion.config import make_config
 from pipeline.errors import UsageError
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")
-_INVERT_KEYS = {"w_plus": bool, "projection_steps": int, "tuning_steps": int, "lpips_threshold": (int, float),
+_INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning_steps": int,
+                "lpips_threshold": (int, float),
                 "projection_lpips": str, "seed": int}
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
-_INVERT_DEFAULTS = dict(w_plus=False, projection_steps=450, tuning_steps=350, lpips_threshold=0.06,
-                        projection_lpips="vgg", seed=0)
 _DRAG_DEFAULTS = dict(steps=300, lr=2e-3, lambda_mask=20.0, r1=3.0, r2=12.0)
 
 
@@ -44,7 +47,7 @@ class Recipe:
     mask_path: Optional[str] = None
     face: Any = "largest"
     size: Optional[int] = None
-    invert: Dict[str, Any] = field(default_factory=lambda: dict(_INVERT_DEFAULTS))
+    invert: Dict[str, Any] = field(default_factory=dict)    # only the options given; see make_config
     drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
 
     def to_json(self) -> dict:
@@ -67,10 +70,14 @@ def _fail(where: str, msg: str) -> None:
     raise UsageError(f"recipe {where}: {msg}")
 
 
+def _is_number(v) -> bool:
+    """A finite int or float (not a bool, NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _num_pair(value, where: str) -> Tuple[float, float]:
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and
-                                                                not isinstance(v, bool) for v in value)):
-        _fail(where, "must be [x, y] with two numbers")
+    if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
+        _fail(where, "must be [x, y] with two finite numbers")
     return float(value[0]), float(value[1])
 
 
@@ -85,6 +92,8 @@ def _section(data: dict, name: str, schema: dict, defaults: dict, where: str) ->
     for k, v in sec.items():
         if isinstance(v, bool) and schema[k] is not bool or not isinstance(v, schema[k]):
             _fail(where, f'"{name}.{k}" has the wrong type ({type(v).__name__})')
+        if isinstance(v, float) and not math.isfinite(v):
+            _fail(where, f'"{name}.{k}" must be a finite number, not {v}')
         out[k] = v
     return out
 
@@ -119,7 +128,7 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
             _fail(where, '"mask" must be {"circle": [x, y, r]} or {"path": "mask.png"}')
         if "circle" in mask:
             c = mask["circle"]
-            if not (isinstance(c, list) and len(c) == 3 and all(isinstance(v, (int, float)) for v in c) and c[2] > 0):
+            if not (isinstance(c, list) and len(c) == 3 and all(_is_number(v) for v in c) and c[2] > 0):
                 _fail(where, '"mask.circle" must be [x, y, r] with r > 0')
             circle = tuple(float(v) for v in c)
         else:
@@ -138,21 +147,30 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     for key in ("photo", "model"):
         if key in data and not isinstance(data[key], str):
             _fail(where, f'"{key}" must be a string')
-    inv = _section(data, "invert", _INVERT_KEYS, _INVERT_DEFAULTS, where)
-    if inv["projection_lpips"] not in ("vgg", "alex"):
-        _fail(where, '"invert.projection_lpips" must be "vgg" or "alex"')
+    inv = _section(data, "invert", _INVERT_KEYS, {}, where)
+    try:
+        make_config(**inv)
+    except UsageError as exc:
+        _fail(where, f'"invert": {exc}')
     drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
     return Recipe(drags=tuple(pairs), coords=coords, photo=data.get("photo"), model=data.get("model"),
                   mask_circle=circle, mask_path=path, face=face, size=size, invert=inv, drag=drag)
+
+
+def _no_constant(name: str):
+    """json's NaN/Infinity/-Infinity extension is not JSON: refuse it."""
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def load_recipe(path: Path) -> Recipe:
     """Read and validate a recipe file; relative photo/mask paths are taken from its folder."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), parse_constant=_no_constant)
     except FileNotFoundError:
         raise UsageError(f"recipe not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"recipe {path} is unreadable ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise UsageError(f"recipe {path} is not valid JSON ({exc})") from None
     r = parse_recipe(data, str(path))

@@ -75,10 +75,14 @@ def load_inversion(run_dir: Path, device="cpu"):
         raise UsageError(f"{run.stage('invert')}/pivot.safetensors is unreadable ({exc}); re-run invert") from None
     pointer = run.stage("invert") / "generator.json"
     if pointer.is_file():
-        path = Path(json.loads(pointer.read_text())["path"])
-        if not path.is_file():
-            raise UsageError(f"the tuned generator's cache entry is gone ({path}); "
+        from inversion.stage import (
+            generator_problem,  # the stage that owns the files checks them
+        )
+        problem = generator_problem(run.path)
+        if problem is not None:
+            raise UsageError(f"the tuned generator of {run.stage('invert')}: {problem}; "
                              f"re-run `photodrag invert {run.path}`")
+        path = Path(json.loads(pointer.read_text())["path"])
     else:
         path = run.require("invert", "generator.safetensors")
     return w.to(torch.float32), load_generator(path, device), record

@@ -205,7 +205,7 @@ def test_points_parse_map_and_validate():
     np.testing.assert_allclose(back, [[40, 20], [60, 30]])  # photo -> aligned -> photo
     with pytest.raises(UsageError, match="outside the aligned face crop"):
         to_aligned([parse_drag("500,20:60,30")], "photo", m, 64)
-    with pytest.raises(UsageError, match="same point"):
+    with pytest.raises(UsageError, match="under half an aligned pixel"):
         to_aligned([parse_drag("10,10:10,10")], "aligned", m, 64)
     mask = circle_mask(40, 20, 8, "photo", m, 64)  # photo circle -> radius 4 around (10, 15)
     assert mask[15, 10] == 1 and mask[15, 14] == 1 and mask[15, 15] == 0

@@ -90,7 +90,7 @@ def test_drag_with_masks(run_dir, capsys, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--drag", "1,2,3"], "X1,Y1:X2,Y2"),
     (["--drag", "5000,5000:5010,5000"], "outside the aligned face crop"),
-    (["--drag", "300,500:300,500"], "same point"),
+    (["--drag", "300,500:300,500"], "under half an aligned pixel"),
     (["--drag", "300,500:310,500", "--mask-circle", "1,2"], "X,Y,R"),
     (["--drag", "300,500:310,500", "--mask-circle", "300,500,10", "--mask", "m.png"], "not both"),
     (["--drag", "300,500:310,500", "--mask", "missing.png"], "not found"),

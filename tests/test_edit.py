@@ -156,7 +156,7 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
 @pytest.mark.parametrize("bad,message", [
     ({"drags": []}, "non-empty list"),
     ({"drags": [{"handle": [1, 2]}]}, "drags[0]"),
-    ({"drags": [{"handle": [1, "x"], "target": [3, 4]}]}, "two numbers"),
+    ({"drags": [{"handle": [1, "x"], "target": [3, 4]}]}, "two finite numbers"),
     ({"coords": "inches"}, "coords"),
     ({"invert": {"tuning_steps": "many"}}, "wrong type"),
     ({"drag": {"speed": 3}}, "unknown"),

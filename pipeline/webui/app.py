@@ -5,15 +5,50 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
+from typing import Annotated, List, Optional, Tuple
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.errors import PhotodragError
 from pipeline.webui.session import MAX_UPLOAD_BYTES, Session, SessionManager
 
 STATIC = Path(__file__).resolve().parent / "static"
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]    # a JSON number, not "3" or true
+Count = Annotated[int, Field(strict=True)]
+
+
+class Body(BaseModel):
+    """A request body: unknown fields and wrong types are refused by FastAPI's validation (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InvertBody(Body):
+    face: Count = Field(0, ge=0)
+
+
+class DragPairBody(Body):
+    handle: Tuple[Number, Number]
+    target: Tuple[Number, Number]
+
+
+class DragBody(Body):
+    drags: List[DragPairBody] = Field(default_factory=list, max_length=100)
+    mask: Optional[Annotated[str, Field(strict=True)]] = Field(None, max_length=30 * 2**20)
+    steps: Count = Field(300, ge=1, le=1000)
+
+
+def validation_message(errors) -> str:
+    """FastAPI's validation errors as one line naming each field: `body.steps: Input should be ...`."""
+    parts = []
+    for e in errors:
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
@@ -41,6 +76,11 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
     async def photodrag_error(request: Request, exc: PhotodragError):
         return JSONResponse({"error": str(exc)}, status_code=400)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse({"error": validation_message(errors), "detail": errors}, status_code=422)
+
     @app.get("/")
     async def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -52,7 +92,8 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
     @app.get("/api/info")
     async def info():
         svc = manager.services
-        return {"model": Path(svc.model_name).name, "resolution": svc.resolution, "max_upload_mb": MAX_UPLOAD_BYTES // 2**20}
+        return {"model": Path(svc.model_name).name, "resolution": svc.resolution,
+                "max_upload_mb": MAX_UPLOAD_BYTES // 2**20, "inversion": svc.inversion_config.options()}
 
     @app.post("/api/session")
     async def upload(file: UploadFile = File(...)):
@@ -71,18 +112,15 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
         return session(sid).status()
 
     @app.post("/api/session/{sid}/invert")
-    async def invert(sid: str, request: Request):
-        body = await _json(request)
-        session(sid).choose_face(int(body.get("face", 0)))
+    async def invert(sid: str, body: InvertBody):
+        session(sid).choose_face(body.face)
         return {"ok": True}
 
     @app.post("/api/session/{sid}/drag")
-    async def drag(sid: str, request: Request):
-        body = await _json(request)
-        drags = body.get("drags")
-        if not isinstance(drags, list) or not drags:
+    async def drag(sid: str, body: DragBody):
+        if not body.drags:
             raise HTTPException(400, "click a handle and then a target first")
-        session(sid).start_drag(drags, body.get("mask"), int(body.get("steps", 300)))
+        session(sid).start_drag([d.model_dump() for d in body.drags], body.mask, body.steps)
         return {"ok": True}
 
     @app.post("/api/session/{sid}/stop")
@@ -122,13 +160,3 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
                         headers={"Content-Disposition": 'attachment; filename="run.zip"'})
 
     return app
-
-
-async def _json(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise HTTPException(400, "the request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the request body must be a JSON object")
-    return body

@@ -265,10 +265,15 @@ class Session:
         if len(self.rounds) != 1:
             raise UsageError("a recipe replays one round of drags from the inversion: "
                              f"this session has {len(self.rounds)}; reset and drag once to get one")
+        drag = {"steps": int(self.rounds[0]["steps"])}
+        if self.services.drag_config is not None:
+            c = self.services.drag_config
+            drag.update(lr=c.lr, lambda_mask=c.lambda_mask, r1=c.r1, r2=c.r2)
         return {"version": 1, "model": self.services.model_name, "coords": "photo",
                 "drags": self.rounds[0]["drags"],
                 "align": {"face": int(self.align["face_index"]), "size": int(self.align["size"])},
-                "drag": {"steps": int(self.rounds[0]["steps"])}}
+                "invert": self.services.inversion_config.options(),  # the session's profile and steps
+                "drag": drag}
 
     def run_zip(self) -> bytes:
         if not self.run_dir.is_dir():

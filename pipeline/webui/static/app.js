@@ -18,7 +18,12 @@ const post = (path, body) => api(path, { method: "POST", headers: { "Content-Typ
                                          body: JSON.stringify(body || {}) });
 function showError(e) { $("error").textContent = e ? String(e.message || e) : ""; }
 
-fetch("/api/info").then((r) => r.json()).then((i) => { $("model").textContent = `model ${i.model} (${i.resolution}px)`; });
+fetch("/api/info").then((r) => r.json()).then((i) => {
+  const inv = i.inversion || {};
+  const profile = inv.profile === "full" ? "full PTI schedule" : `${inv.profile} profile (faster, rougher likeness)`;
+  $("model").textContent = `model ${i.model} (${i.resolution}px); inversion: ${profile}, `
+    + `${inv.projection_steps} projection + up to ${inv.tuning_steps} tuning steps`;
+});
 
 $("upload").addEventListener("change", async (ev) => {
   const file = ev.target.files[0];
