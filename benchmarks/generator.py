@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from isolated import run_isolated  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from isolated import run_isolated
 
 MODES = ("forward", "backward_w", "backward_weights")
 
