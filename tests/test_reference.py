@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from weights.networks import Generator
+from weights.ops import modulated_conv2d, setup_filter
 from weights.reference import PlainGenerator
 
 TOL = 2e-5
@@ -163,3 +164,23 @@ def test_plain_path_matches_nvidia_golden_outputs():
                                             ("ws", "img_nonoise", "none")):
             img = P.synthesis(io[ws_key], noise_mode=noise_mode)
             assert (img - io[img_key]).abs().max() < 1e-4, img_key
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_both_style_forms_give_the_same_values_and_gradients(up):
+    """Styles folded into the weights or scaling the input: same output, d/dx, d/dstyles, d/dweight."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 6, 6)
+    weight, styles = torch.randn(5, 8, 3, 3), torch.randn(1, 8)
+    noise, bias = torch.randn(1, 1, 12 if up else 6, 12 if up else 6), torch.randn(5)
+    results = []
+    for fold in (True, False):
+        leaves = [t.clone().requires_grad_(True) for t in (x, weight, styles)]
+        out = modulated_conv2d(*leaves, up=up, resample_filter=setup_filter(), noise=noise, bias=bias,
+                               act="lrelu", gain=2 ** 0.5, clamp=1.5, fold_styles=fold)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        results.append([out.detach()] + [t.grad for t in leaves])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_near(a, b, f"tensor {i}")
+    with pytest.raises(ValueError, match="batch 1"):
+        modulated_conv2d(torch.randn(2, 8, 6, 6), weight, torch.randn(2, 8), fold_styles=True)
