@@ -7,7 +7,7 @@ trained with the official code gives the same images here.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,8 @@ def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
     return f / f.sum()
 
 
-def bias_act(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear",
-             gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear",
+             gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
     """Add a per-channel bias, apply the activation, scale by `gain`, clamp."""
     if b is not None:
         shape = [1, -1] + [1] * (x.ndim - 2)
@@ -77,9 +77,10 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tens
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
                      demodulate: bool = True, up: bool = False,
-                     resample_filter: Optional[torch.Tensor] = None,
-                     noise: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
-                     act: str = "linear", gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
+                     resample_filter: torch.Tensor | None = None,
+                     noise: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                     act: str = "linear", gain: float = 1.0, clamp: float | None = None,
+                     fold_styles: bool | None = None) -> torch.Tensor:
     """StyleGAN2 modulated convolution followed by noise, bias, activation, gain and clamp.
 
     Computes exactly what NVIDIA's `modulated_conv2d` + `bias_act` compute, arranged for
@@ -87,9 +88,12 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     - demodulation and the activation gain become one per-channel scale, applied together
       with the noise in a single `addcmul` (lrelu(g*y) = g*lrelu(y) for g > 0);
     - with batch 1 the bias rides inside the convolution (as bias / scale);
-    - the styles scale the weights (batch 1) unless d/dstyles is needed while the conv
-      weights are frozen (projection, dragging): then they scale the input instead, so
-      the backward pass skips the weight-gradient convolution.
+    - without gradients (batch 1) the styles scale the weights, the cheapest forward;
+      whenever a gradient flows (projection and dragging: d/dw with frozen weights; PTI
+      tuning: d/dweights) they scale the input instead (NVIDIA's fused_modconv=False
+      form).  With frozen weights that skips the weight-gradient convolution entirely;
+      for tuning it measured about 5-9% faster than folding (benchmarks/ablation.py).
+      `fold_styles` overrides the choice (benchmarks use it to measure both forms).
     """
     out_c, in_c, kh, kw = weight.shape
     n = x.shape[0]
@@ -100,7 +104,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     scale = demod_coefficients(weight, styles) * gain if demodulate else None  # [n, out]
     if up:
         scale = (scale if scale is not None else styles.new_full([n, out_c], gain)) * 4.0
-    fold_styles = n == 1 and (weight.requires_grad or not styles.requires_grad)
+    if fold_styles is None:
+        fold_styles = n == 1 and not (weight.requires_grad or styles.requires_grad)
+    elif fold_styles and n != 1:
+        raise ValueError("fold_styles=True needs batch 1")
     if fold_styles:
         w = (weight * styles.reshape(1, -1, 1, 1)).to(x.dtype)
     else:
