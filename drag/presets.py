@@ -63,7 +63,7 @@ def _mirror(indices_left: Sequence[int], indices_right: Sequence[int], du: float
 MOUTH = tuple(range(48, 68))
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
     Preset("smile", "mouth corners outward and up (negative: down, a frown)",
-           _mirror([48], [54], 0.08, -0.08), (MOUTH,)),
+           _mirror([48], [54], 0.08, -0.08), (MOUTH,), mask_pad=0.2),
     Preset("mouth_open", "lower lip down, upper lip up a little (negative: close)",
            ((57, 0.0, 0.25), (66, 0.0, 0.25), (51, 0.0, -0.06), (62, 0.0, -0.06)),
            (MOUTH + (7, 8, 9),), mask_pad=0.2),
@@ -72,7 +72,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
            (tuple(range(36, 42)), tuple(range(42, 48))), mask_pad=0.15),
     Preset("eyebrows", "eyebrows up (negative: down)",
            tuple((i, 0.0, -0.10) for i in range(17, 27)),
-           (tuple(range(17, 22)), tuple(range(22, 27))), mask_pad=0.2),
+           tuple((i, i + 1) for i in (*range(17, 21), *range(22, 26))), mask_pad=0.15),  # along each brow
     Preset("jaw_width", "jaw sides outward (negative: a narrower jaw)",
            _mirror(range(3, 7), range(10, 14), 0.08, 0.0),
            (tuple(range(2, 8)), tuple(range(9, 15))), mask_pad=0.2),
@@ -182,9 +182,9 @@ def preset_drags(landmarks, amounts: Mapping[str, float], size: int) -> Tuple[np
     handles = lm[keep].reshape(-1, 2)
     targets = handles + np.array([total[i] for i in keep]).reshape(-1, 2)
     for i, h, t in zip(keep, handles, targets):
-        for what, p in (("landmark", h), ("target", t)):
+        for what, p in (("", h), ("the target of ", t)):
             if not (0 <= p[0] <= size - 1 and 0 <= p[1] <= size - 1):
-                raise UsageError(f"the {what} of landmark {i} at ({p[0]:.1f}, {p[1]:.1f}) is outside the "
+                raise UsageError(f"{what}landmark {i} at ({p[0]:.1f}, {p[1]:.1f}) is outside the "
                                  f"{size}x{size} face crop; use a smaller amount or another photo")
     return handles, targets
 
@@ -207,7 +207,8 @@ def preset_mask(landmarks, names: Sequence[str], size: int) -> np.ndarray:
 
 def preview_image(aligned: np.ndarray, landmarks, amounts: Mapping[str, float]) -> np.ndarray:
     """The aligned RGB image with the default mask tinted green and arrows handle -> target."""
-    from drag.stage import draw_points  # the drag stage's arrows (imports torch: only when drawing)
+    # the drag stage's arrows; drag.stage imports torch, so only when drawing
+    from drag.stage import draw_points
 
     size = aligned.shape[0]
     handles, targets = preset_drags(landmarks, amounts, size)
