@@ -52,7 +52,8 @@ def one_line_error(fn, *args):
 
 
 def at(mask, p):
-    return mask[int(round(p[1])), int(round(p[0]))]
+    x, y = np.rint(p).astype(int)
+    return mask[y, x]
 
 
 def test_the_face_is_the_expected_size_and_upright(lm):
@@ -269,3 +270,14 @@ def test_cli_preview_needs_an_aligned_run(tmp_path, capsys):
     assert code == 2 and "photodrag align" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(capsys, "presets", "--preset", "smile=0.5")
     assert code == 2 and "--preview" in err
+
+
+def test_cli_preview_refuses_a_run_without_landmarks(run_dir, tmp_path, capsys):
+    (tmp_path / "align").mkdir()
+    rec = json.loads((run_dir / "align" / "align.json").read_text())
+    del rec["landmarks"]
+    (tmp_path / "align" / "align.json").write_text(json.dumps(rec))
+    (tmp_path / "align" / "aligned.png").write_bytes((run_dir / "align" / "aligned.png").read_bytes())
+    code, _, err = cli(capsys, "presets", "--preview", str(tmp_path), "--preset", "smile=0.5")
+    assert code == 2 and "no landmarks" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "presets_preview.png").exists()
