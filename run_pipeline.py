@@ -402,6 +402,48 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
     click.echo(str(run_dir / "drag"))
 
 
+# presets ----------------------------------------------------------------------
+@cli.command()
+@click.option("--preview", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png.")
+@click.option("--preset", "presets_", multiple=True, metavar="NAME=AMOUNT",
+              help="A preset and its amount (repeatable), e.g. smile=0.5; needs --preview.")
+def presets(run_dir: Optional[Path], presets_) -> None:
+    """Edits by name: list the presets, or preview their drags on a run folder (nothing is dragged).
+
+    With --preview, writes RUN_DIR/presets_preview.png: the aligned face, the default mask tinted
+    green, arrows from each handle (red) to its target (blue).
+    """
+    from drag.presets import PRESETS, parse_presets, preview_image
+
+    amounts = parse_presets(presets_)
+    if run_dir is None:
+        if amounts:
+            raise UsageError("--preset needs --preview RUN_DIR (the edit itself is not wired yet)")
+        for p in PRESETS.values():
+            marks = ",".join(map(str, p.landmarks))
+            click.echo(f"{p.name:11s} {p.description}; landmarks {marks}; "
+                       f"up to {p.unit:.2f} IOD per unit amount, {p.amount_range[0]:g}..{p.amount_range[1]:g}")
+        return
+    if not amounts:
+        raise UsageError("--preview needs at least one --preset NAME=AMOUNT")
+    from PIL import Image
+
+    from pipeline.fileio import atomic_path
+    from pipeline.geometry import aligned_landmarks
+    from pipeline.run import RunFolder
+
+    run = RunFolder(run_dir)
+    record = run.read_json("align", "align.json")
+    if "landmarks" not in record or "matrix" not in record:
+        raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
+    img = preview_image(run.read_image("align", "aligned.png"), aligned_landmarks(record), amounts)
+    out = run_dir / "presets_preview.png"
+    with atomic_path(out) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+    click.echo(str(out))
+
+
 # composite --------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))

@@ -1,0 +1,283 @@
+"""Edits by name: drags and masks derived from real landmarks, checked against hand-computed positions."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from drag.presets import PRESETS, parse_preset, parse_presets, preset_drags, preset_mask, preset_motion
+from helpers import NO_SHARED, PHOTOS
+from pipeline.errors import UsageError
+from run_pipeline import main
+
+TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder with the align stage of a real photo at 256 px (the only slow step, done once)."""
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    from align.stage import run_align
+    run = tmp_path_factory.mktemp("run")
+    run_align(TOM, run, size=SIZE)
+    return run
+
+
+@pytest.fixture(scope="module")
+def lm(run_dir):
+    """The 68 landmarks in aligned pixels, mapped by hand from align.json (photo pixels + matrix)."""
+    rec = json.loads((run_dir / "align" / "align.json").read_text())
+    m = np.array(rec["matrix"])
+    pts = np.array(rec["landmarks"])
+    return pts @ m[:2, :2].T + m[:2, 2]
+
+
+def axes(lm):
+    """IOD and the face's axes, written out independently of drag.presets."""
+    left = lm[36:42].sum(0) / 6
+    right = lm[42:48].sum(0) / 6
+    iod = np.hypot(*(right - left))
+    ex = (right - left) / iod
+    return iod, ex, np.array([-ex[1], ex[0]])
+
+
+def one_line_error(fn, *args):
+    with pytest.raises(UsageError) as exc:
+        fn(*args)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def at(mask, p):
+    x, y = np.rint(p).astype(int)
+    return mask[y, x]
+
+
+def test_the_face_is_the_expected_size_and_upright(lm):
+    iod, ex, ey = axes(lm)
+    assert 50 < iod < 80  # FFHQ crop: the eyes are about a quarter of the width apart
+    assert ex[0] > 0.98 and ey[1] > 0.98
+
+
+def test_smile_matches_hand_computed_corners(lm):
+    iod, ex, ey = axes(lm)
+    handles, targets = preset_drags(lm, {"smile": 0.5}, SIZE)
+    k = 0.5 * 0.08 * iod  # docs: corners move 0.08 IOD outward and 0.08 IOD up per unit amount
+    np.testing.assert_allclose(handles, lm[[48, 54]], atol=1e-9)
+    np.testing.assert_allclose(targets[0], lm[48] - k * ex - k * ey, atol=1e-9)
+    np.testing.assert_allclose(targets[1], lm[54] + k * ex - k * ey, atol=1e-9)
+    # in image terms on this upright face: left corner goes left and up, right corner right and up
+    d = targets - handles
+    assert d[0, 0] < -2 and d[0, 1] < -2 and d[1, 0] > 2 and d[1, 1] < -2
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("mouth_open", {57: (0, 0.25), 66: (0, 0.25), 51: (0, -0.06), 62: (0, -0.06)}),
+    ("eyes_open", {37: (0, -0.06), 38: (0, -0.06), 43: (0, -0.06), 44: (0, -0.06)}),
+    ("eyebrows", {i: (0, -0.10) for i in range(17, 27)}),
+    ("jaw_width", {**{i: (-0.08, 0) for i in range(3, 7)}, **{i: (0.08, 0) for i in range(10, 14)}}),
+    ("head_yaw", {27: (0.05, 0), 30: (0.12, 0), 33: (0.10, 0), 51: (0.08, 0), 57: (0.08, 0), 8: (0.08, 0)}),
+    ("head_pitch", {30: (0, -0.10), 33: (0, -0.10), 51: (0, -0.08), 57: (0, -0.08), 8: (0, -0.08)}),
+])
+def test_each_preset_matches_its_documented_motion(lm, name, expected):
+    iod, ex, ey = axes(lm)
+    amount = 0.7
+    handles, targets = preset_drags(lm, {name: amount}, SIZE)
+    assert len(handles) == len(expected)
+    for h, t, (i, (du, dv)) in zip(handles, targets, expected.items()):
+        np.testing.assert_allclose(h, lm[i], atol=1e-9)
+        np.testing.assert_allclose(t, lm[i] + amount * iod * (du * ex + dv * ey), atol=1e-9)
+
+
+def test_amounts_scale_linearly_and_flip_with_sign(lm):
+    for name in PRESETS:
+        h1, t1 = preset_drags(lm, {name: 1.0}, SIZE)
+        h5, t5 = preset_drags(lm, {name: 0.5}, SIZE)
+        hm, tm = preset_drags(lm, {name: -0.5}, SIZE)
+        np.testing.assert_allclose(h1, h5)
+        np.testing.assert_allclose(h1, hm)
+        np.testing.assert_allclose(t1 - h1, 2 * (t5 - h5), atol=1e-9)
+        np.testing.assert_allclose(tm - hm, -(t5 - h5), atol=1e-9)
+        assert np.linalg.norm(t1 - h1, axis=1).max() > 3  # a visible motion at amount 1 at 256 px
+
+
+def test_motion_follows_the_face_axes_and_scale(lm):
+    """A rotated, enlarged face gets the same drags rotated and enlarged (face axes, IOD units)."""
+    a = np.deg2rad(12)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    c = np.array([SIZE / 2, SIZE / 2])
+    moved = (lm - c) @ rot.T * 1.5 + c * 1.5 + 20
+    h0, t0 = preset_drags(lm, {"smile": 0.8, "eyebrows": -0.5}, SIZE)
+    h1, t1 = preset_drags(moved, {"smile": 0.8, "eyebrows": -0.5}, int(SIZE * 1.5) + 40)
+    np.testing.assert_allclose(t1 - h1, 1.5 * (t0 - h0) @ rot.T, atol=1e-9)
+
+
+def test_zero_amount_moves_nothing(lm):
+    h, t = preset_drags(lm, {"smile": 0.0}, SIZE)
+    assert h.shape == (0, 2) and t.shape == (0, 2)
+    h, t = preset_drags(lm, {"smile": 0.0, "eyebrows": 0.4}, SIZE)
+    np.testing.assert_allclose(h, lm[17:27])
+
+
+def test_combined_presets_sum_on_shared_landmarks(lm):
+    iod, ex, ey = axes(lm)
+    h, t = preset_drags(lm, {"smile": 0.5, "eyebrows": 0.3}, SIZE)
+    assert len(h) == 2 + 10
+    hs, ts = preset_drags(lm, {"smile": 0.5}, SIZE)
+    hb, tb = preset_drags(lm, {"eyebrows": 0.3}, SIZE)
+    np.testing.assert_allclose(np.concatenate([hs, hb]), h)
+    np.testing.assert_allclose(np.concatenate([ts, tb]), t)
+    # 51 and 57 are moved by both mouth_open and head_yaw: one handle each, motions added
+    h, t = preset_drags(lm, {"mouth_open": 0.5, "head_yaw": -0.5}, SIZE)
+    idx = [int(np.argmin(np.linalg.norm(lm - p, axis=1))) for p in h]
+    assert sorted(idx) == sorted({57, 66, 51, 62, 27, 30, 33, 8})
+    j = idx.index(57)
+    np.testing.assert_allclose(t[j], lm[57] + 0.5 * iod * (0.25 * ey) - 0.5 * iod * (0.08 * ex), atol=1e-9)
+
+
+def test_motion_of_one_preset_for_the_requested_table(lm):
+    iod, _, _ = axes(lm)
+    idx, disp = preset_motion(lm, "eyebrows", 0.5)
+    assert idx.tolist() == list(range(17, 27))
+    np.testing.assert_allclose(np.linalg.norm(disp, axis=1), 0.05 * iod)
+
+
+def test_default_mask_covers_the_drags_and_leaves_the_far_side(lm):
+    eyes = [lm[36:42].mean(0), lm[42:48].mean(0)]
+    mouth = lm[62]
+    far = {  # points each preset's mask must leave alone
+        "smile": eyes + [lm[19], lm[24], lm[30], lm[8], lm[0], lm[16]],
+        "mouth_open": eyes + [lm[19], lm[24], lm[0], lm[16]],
+        "eyes_open": [mouth, lm[30], lm[8], lm[0], lm[16]],
+        "eyebrows": eyes + [mouth, lm[30], lm[8]],
+        "jaw_width": eyes + [mouth, lm[30], lm[19], lm[24]],
+        "head_yaw": [np.array([2, 2]), np.array([SIZE - 3, 2]), np.array([2, SIZE - 3])],
+        "head_pitch": [np.array([2, 2]), np.array([SIZE - 3, 2]), np.array([2, SIZE - 3])],
+    }
+    assert set(far) == set(PRESETS)
+    for name, outside in far.items():
+        mask = preset_mask(lm, [name], SIZE)
+        assert mask.shape == (SIZE, SIZE) and mask.dtype == np.float32
+        assert set(np.unique(mask)) == {0.0, 1.0}
+        for amount in (1.0, -1.0):
+            h, t = preset_drags(lm, {name: amount}, SIZE)
+            assert all(at(mask, p) == 1 for p in np.concatenate([h, t])), name
+        assert all(at(mask, p) == 0 for p in outside), name
+        assert mask.mean() < 0.4, name
+    both = preset_mask(lm, ["smile", "eyebrows"], SIZE)
+    np.testing.assert_array_equal(both, np.maximum(preset_mask(lm, ["smile"], SIZE), preset_mask(lm, ["eyebrows"], SIZE)))
+
+
+@pytest.mark.parametrize("amounts, words", [
+    ({"frown": 0.5}, ["unknown preset 'frown'", *PRESETS]),
+    ({"smile": float("nan")}, ["smile", "finite"]),
+    ({"smile": float("inf")}, ["smile", "finite"]),
+    ({"smile": 1.5}, ["smile", "1.5", "-1..1"]),
+    ({"eyebrows": -1.01}, ["eyebrows", "-1..1"]),
+    ({"smile": "0.5"}, ["smile", "number"]),
+    ({"smile": True}, ["smile", "number"]),
+    ({"smile": 0.001}, ["smile", "half a pixel"]),
+])
+def test_bad_amounts_are_one_line_errors(lm, amounts, words):
+    msg = one_line_error(preset_drags, lm, amounts, SIZE)
+    for w in words:
+        assert w in msg
+
+
+def test_landmarks_off_the_crop_are_refused(lm):
+    edge = lm - lm[48] + np.array([1.0, 120.0])  # the left mouth corner one pixel from the left edge
+    assert "the target of landmark 48" in one_line_error(preset_drags, edge, {"smile": 0.5}, SIZE)
+    preset_drags(edge, {"smile": -0.5}, SIZE)  # inward the target stays inside: no error
+    msg = one_line_error(preset_drags, lm - lm[48] - 3, {"smile": 0.2}, SIZE)
+    assert msg.startswith("landmark 48 at (-3.0, -3.0) is outside the 256x256 face crop")
+    assert "68" in one_line_error(preset_drags, lm[:67], {"smile": 0.5}, SIZE)
+
+
+def test_parse_preset():
+    assert parse_preset("smile=0.5") == ("smile", 0.5)
+    assert parse_preset(" head_yaw = -1 ") == ("head_yaw", -1.0)
+    assert parse_presets(["smile=0.5", "eyebrows=-0.3"]) == {"smile": 0.5, "eyebrows": -0.3}
+    assert "NAME=AMOUNT" in one_line_error(parse_preset, "smile")
+    assert "NAME=AMOUNT" in one_line_error(parse_preset, "=0.5")
+    assert "not a number" in one_line_error(parse_preset, "smile=abc")
+    assert "finite" in one_line_error(parse_preset, "smile=nan")
+    assert "-1..1" in one_line_error(parse_preset, "smile=2")
+    assert "jaw_width" in one_line_error(parse_preset, "grin=0.5")
+    assert "twice" in one_line_error(parse_presets, ["smile=0.5", "smile=0.2"])
+
+
+def cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(["--quiet", *argv])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_cli_lists_every_preset(capsys):
+    code, out, err = cli(capsys, "presets")
+    assert code == 0 and not err
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(PRESETS)
+    assert "landmarks 48,54" in lines[0] and "IOD" in lines[0]
+
+
+def test_cli_preview_draws_mask_and_arrows(run_dir, capsys):
+    out_png = run_dir / "presets_preview.png"
+    code, out, err = cli(capsys, "presets", "--preview", str(run_dir), "--preset", "smile=0.5",
+                         "--preset", "eyebrows=0.3")
+    assert code == 0, err
+    assert out.strip() == str(out_png)
+    img = np.asarray(Image.open(out_png).convert("RGB")).astype(int)
+    aligned = np.asarray(Image.open(run_dir / "align" / "aligned.png").convert("RGB")).astype(int)
+    zoom = img.shape[0] // SIZE
+    assert img.shape == (SIZE * zoom, SIZE * zoom, 3)
+    same = aligned.repeat(zoom, 0).repeat(zoom, 1)
+    mask = preset_mask(json_lm(run_dir), ["smile", "eyebrows"], SIZE).repeat(zoom, 0).repeat(zoom, 1) > 0
+    assert (img[~mask] == same[~mask]).all()  # outside the mask: the aligned face untouched
+    assert (img[mask] != same[mask]).any(axis=-1).mean() > 0.9  # inside: tinted, arrows drawn
+    assert not list(run_dir.glob(".presets_preview*"))
+
+
+def json_lm(run_dir):
+    rec = json.loads((run_dir / "align" / "align.json").read_text())
+    m = np.array(rec["matrix"])
+    return np.array(rec["landmarks"]) @ m[:2, :2].T + m[:2, 2]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--preset", "smile=2"], "-1..1"),
+    (["--preset", "smile=nan"], "finite"),
+    (["--preset", "grin=0.5"], "known presets"),
+    (["--preset", "smile"], "NAME=AMOUNT"),
+    ([], "at least one --preset"),
+])
+def test_cli_bad_presets_exit_2_with_one_line(run_dir, tmp_path, capsys, args, words):
+    target = tmp_path / "run"
+    (target / "align").mkdir(parents=True)
+    for f in ("align.json", "aligned.png"):
+        (target / "align" / f).write_bytes((run_dir / "align" / f).read_bytes())
+    code, out, err = cli(capsys, "presets", "--preview", str(target), *args)
+    assert code == 2 and not out
+    assert len(err.strip().splitlines()) == 1 and err.startswith("photodrag: error: ") and words in err
+    assert not (target / "presets_preview.png").exists()
+
+
+def test_cli_preview_needs_an_aligned_run(tmp_path, capsys):
+    code, _, err = cli(capsys, "presets", "--preview", str(tmp_path), "--preset", "smile=0.5")
+    assert code == 2 and "photodrag align" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "presets", "--preset", "smile=0.5")
+    assert code == 2 and "--preview" in err
+
+
+def test_cli_preview_refuses_a_run_without_landmarks(run_dir, tmp_path, capsys):
+    (tmp_path / "align").mkdir()
+    rec = json.loads((run_dir / "align" / "align.json").read_text())
+    del rec["landmarks"]
+    (tmp_path / "align" / "align.json").write_text(json.dumps(rec))
+    (tmp_path / "align" / "aligned.png").write_bytes((run_dir / "align" / "aligned.png").read_bytes())
+    code, _, err = cli(capsys, "presets", "--preview", str(tmp_path), "--preset", "smile=0.5")
+    assert code == 2 and "no landmarks" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "presets_preview.png").exists()
