@@ -13,8 +13,8 @@ from typing import Optional
 
 import click
 
-from pipeline.errors import PhotodragError, UsageError
-from pipeline.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
+from common.errors import PhotodragError, UsageError
+from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,8 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     its inverse) and preview.png (landmarks and crop drawn on the photo).
     """
     from align.align import check_size
-    from align.stage import list_faces as find_all, run_align
+    from align.stage import list_faces as find_all
+    from align.stage import run_align
 
     if list_faces:
         faces = find_all(photo, run_dir)
@@ -317,10 +318,10 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
     by content: inverting the same aligned face with the same model and options again is instant.
     """
+    from common.run import RunFolder
     from inversion.config import make_config
     from inversion.perceptual import load_perceptual
     from inversion.stage import run_invert
-    from pipeline.run import RunFolder
     from weights.models import checkpoint_sha256, load_model
 
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
@@ -375,10 +376,10 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
     """
     import numpy as np
 
+    from common.run import RunFolder
     from drag.engine import DragConfig
     from drag.points import circle_mask, load_mask, parse_circle, parse_drag, to_aligned
     from drag.stage import drag_warnings, run_drag
-    from pipeline.run import RunFolder
 
     if mask_path and mask_circle:
         raise UsageError("give either --mask or --mask-circle, not both")
@@ -505,7 +506,8 @@ def cache_ls(s: Settings) -> None:
         used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
         lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
         click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  used {used}  LPIPS {lp}")
-    click.echo(f"{len(c.entries())} entries, {_fmt_size(c.total_size())} (limit {_fmt_size(c.limit_bytes)}) in {c.root}")
+    click.echo(f"{len(c.entries())} entries, {_fmt_size(c.total_size())} "
+               f"(limit {_fmt_size(c.limit_bytes)}) in {c.root}")
 
 
 @cache.command("info")
@@ -563,7 +565,7 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
     import torch
     from PIL import Image
 
-    from pipeline.fileio import atomic_path
+    from common.fileio import atomic_path
     from weights.models import load_model
     from weights.networks import to_uint8, z_from_seed
 

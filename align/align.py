@@ -8,8 +8,8 @@ import numpy as np
 
 from align.detect import Face, find_faces
 from align.ffhq import ffhq_quad, quad_to_matrix, warp_to_aligned
-from pipeline.errors import UsageError
-from pipeline.geometry import apply_matrix, matrix_scale
+from common.errors import UsageError
+from common.geometry import apply_matrix, matrix_scale
 
 SMALL_FACE_RATIO = 0.5  # warn when the face crop is upscaled more than 2x
 MIN_FACE_PX = 64        # warn when dlib's face box is narrower than this (in photo pixels), whatever the model

@@ -12,7 +12,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
-from pipeline.errors import MissingWeightsError
+from common.errors import MissingWeightsError
 
 DETECT_MAX_SIDE = 1200   # detection works on a copy no larger than this
 MIN_DETECT_SIDE = 900    # below this (after downscaling) the detector also runs 2x up-sampled

@@ -11,9 +11,9 @@ import numpy as np
 
 from align.align import AlignResult, align_face, choose_face
 from align.detect import Face, find_faces
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, check_digests, file_digests, write_bytes
-from pipeline.images import Photo, load_photo
+from common.errors import UsageError
+from common.fileio import atomic_dir, check_digests, file_digests, write_bytes
+from common.images import Photo, load_photo
 
 FORMAT_VERSION = 1
 PREVIEW_MAX_SIDE = 1024

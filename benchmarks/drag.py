@@ -25,8 +25,8 @@ from isolated import run_isolated  # noqa: E402  (benchmarks/ is on sys.path whe
 def _measure(res: int, fast: bool, steps: int, device_name: str, threads: int, queue) -> None:
     import torch
 
+    from common.settings import resolve_device
     from drag.engine import DragConfig, DragEngine
-    from pipeline.settings import resolve_device
     from weights.networks import Generator
     from weights.registry import REGISTRY
 

@@ -25,7 +25,7 @@ from isolated import run_isolated  # noqa: E402  (benchmarks/ is on sys.path whe
 def _measure(res: int, device_name: str, repeats: int, threads: int, queue) -> None:
     import torch
 
-    from pipeline.settings import resolve_device
+    from common.settings import resolve_device
     from weights.networks import Generator
     from weights.registry import REGISTRY
 

@@ -26,11 +26,11 @@ def _measure(res: int, steps: int, device_name: str, threads: int, queue) -> Non
     import numpy as np
     import torch
 
+    from common.settings import resolve_device
     from inversion.api import invert
     from inversion.cache import InversionCache
     from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
     from inversion.perceptual import Perceptual
-    from pipeline.settings import resolve_device
     from weights.networks import Generator
     from weights.registry import REGISTRY
 

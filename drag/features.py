@@ -7,7 +7,6 @@ S x S map: image pixel (x, y) sits at feature coordinate ((x + 0.5) R/S - 0.5, .
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import UsageError
-from pipeline.geometry import apply_matrix, matrix_scale
+from common.errors import UsageError
+from common.geometry import apply_matrix, matrix_scale
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _PAIR = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")

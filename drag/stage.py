@@ -19,12 +19,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from align.identity import identity_report
+from common.errors import UsageError
+from common.fileio import atomic_dir, atomic_path, check_digests, file_digests, sha256_file
+from common.geometry import apply_matrix, matrix_scale
+from common.run import RunFolder
 from drag.engine import DragConfig, DragEngine, DragState
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, atomic_path, check_digests, file_digests, sha256_file
-from pipeline.geometry import apply_matrix, matrix_scale
-from pipeline.identity import identity_report
-from pipeline.run import RunFolder, load_inversion
+from inversion.stage import load_inversion
 
 FORMAT_VERSION = 1
 
@@ -113,7 +114,8 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         points.append({
             "aligned": {"handle": handles[i].tolist(), "target": targets[i].tolist(), "final": final[i].tolist(),
                         "distance": round(d, 3)},
-            "photo": {"handle": to_photo(handles[i]).round(2).tolist(), "target": to_photo(targets[i]).round(2).tolist(),
+            "photo": {"handle": to_photo(handles[i]).round(2).tolist(),
+                      "target": to_photo(targets[i]).round(2).tolist(),
                       "final": to_photo(final[i]).round(2).tolist(), "distance": round(d * scale, 3)},
         })
     record = {

@@ -14,13 +14,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from common.errors import CheckpointError, UsageError
+from common.fileio import atomic_path
 from inversion.cache import InversionCache, cache_key
 from inversion.config import InversionConfig
 from inversion.perceptual import Perceptual
 from inversion.projector import project
 from inversion.tuning import tune
-from pipeline.errors import CheckpointError, UsageError
-from pipeline.fileio import atomic_path
 from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,17 @@ from typing import Optional
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from safetensors import safe_open
 
+from align.identity import identity_report, likely_causes
+from common.errors import UsageError
+from common.fileio import atomic_dir, check_digests, file_digests, sha256_file
+from common.geometry import aligned_landmarks
+from common.run import RunFolder
 from inversion.api import InversionResult, PerceptualFactory, invert
 from inversion.cache import InversionCache, check_entry
 from inversion.config import InversionConfig
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, check_digests, file_digests, sha256_file
-from pipeline.geometry import aligned_landmarks
-from pipeline.identity import identity_report, likely_causes
-from pipeline.run import RunFolder
-from weights.checkpoint import save_generator
+from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator, to_uint8
 
 FORMAT_VERSION = 1
@@ -158,3 +159,30 @@ def fresh_invert(run_dir: Path, model_sha256: str, config: InversionConfig) -> O
             or record.get("config") != json.loads(json.dumps(config.to_dict()))):
         return None
     return record
+
+
+def load_inversion(run_dir: Path, device="cpu"):
+    """(pivot w [1, num_ws, w_dim], tuned generator, invert.json) of a finished inversion.
+
+    Refuses an inversion made for another aligned image, or whose cached generator is gone.
+    """
+    run = RunFolder(Path(run_dir))
+    record = run.read_json("invert", "invert.json")
+    if record.get("aligned_sha256") != run.file_sha256("align", "aligned.png"):
+        raise UsageError(f"{run.stage('invert')} was made for another aligned image; "
+                         f"re-run `photodrag invert {run.path}`")
+    try:
+        with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
+            w = fh.get_tensor("w")
+    except Exception as exc:
+        raise UsageError(f"{run.stage('invert')}/pivot.safetensors is unreadable ({exc}); re-run invert") from None
+    pointer = run.stage("invert") / "generator.json"
+    if pointer.is_file():
+        problem = generator_problem(run.path)
+        if problem is not None:
+            raise UsageError(f"the tuned generator of {run.stage('invert')}: {problem}; "
+                             f"re-run `photodrag invert {run.path}`")
+        path = Path(json.loads(pointer.read_text())["path"])
+    else:
+        path = run.require("invert", "generator.safetensors")
+    return w.to(torch.float32), load_generator(path, device), record

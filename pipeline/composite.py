@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_path
-from pipeline.geometry import aligned_landmarks, warp_to_photo
-from pipeline.images import Photo
+from common.errors import UsageError
+from common.fileio import atomic_path
+from common.geometry import aligned_landmarks, warp_to_photo
+from common.images import Photo
 
 # where each format's encoder is told to keep quality
 EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
@@ -138,9 +138,9 @@ def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) 
     """RUN_DIR/drag/edited.png -> OUT (the whole photo) + RUN_DIR/composite/{blend_mask,compare}.png."""
     import json
 
-    from pipeline.fileio import atomic_dir, same_file
-    from pipeline.images import load_photo
-    from pipeline.run import RunFolder
+    from common.fileio import atomic_dir, same_file
+    from common.images import load_photo
+    from common.run import RunFolder
     run = RunFolder(Path(run_dir))
     align = run.read_json("align", "align.json")
     drag = run.read_json("drag", "drag.json")
@@ -159,7 +159,8 @@ def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) 
     edited_faces = _edited_landmarks(edited)
     if edited_faces is not None:
         polygons.append(face_polygon(edited_faces))
-    points = [q for p in drag["points"] for q in (p["aligned"]["handle"], p["aligned"]["target"], p["aligned"]["final"])]
+    points = [q for p in drag["points"]
+              for q in (p["aligned"]["handle"], p["aligned"]["target"], p["aligned"]["final"])]
     mask = blend_mask(size, polygons, points)
     comp = composite(photo.rgb, edited, matrix, mask)
     with atomic_dir(run.stage("composite")) as tmp:

@@ -16,11 +16,11 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.errors import UsageError
-from pipeline.fileio import copy_file, same_file, sha256_file, write_json
-from pipeline.images import load_photo
+from common.errors import UsageError
+from common.fileio import copy_file, same_file, sha256_file, write_json
+from common.images import load_photo
+from common.run import RunFolder
 from pipeline.recipe import Recipe
-from pipeline.run import RunFolder
 
 STAGES = ("align", "invert", "drag", "composite")
 DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from common.errors import UsageError
 from inversion.config import make_config
-from pipeline.errors import UsageError
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")

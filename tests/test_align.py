@@ -11,9 +11,9 @@ from align.align import align_face
 from align.detect import find_faces
 from align.ffhq import ffhq_quad, quad_to_matrix
 from align.stage import run_align
+from common.geometry import apply_matrix, warp_to_photo
+from common.images import load_photo
 from helpers import NO_SHARED, PHOTOS
-from pipeline.geometry import apply_matrix, warp_to_photo
-from pipeline.images import load_photo
 from run_pipeline import main
 
 FACE_PHOTOS = ["Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg"]
@@ -155,7 +155,7 @@ def _variants(src: Image.Image, tmp_path):
     rgba = rgb.copy()
     rgba.putalpha(Image.new("L", rgb.size, 200))
     yield "rgba.png", rgba, {}
-    yield "gray16.png", Image.fromarray((np.asarray(gray).astype(np.uint16) * 257)), {}
+    yield "gray16.png", Image.fromarray(np.asarray(gray).astype(np.uint16) * 257), {}
     yield "cmyk.jpg", rgb.convert("CMYK"), {"quality": 95}
     yield "photo.webp", rgb, {"quality": 95}
     yield "photo.bmp", rgb, {}
@@ -191,7 +191,7 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(kind, message, tmp_pat
         path.write_bytes(data[: len(data) // 3])
     elif kind == "huge":
         path.write_bytes(photo("Tom_Cruise_avp_2014_4.jpg").read_bytes())
-        monkeypatch.setattr("pipeline.images.MAX_PIXELS", 100_000)
+        monkeypatch.setattr("common.images.MAX_PIXELS", 100_000)
     code, _, err = run(["align", str(path), "--out", str(tmp_path / "run")], capsys)
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1

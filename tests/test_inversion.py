@@ -11,16 +11,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from common.errors import MissingWeightsError, UsageError
 from helpers import NO_SHARED, PHOTOS, tiny_generator
 from inversion.api import Pivot, invert
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
 from inversion.perceptual import Perceptual, load_perceptual
 from inversion.projector import project
-from inversion.stage import run_invert
-from pipeline.run import load_inversion
+from inversion.stage import load_inversion, run_invert
 from inversion.tuning import tune
-from pipeline.errors import MissingWeightsError, UsageError
 from weights.checkpoint import save_generator
 from weights.store import WeightStore
 
@@ -45,7 +44,7 @@ def real_face(res):
     if not path.exists():
         pytest.skip(NO_SHARED)
     from align.align import align_face
-    from pipeline.images import load_photo
+    from common.images import load_photo
     return align_face(load_photo(path).rgb, size=res).aligned
 
 
@@ -202,7 +201,7 @@ def test_eviction_respects_the_limit_and_recency(tmp_path):
     probe = InversionCache(tmp_path / "probe")
     one = probe.put("p" * 64, write, {}).size
     cache = InversionCache(tmp_path / "cache", limit_bytes=int(one * 2.5))
-    for i, key in enumerate(("a", "b")):
+    for key in ("a", "b"):
         cache.put(key * 64, write, {})
         time.sleep(0.02)
     cache.get("a" * 64)  # a is now the most recently used

@@ -7,6 +7,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from common.errors import CheckpointError
 from helpers import NO_SHARED, REFERENCE, tiny_generator, write_nvidia_pickle
 from layouts import (
     ngc_kwargs,
@@ -14,9 +17,6 @@ from layouts import (
     write_rosinality_training_checkpoint,
     write_tf_pickle,
 )
-from PIL import Image
-
-from pipeline.errors import CheckpointError
 from run_pipeline import main
 from weights.checkpoint import load_generator, read_checkpoint
 from weights.config import normalise_config

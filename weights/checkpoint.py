@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import CheckpointError, UsageError
-from pipeline.fileio import atomic_path
+from common.errors import CheckpointError, UsageError
+from common.fileio import atomic_path
 from weights.config import is_stylegan3, normalise_config
 from weights.networks import Generator, GeneratorConfig
 from weights.nvidia_pickle import PersistentRecord, first_global, load_network_pickle
@@ -216,7 +216,8 @@ def check_state_dict(G: Generator, state_dict: Dict[str, torch.Tensor]) -> None:
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"generator weights do not fit: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+        more = "..." if len(missing) > 3 else ""
+        raise CheckpointError(f"generator weights do not fit: missing {missing[:3]}{more}, "
                               f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
     for key, ref in expected.items():
         if tuple(state_dict[key].shape) != tuple(ref.shape):

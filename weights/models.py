@@ -6,7 +6,7 @@ from typing import Tuple
 
 import torch
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 from weights.checkpoint import load_generator
 from weights.networks import Generator
 from weights.registry import GENERATOR, REGISTRY
@@ -38,7 +38,7 @@ _SHA_MEMO: dict = {}
 
 def checkpoint_sha256(path: Path) -> str:
     """sha256 of a checkpoint file, remembered per (path, size, mtime) within the process."""
-    from pipeline.fileio import sha256_file
+    from common.fileio import sha256_file
     st = Path(path).stat()
     memo_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if memo_key not in _SHA_MEMO:

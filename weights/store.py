@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from pipeline.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
-from pipeline.fileio import atomic_open, sha256_file, write_json
+from common.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
+from common.fileio import atomic_open, sha256_file, write_json
 from weights.download import download, part_path
 from weights.registry import BACKBONE, DLIB, GENERATOR, REGISTRY, WeightEntry, get_entry
 
@@ -55,7 +55,8 @@ class WeightStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{self.manifest_path} is unreadable ({exc}); delete it and run `weights verify`") from None
+            raise UsageError(f"{self.manifest_path} is unreadable ({exc}); "
+                             "delete it and run `weights verify`") from None
 
     def _record(self, name: str, **info) -> None:
         manifest = self._manifest()

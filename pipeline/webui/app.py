@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.errors import PhotodragError
+from common.errors import PhotodragError
 from pipeline.webui.session import MAX_UPLOAD_BYTES, Session, SessionManager
 
 STATIC = Path(__file__).resolve().parent / "static"

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.errors import PhotodragError, UsageError
-from pipeline.geometry import aligned_landmarks, apply_matrix
-from pipeline.images import load_photo
+from common.errors import PhotodragError, UsageError
+from common.geometry import aligned_landmarks, apply_matrix
+from common.images import load_photo
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -117,8 +117,8 @@ class Session:
 
     def _invert(self, index: int) -> None:
         from align.stage import run_align
-        from inversion.stage import run_invert
-        from pipeline.run import RunFolder, load_inversion
+        from common.run import RunFolder
+        from inversion.stage import load_inversion, run_invert
         svc = self.services
         self.progress = Progress("align", 0, 1)
         run_align(self.photo.path, self.run_dir, size=svc.resolution, face=index)
@@ -186,9 +186,9 @@ class Session:
         Image.fromarray(full).save(path)
 
     def _drag(self, pairs, pts: np.ndarray, mask, steps: int) -> None:
+        from common.run import RunFolder
         from drag.engine import DragConfig
         from drag.stage import run_drag
-        from pipeline.run import RunFolder
         inverse = np.array(self.align["inverse"])
         to_photo = lambda p: apply_matrix(inverse, p).tolist()
         self.targets = to_photo(pts[:, 1])
@@ -254,7 +254,8 @@ class Session:
         pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
         pts_aligned = apply_matrix(self.align["matrix"], pts).tolist() if pts else []
         out = self._composited(self._current_w(), pts_aligned)
-        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(self.photo.format, ".png")
+        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp",
+               "TIFF": ".tif"}.get(self.photo.format, ".png")
         path = self.dir / f"edited{ext}"
         save_like(path, out, self.photo)
         media = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 MAX_PIXELS = 100_000_000  # ~ a 10000 x 10000 photo; bigger is refused as a possible bomb
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO")

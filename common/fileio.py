@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Dict, Iterable, Iterator, Optional, Union
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 PathLike = Union[str, os.PathLike]
 

@@ -13,7 +13,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from pipeline.errors import MissingWeightsError, UsageError
+from common.errors import MissingWeightsError, UsageError
 
 SAME_PERSON = 0.6  # dlib's threshold for its face recognition model
 
