@@ -212,7 +212,8 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     from dataclasses import replace
 
     from drag.points import parse_circle, parse_drag
-    from pipeline.edit import check_outputs, run_edit
+    from pipeline.edit import run_edit
+    from pipeline.outputs import check_outputs
     from pipeline.recipe import load_recipe, parse_recipe
 
     if recipe_path:
@@ -318,14 +319,14 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
     by content: inverting the same aligned face with the same model and options again is instant.
     """
-    from common.run import RunFolder
+    from align.record import AlignRecord
     from inversion.config import make_config
     from inversion.perceptual import load_perceptual
     from inversion.stage import run_invert
     from weights.models import checkpoint_sha256, load_model
 
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
-    size = RunFolder(run_dir).read_json("align", "align.json")["size"]
+    size = AlignRecord.load(run_dir).size
     model = model or f"ffhq-{size}"
     store = s.store()
     G, path = load_model(model, store, s.device)
@@ -374,29 +375,23 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
     the final positions and distances in aligned and photo pixels, preview.png with arrows).
     """
-    import numpy as np
-
-    from common.run import RunFolder
+    from align.record import AlignRecord
     from drag.engine import DragConfig
-    from drag.points import circle_mask, load_mask, parse_circle, parse_drag, to_aligned
-    from drag.stage import drag_warnings, run_drag
+    from drag.points import map_to_aligned, parse_circle, parse_drag
+    from drag.record import DragRecord
+    from drag.stage import run_drag
 
     if mask_path and mask_circle:
         raise UsageError("give either --mask or --mask-circle, not both")
     if animate and animate.suffix.lower() not in (".gif", ".mp4"):
         raise UsageError("--animate needs a .gif or .mp4 file name")
     pairs = [parse_drag(d) for d in drags]
-    align = RunFolder(run_dir).read_json("align", "align.json")
-    matrix, size = np.array(align["matrix"]), int(align["size"])
-    pts = to_aligned(pairs, coords, matrix, size)
-    mask = None
-    if mask_circle:
-        mask = circle_mask(*parse_circle(mask_circle), coords, matrix, size)
-    elif mask_path:
-        mask = load_mask(mask_path, coords, matrix, size, (align["photo"]["width"], align["photo"]["height"]))
+    align = AlignRecord.load(run_dir)
+    pts, mask = map_to_aligned(pairs, coords, align.matrix, align.size, align.photo_size,
+                               parse_circle(mask_circle) if mask_circle else None, mask_path)
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
     state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet)
-    for w in drag_warnings(run_dir):
+    for w in DragRecord.load(run_dir).warnings():
         click.echo(f"photodrag: warning: {w}", err=True)
     s.info(f"{state.reason} after {state.step} steps; distance to target: "
            + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")

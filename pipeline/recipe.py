@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from common.errors import UsageError
-from inversion.config import make_config
+from drag.engine import DragConfig
+from inversion.config import InversionConfig, make_config
+from weights.registry import REGISTRY
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")
@@ -34,7 +36,7 @@ _INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning
                 "lpips_threshold": (int, float),
                 "projection_lpips": str, "seed": int}
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
-_DRAG_DEFAULTS = dict(steps=300, lr=2e-3, lambda_mask=20.0, r1=3.0, r2=12.0)
+_DRAG_DEFAULTS = {k: getattr(DragConfig(), k) for k in _DRAG_KEYS}  # the defaults live in DragConfig
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,21 @@ class Recipe:
         elif self.mask_path:
             out["mask"] = {"path": self.mask_path}
         return out
+
+    def inversion_config(self) -> InversionConfig:
+        return make_config(**self.invert)
+
+    def drag_config(self) -> DragConfig:
+        return DragConfig(**self.drag)
+
+    def as_ran(self, photo: Path, model: str, config: InversionConfig) -> dict:
+        """RUN_DIR/recipe.json: this recipe with absolute paths and every inversion option spelled out."""
+        ran = self.to_json()
+        ran.update(photo=str(Path(photo).resolve()), model=model if model in REGISTRY else str(Path(model).resolve()),
+                   invert=config.options())
+        if self.mask_path:
+            ran["mask"] = {"path": str(Path(self.mask_path).resolve())}
+        return ran
 
 
 def _fail(where: str, msg: str) -> None:

@@ -44,3 +44,11 @@ def checkpoint_sha256(path: Path) -> str:
     if memo_key not in _SHA_MEMO:
         _SHA_MEMO[memo_key] = sha256_file(path)
     return _SHA_MEMO[memo_key]
+
+
+DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model
+
+
+def model_for(model, size) -> str:
+    """The model an edit uses: the one named, else the registry generator of `size`, else the default."""
+    return model or (f"ffhq-{size}" if size and f"ffhq-{size}" in REGISTRY else DEFAULT_MODEL)
