@@ -13,8 +13,13 @@ from typing import Optional
 
 import click
 
+from align.align import MAX_SIZE, MIN_SIZE, AlignConfig
 from common.errors import PhotodragError, UsageError
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
+from drag.config import DragConfig
+from inversion.config import option_defaults
+
+FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
 
 
 @dataclass(frozen=True)
@@ -68,19 +73,24 @@ def inversion_options(f):
     """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips, --seed."""
     opts = [
         click.option("--preview", is_flag=True, default=None,
-                     help="The fast preview profile for trying points on a CPU: 100 projection steps with "
-                          "LPIPS(alex), up to 50 tuning steps (about 5x faster, rougher likeness). "
+                     help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
+                          f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
+                          f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
                           "Default: the full PTI schedule."),
         click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
         click.option("--projection-steps", type=click.IntRange(1),
-                     help="Projection steps [default: 450; preview 100]."),
+                     help=f"Projection steps [default: {FULL['projection_steps']}; "
+                          f"preview {PREVIEW['projection_steps']}]."),
         click.option("--tuning-steps", type=click.IntRange(0),
-                     help="Pivotal tuning step limit [default: 350; preview 50]."),
+                     help=f"Pivotal tuning step limit [default: {FULL['tuning_steps']}; "
+                          f"preview {PREVIEW['tuning_steps']}]."),
         click.option("--lpips-threshold", type=click.FloatRange(0.0),
-                     help="Stop tuning once LPIPS(alex) is below this [default: 0.06]."),
+                     help=f"Stop tuning once LPIPS(alex) is below this [default: {FULL['lpips_threshold']}]."),
         click.option("--projection-lpips", type=click.Choice(["vgg", "alex"]),
-                     help="Perceptual loss of the projection [default: vgg (the projectors'); preview alex]."),
-        click.option("--seed", type=click.IntRange(0), help="Seed of the inversion's noise [default: 0]."),
+                     help=f"Perceptual loss of the projection [default: {FULL['projection_lpips']} (the projectors'); "
+                          f"preview {PREVIEW['projection_lpips']}]."),
+        click.option("--seed", type=click.IntRange(0),
+                     help=f"Seed of the inversion's noise [default: {FULL['seed']}]."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -189,7 +199,7 @@ def weights_path(s: Settings, name: str) -> None:
 @click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Mask image of the region allowed to move (white), the size of the photo.")
 @click.option("--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces).")
-@click.option("--steps", type=click.IntRange(1), help="Drag step limit (default 300).")
+@click.option("--steps", type=click.IntRange(1), help=f"Drag step limit (default {DRAG.steps}).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.")
 @click.option("--from", "from_stage", type=click.Choice(["align", "invert", "drag", "composite"]),
@@ -270,9 +280,9 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
 @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder; the stage writes RUN_DIR/align/.")
-@click.option("--size", type=int, default=1024, show_default=True,
-              help="Aligned image size: a power of two from 64 to 1024 (the generator's resolution).")
-@click.option("--face", default="largest", show_default=True,
+@click.option("--size", type=int, default=ALIGN.size, show_default=True,
+              help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).")
+@click.option("--face", default=ALIGN.face, show_default=True,
               help="Which face: 'largest' (size x detector score) or an index from --list-faces.")
 @click.option("--list-faces", is_flag=True,
               help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png.")
@@ -359,12 +369,12 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
 @click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Image of the region allowed to move (white), the size of the photo or the crop.")
 @click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image.")
-@click.option("--steps", type=click.IntRange(1), default=300, show_default=True, help="Step limit.")
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Adam learning rate on w[:, :6].")
-@click.option("--lambda-mask", type=float, default=20.0, show_default=True,
+@click.option("--steps", type=click.IntRange(1), default=DRAG.steps, show_default=True, help="Step limit.")
+@click.option("--lr", type=float, default=DRAG.lr, show_default=True, help="Adam learning rate on w[:, :6].")
+@click.option("--lambda-mask", type=float, default=DRAG.lambda_mask, show_default=True,
               help="Weight of keeping features outside the mask unchanged.")
-@click.option("--r1", type=float, default=3.0, show_default=True, help="Motion supervision radius at 512 px.")
-@click.option("--r2", type=float, default=12.0, show_default=True, help="Point tracking radius at 512 px.")
+@click.option("--r1", type=float, default=DRAG.r1, show_default=True, help="Motion supervision radius at 512 px.")
+@click.option("--r2", type=float, default=DRAG.r2, show_default=True, help="Point tracking radius at 512 px.")
 @click.option("--animate", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).")
 @click.pass_obj
@@ -425,13 +435,13 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 @click.option("--model", default="ffhq-512", show_default=True,
               help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.")
 @inversion_options
-@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=2e-3, show_default=True,
+@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=DRAG.lr, show_default=True,
               help="Drag: Adam learning rate on w[:, :6].")
-@click.option("--lambda-mask", type=click.FloatRange(0.0), default=20.0, show_default=True,
+@click.option("--lambda-mask", type=click.FloatRange(0.0), default=DRAG.lambda_mask, show_default=True,
               help="Drag: weight of keeping features outside the painted mask unchanged.")
-@click.option("--r1", type=click.FloatRange(0.0, min_open=True), default=3.0, show_default=True,
+@click.option("--r1", type=click.FloatRange(0.0, min_open=True), default=DRAG.r1, show_default=True,
               help="Drag: motion supervision radius at 512 px.")
-@click.option("--r2", type=click.FloatRange(0.0, min_open=True), default=12.0, show_default=True,
+@click.option("--r2", type=click.FloatRange(0.0, min_open=True), default=DRAG.r2, show_default=True,
               help="Drag: point tracking radius at 512 px.")
 @click.pass_obj
 def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask: float, r1: float, r2: float,

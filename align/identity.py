@@ -1,14 +1,14 @@
 """Quality you can see: identity (dlib face recognition) and face-region fidelity.
 
 dlib's ResNet maps a face to a 128-d descriptor; two photos of the same person are
-usually closer than 0.6 (dlib's own rule of thumb).  Used to answer "does the
+usually closer than SAME_PERSON (dlib's own rule of thumb).  Used to answer "does the
 reconstruction look like me?" and "is the edited face still me?" in every run.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -79,19 +79,6 @@ def face_region_mse(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> floa
     m = face_region_mask(a.shape[:2], landmarks)
     diff = (a.astype(np.float64) - b.astype(np.float64)) / 127.5
     return float(np.mean(diff[m] ** 2))
-
-
-def likely_causes(face_px: Optional[float], out_size: int, landmarks: Optional[np.ndarray],
-                  tuning_steps: Optional[int], stopped_early: Optional[bool]) -> List[str]:
-    """Why identity may have drifted: small face, profile view, too few tuning steps."""
-    causes = []
-    if face_px is not None and face_px < out_size / 2:
-        causes.append(f"the face is small in the photo ({face_px:.0f} px for a {out_size} px model)")
-    if landmarks is not None and yaw_ratio(landmarks) < 0.6:
-        causes.append("the face is turned away from the camera (profile views invert poorly)")
-    if tuning_steps is not None and not stopped_early and tuning_steps < 350:
-        causes.append(f"only {tuning_steps} tuning steps ran (try more with --tuning-steps)")
-    return causes or ["no obvious cause: try --w-plus or more projection steps"]
 
 
 def yaw_ratio(landmarks: np.ndarray) -> float:

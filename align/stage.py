@@ -8,7 +8,7 @@ from typing import List, Union
 import cv2
 import numpy as np
 
-from align.align import AlignResult, align_face, choose_face
+from align.align import AlignConfig, AlignResult, align_face, choose_face
 from align.detect import Face, find_faces
 from align.record import AlignRecord
 from common.errors import UsageError
@@ -88,8 +88,8 @@ def align_record(photo: Photo, res: AlignResult, aligned_png: bytes, face_reques
     }
 
 
-def run_align(photo: Union[Photo, str, Path], run_dir: Union[str, Path], size: int = 1024,
-              face: Union[str, int] = "largest") -> AlignResult:
+def run_align(photo: Union[Photo, str, Path], run_dir: Union[str, Path], size: int = AlignConfig.size,
+              face: Union[str, int] = AlignConfig.face) -> AlignResult:
     """Align the photo (a path, or one already decoded) and write the stage's files all at once (or none)."""
     photo = photo if isinstance(photo, Photo) else load_photo(photo)
     res = align_face(photo.rgb, size=size, face=face)

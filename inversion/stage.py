@@ -11,21 +11,21 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
-from align.identity import identity_report, likely_causes
+from align.identity import identity_report, yaw_ratio
 from align.record import AlignRecord
 from common.errors import UsageError
 from common.fileio import atomic_dir, file_digests
 from common.run import RunFolder
 from inversion.api import InversionResult, PerceptualFactory, invert
 from inversion.cache import InversionCache
-from inversion.config import InversionConfig
+from inversion.config import InversionConfig, TuningConfig
 from inversion.record import InversionRecord, generator_problem
 from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator, to_uint8
@@ -58,6 +58,22 @@ def compare_image(panels, labels) -> Image.Image:
         canvas.paste(Image.fromarray(p).resize((w, h), Image.NEAREST), (i * w, 0))
         draw.text((i * w + 4, h + 2), label, fill="black")
     return canvas
+
+
+PROFILE_YAW = 0.6  # yaw_ratio below this: a face turned away (see align.identity.yaw_ratio)
+
+
+def likely_causes(face_px: Optional[float], out_size: int, landmarks: Optional[np.ndarray],
+                  tuning_steps: Optional[int], stopped_early: Optional[bool]) -> List[str]:
+    """Why identity may have drifted: small face, profile view, too few tuning steps."""
+    causes = []
+    if face_px is not None and face_px < out_size / 2:
+        causes.append(f"the face is small in the photo ({face_px:.0f} px for a {out_size} px model)")
+    if landmarks is not None and yaw_ratio(landmarks) < PROFILE_YAW:
+        causes.append("the face is turned away from the camera (profile views invert poorly)")
+    if tuning_steps is not None and not stopped_early and tuning_steps < TuningConfig.steps:
+        causes.append(f"only {tuning_steps} tuning steps ran (try more with --tuning-steps)")
+    return causes or ["no obvious cause: try --w-plus or more projection steps"]
 
 
 def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha256: str,

@@ -10,11 +10,10 @@ Schema (every key but "drags" is optional; defaults are the tool's):
       "drags": [{"handle": [x, y], "target": [x, y]}, ...],
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
       "align": {"face": "largest", "size": 512},
-      "invert": {"profile": "full", "w_plus": false, "projection_steps": 450, "tuning_steps": 350,
-                 "lpips_threshold": 0.06, "projection_lpips": "vgg", "seed": 0},
-                                           # profile "preview": fewer steps (inversion/config.py);
-                                           # keys left out take the profile's values
-      "drag": {"steps": 300, "lr": 0.002, "lambda_mask": 20, "r1": 3, "r2": 12}
+      "invert": {"profile", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
+                 "projection_lpips", "seed"},      # defaults: inversion/config.py (InversionConfig,
+                                                   # PROFILES); keys left out take the profile's values
+      "drag": {"steps", "lr", "lambda_mask", "r1", "r2"}   # defaults: drag/config.py (DragConfig)
     }
 """
 from __future__ import annotations
@@ -25,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from align.align import MAX_SIZE, MIN_SIZE, valid_size
 from common.errors import UsageError
-from drag.engine import DragConfig
+from drag.config import DragConfig
 from inversion.config import InversionConfig, make_config
 from weights.registry import REGISTRY
 
@@ -159,8 +159,8 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     if not (face == "largest" or (isinstance(face, int) and not isinstance(face, bool) and face >= 0)):
         _fail(where, '"align.face" must be "largest" or a face index')
     size = align.get("size")
-    if size is not None and not (isinstance(size, int) and 64 <= size <= 1024 and size & (size - 1) == 0):
-        _fail(where, '"align.size" must be a power of two from 64 to 1024')
+    if size is not None and not valid_size(size):
+        _fail(where, f'"align.size" must be a power of two from {MIN_SIZE} to {MAX_SIZE}')
     for key in ("photo", "model"):
         if key in data and not isinstance(data[key], str):
             _fail(where, f'"{key}" must be a string')

@@ -158,7 +158,7 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
 
 def test_every_option_the_warnings_recommend_exists(env):
     import run_pipeline
-    from align.identity import likely_causes
+    from inversion.stage import likely_causes
     texts = likely_causes(10, 512, None, 20, False) + likely_causes(None, 512, None, None, None)
     named = set(re.findall(r"--[a-z][a-z0-9-]*", " ".join(texts)))
     assert {"--tuning-steps", "--w-plus"} <= named

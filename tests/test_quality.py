@@ -11,12 +11,12 @@ from align.identity import (
     face_region_mse,
     identity_distance,
     identity_report,
-    likely_causes,
     yaw_ratio,
 )
 from common.errors import UsageError
 from common.images import load_photo
 from helpers import NO_SHARED, PHOTOS
+from inversion.stage import likely_causes
 from pipeline.quality import landmark_pairs, mean_distance, select_landmarks, summarize
 
 

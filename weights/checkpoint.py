@@ -242,13 +242,11 @@ def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     return build_generator(kwargs, sd).to(device)
 
 
-def save_generator(G: Generator, path: PathLike, fp16: bool = False, meta: Optional[dict] = None) -> None:
+def save_generator(G: Generator, path: PathLike, fp16: bool = False) -> None:
     """Write G as safetensors (optionally fp16 weights) with the init kwargs as JSON, atomically."""
     sd = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in G.state_dict().items()}
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
                 "init_kwargs": json.dumps(G.init_kwargs)}
-    if meta:
-        metadata.update({k: json.dumps(v) for k, v in meta.items()})
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp), metadata=metadata)

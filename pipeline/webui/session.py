@@ -30,7 +30,7 @@ from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.geometry import apply_matrix
 from common.images import load_photo
-from drag.engine import DragConfig
+from drag.config import DragConfig
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord
 from drag.stage import run_drag
@@ -41,6 +41,7 @@ from weights.networks import to_uint8
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000
+MAX_DRAG_STEPS = 1000
 DISPLAY_MAX_SIDE = 1024
 FRAME_EVERY_S = 0.4
 
@@ -168,8 +169,8 @@ class Session:
             self._save_mask(mask_png, mask_path)
         pts, mask = map_to_aligned(pairs, "photo", self.align.matrix, self.align.size, self.photo.size,
                                    mask_path=mask_path)
-        if not 1 <= steps <= 1000:
-            raise UsageError("steps must be between 1 and 1000")
+        if not 1 <= steps <= MAX_DRAG_STEPS:
+            raise UsageError(f"steps must be between 1 and {MAX_DRAG_STEPS}")
         self._start("dragging", lambda: self._drag(pairs, pts, mask, steps))
 
     def _save_mask(self, data_url: str, path: Path) -> None:
