@@ -6,33 +6,16 @@ reconstruction look like me?" and "is the edited face still me?" in every run.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
 
-from common.errors import MissingWeightsError, UsageError
+from align.detect import FACE_MODELS
+from common.errors import UsageError
 
 SAME_PERSON = 0.6  # dlib's threshold for its face recognition model
-
-
-@functools.lru_cache(maxsize=1)
-def _models():
-    import dlib
-
-    from weights.registry import get_entry
-    from weights.store import package_file
-    paths = []
-    for name in ("dlib-landmarks-68", "dlib-face-recognition"):
-        entry = get_entry(name)
-        path = package_file(entry)
-        if path is None or not path.is_file():
-            raise MissingWeightsError(f"missing weights {entry.name} ({entry.filename}); "
-                                      "install it with `pip install face-recognition-models`")
-        paths.append(str(path))
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(paths[0]), dlib.face_recognition_model_v1(paths[1])
 
 
 @dataclass(frozen=True)
@@ -44,7 +27,7 @@ class FaceDescriptor:
 
 def describe(rgb: np.ndarray, near: Optional[np.ndarray] = None) -> FaceDescriptor:
     """Descriptor of the face in `rgb` (the one nearest `near` (x, y) when several are found)."""
-    detector, predictor, recognizer = _models()
+    detector, predictor, recognizer = FACE_MODELS.detector(), FACE_MODELS.predictor(), FACE_MODELS.recognizer()
     img = np.ascontiguousarray(rgb)
     rects = detector(img, 1)
     if len(rects) == 0:

@@ -137,7 +137,6 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
             return InversionResult(pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}),
                                    True, key, entry.path)
     target = image_to_tensor(aligned, device)
-    torch.manual_seed(config.seed)
     t0 = time.perf_counter()
     pcfg, tcfg = config.projection, config.tuning
     lpips_proj = perceptual(pcfg.lpips_net, pcfg.loss_resolution)
