@@ -4,7 +4,6 @@ Every case runs the real command (in process, through `run_pipeline.main`) or po
 real app, and checks the promise of design.md's Reliability section: one line, exit code 2,
 nothing lost and nothing half-written.  The terminal summary counts the cases tried and passed.
 """
-# ruff: noqa: F811  (the fixtures imported from test_edit are parameters below)
 import io
 import json
 import math
@@ -16,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_edit import MOUTH_RIGHT, TOM, cli, env, lp  # noqa: F401  (fixtures)
 
-from helpers import NO_SHARED, PHOTOS, tiny_generator
+from helpers import NO_SHARED, PHOTOS, TOM, cli, tiny_generator
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
 

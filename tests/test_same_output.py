@@ -10,8 +10,7 @@ import shutil
 import pytest
 import torch
 
-from helpers import NO_SHARED, PHOTOS, tiny_generator
-from run_pipeline import main
+from helpers import NO_SHARED, PHOTOS, cli, tiny_generator
 from weights.checkpoint import save_generator
 
 pytestmark = pytest.mark.slow
@@ -45,9 +44,8 @@ def setup(tmp_path, monkeypatch, nets):
 
 
 def run_cli(*argv):
-    with pytest.raises(SystemExit) as exc:
-        main(["--quiet", "--device", "cpu", *argv])
-    assert exc.value.code == 0, argv
+    code, _, err = cli(None, *argv)
+    assert code == 0, err
 
 
 def edit_output(model, photo, tmp):
