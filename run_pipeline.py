@@ -263,9 +263,10 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     pairs = [(photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
              for photo in photos]
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
+    store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
-        summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=s.store(), cache=s.cache(),
+        summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=store, cache=cache,
                            run_dir=run_dir, from_stage=from_stage, jpeg_quality=jpeg_quality,
                            progress=not s.quiet, log=s.info, overwrite_input=overwrite_input)
         for w in summary.warnings:

@@ -30,7 +30,7 @@ from pipeline.outputs import OVERWRITE_HINT, default_run_dir, keep_original
 from pipeline.recipe import Recipe
 from pipeline.summary import STAGES, EditSummary, StageRunner
 from weights.checkpoint import load_generator
-from weights.models import checkpoint_sha256, model_for, resolve_model_path
+from weights.models import model_for, resolve_model_path
 from weights.registry import REGISTRY
 
 
@@ -49,7 +49,7 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     output_format(Path(output), photo)
     model = model_for(recipe.model, recipe.size)
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
-    model_sha = checkpoint_sha256(model_path)
+    model_sha = store.hashes(model_path)
     generator = functools.lru_cache(maxsize=1)(lambda: load_generator(model_path, device))  # loaded once, if needed
     size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
     if recipe.size and recipe.size != size:

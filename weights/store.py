@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import torch
 
 from common.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
-from common.fileio import atomic_open, sha256_file, write_json
+from common.fileio import FileHashes, atomic_open, sha256_file, write_json
 from weights.download import download, part_path
 from weights.registry import BACKBONE, DLIB, GENERATOR, REGISTRY, WeightEntry, get_entry
 
@@ -43,6 +43,7 @@ class WeightStore:
     def __init__(self, home: Path, progress: bool = True) -> None:
         self.dir = Path(home) / "weights"
         self.progress = progress
+        self.hashes = FileHashes()  # sha256 of the checkpoints this store resolved, remembered
 
     # manifest -----------------------------------------------------------
     @property
