@@ -5,19 +5,44 @@ internal failure, 130 when interrupted.  `--verbose` adds the traceback.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import click
+import torch
+from PIL import Image
 
-from align.align import MAX_SIZE, MIN_SIZE, AlignConfig
+import inversion.perceptual as perceptual_nets
+from align.align import MAX_SIZE, MIN_SIZE, AlignConfig, check_size
+from align.record import AlignRecord
+from align.stage import list_faces as find_all
+from align.stage import run_align
 from common.errors import PhotodragError, UsageError
+from common.fileio import atomic_path
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
 from drag.config import DragConfig
-from inversion.config import option_defaults
+from drag.points import map_to_aligned, parse_circle, parse_drag
+from drag.record import DragRecord
+from drag.stage import run_drag
+from inversion.cache import InversionCache
+from inversion.config import InversionConfig, make_config, option_defaults
+from inversion.stage import run_invert
+from pipeline.composite import run_composite
+from pipeline.edit import run_edit
+from pipeline.outputs import check_outputs
+from pipeline.recipe import load_recipe, parse_recipe
+from pipeline.webui.session import Services, SessionManager
+from weights.checkpoint import load_generator, read_checkpoint
+from weights.describe import describe_checkpoint
+from weights.models import checkpoint_sha256, load_model, resolve_model_path
+from weights.networks import to_uint8, z_from_seed
+from weights.registry import REGISTRY
+from weights.store import WeightStore
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
 
@@ -34,11 +59,9 @@ class Settings:
         return resolve_device(self.device_name)
 
     def store(self):
-        from weights.store import WeightStore
         return WeightStore(self.home, progress=not self.quiet)
 
     def cache(self):
-        from inversion.cache import InversionCache
         return InversionCache(self.home / "cache" / "inversion",
                               warn=lambda msg: click.echo(f"photodrag: warning: {msg}", err=True))
 
@@ -116,7 +139,6 @@ def weights() -> None:
 @click.pass_obj
 def weights_list(s: Settings) -> None:
     """Show every registry entry, whether it is here, and where it comes from."""
-    from weights.registry import REGISTRY
     store = s.store()
     click.echo(f"weights folder: {store.dir}")
     for name in REGISTRY:
@@ -171,8 +193,6 @@ def weights_verify(s: Settings, names) -> None:
 @click.pass_obj
 def weights_inspect(s: Settings, path: Path) -> None:
     """Describe a checkpoint file without running it: layout, config, networks, size, why refused."""
-    from weights.checkpoint import read_checkpoint
-    from weights.describe import describe_checkpoint
     for label, value in describe_checkpoint(read_checkpoint(path)):
         click.echo(f"{label + ':':24s}{value}")
 
@@ -219,12 +239,7 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     Writes the edited photo at its original size and format; pixels outside the face
     region are left exactly as they were. Re-editing the same photo skips the inversion.
     """
-    from dataclasses import replace
 
-    from drag.points import parse_circle, parse_drag
-    from pipeline.edit import run_edit
-    from pipeline.outputs import check_outputs
-    from pipeline.recipe import load_recipe, parse_recipe
 
     if recipe_path:
         recipe = load_recipe(recipe_path)
@@ -251,7 +266,6 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
         recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
     given = given_inversion_options(inversion)
     if given:
-        from inversion.config import make_config
         make_config(**dict(recipe.invert, **given))  # refuse a bad combination before any work
         recipe = replace(recipe, invert=dict(recipe.invert, **given))
     photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
@@ -294,9 +308,6 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     Writes RUN_DIR/align/aligned.png, align.json (landmarks, quad, photo->aligned matrix and
     its inverse) and preview.png (landmarks and crop drawn on the photo).
     """
-    from align.align import check_size
-    from align.stage import list_faces as find_all
-    from align.stage import run_align
 
     if list_faces:
         faces = find_all(photo, run_dir)
@@ -330,11 +341,6 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
     by content: inverting the same aligned face with the same model and options again is instant.
     """
-    from align.record import AlignRecord
-    from inversion.config import make_config
-    from inversion.perceptual import load_perceptual
-    from inversion.stage import run_invert
-    from weights.models import checkpoint_sha256, load_model
 
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
     size = AlignRecord.load(run_dir).size
@@ -342,7 +348,7 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     store = s.store()
     G, path = load_model(model, store, s.device)
     res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
-                     perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
+                     perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
                      cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)
     m = res.metrics
     for w in res.warnings:
@@ -386,11 +392,6 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
     the final positions and distances in aligned and photo pixels, preview.png with arrows).
     """
-    from align.record import AlignRecord
-    from drag.engine import DragConfig
-    from drag.points import map_to_aligned, parse_circle, parse_drag
-    from drag.record import DragRecord
-    from drag.stage import run_drag
 
     if mask_path and mask_circle:
         raise UsageError("give either --mask or --mask-circle, not both")
@@ -423,7 +424,6 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
     Pixels outside the mask are the input's own; writes OUTPUT and RUN_DIR/composite/
     (blend_mask.png, compare.png).
     """
-    from pipeline.composite import run_composite
     run_composite(run_dir, output, jpeg_quality)
     click.echo(str(output))
 
@@ -452,8 +452,6 @@ def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask:
     The inversion and drag options apply to every session (the page sets the step limit).
     Needs the optional extra: pip install -e '.[ui]'.
     """
-    from drag.engine import DragConfig
-    from inversion.config import make_config
     try:
         import uvicorn
 
@@ -470,12 +468,6 @@ def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask:
 
 def build_manager(s: Settings, model: str, perceptual=None, inversion_config=None, drag_config=None):
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
-    from inversion.config import InversionConfig
-    from inversion.perceptual import load_perceptual
-    from pipeline.webui.session import Services, SessionManager
-    from weights.checkpoint import load_generator
-    from weights.models import checkpoint_sha256, resolve_model_path
-    from weights.registry import REGISTRY
 
     store = s.store()
     path = resolve_model_path(model, store)
@@ -483,7 +475,7 @@ def build_manager(s: Settings, model: str, perceptual=None, inversion_config=Non
     if perceptual is None:
         nets = {}
         for net in {config.projection.lpips_net, "alex"}:
-            nets[net] = load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
+            nets[net] = perceptual_nets.load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
         perceptual = lambda net, r: nets[net]
     resolution = REGISTRY[model].resolution if model in REGISTRY else load_generator(path).img_resolution
     services = Services(model_name=model, model_path=path, model_sha256=checkpoint_sha256(path),
@@ -506,7 +498,6 @@ def _fmt_size(n: int) -> str:
 @click.pass_obj
 def cache_ls(s: Settings) -> None:
     """List entries, most recently used first."""
-    import datetime
     c = s.cache()
     for e in c.entries():
         used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
@@ -521,7 +512,6 @@ def cache_ls(s: Settings) -> None:
 @click.pass_obj
 def cache_info(s: Settings, key: str) -> None:
     """Show an entry's metadata (KEY may be a unique prefix)."""
-    import json
     e = s.cache().find(key)
     click.echo(json.dumps(dict(e.meta, path=str(e.path), size=e.size), indent=2, sort_keys=True))
 
@@ -568,12 +558,7 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
     Same checkpoint, seed and options give the same picture as NVIDIA's generate.py.
     """
-    import torch
-    from PIL import Image
 
-    from common.fileio import atomic_path
-    from weights.models import load_model
-    from weights.networks import to_uint8, z_from_seed
 
     if seed < 0 or seed >= 2 ** 32:
         raise UsageError("--seed must be in [0, 2**32)")
