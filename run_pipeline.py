@@ -477,10 +477,10 @@ def build_manager(s: Settings, model: str, perceptual=None, inversion_config=Non
         for net in {config.projection.lpips_net, "alex"}:
             nets[net] = perceptual_nets.load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
         perceptual = lambda net, r: nets[net]
-    resolution = REGISTRY[model].resolution if model in REGISTRY else load_generator(path).img_resolution
+    G = load_generator(path, s.device)  # loaded here, before the server's threads, and shared by every session
     services = Services(model_name=model, model_path=path, model_sha256=checkpoint_sha256(path),
-                        resolution=resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
-                        inversion_config=config, drag_config=drag_config)
+                        resolution=G.img_resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
+                        inversion_config=config, drag_config=drag_config, _G=G)
     return SessionManager(s.home / "ui", services)
 
 
