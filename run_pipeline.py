@@ -37,7 +37,7 @@ from inversion.stage import run_invert
 from pipeline.composite import run_composite
 from pipeline.edit import run_edit
 from pipeline.outputs import check_outputs
-from pipeline.recipe import load_recipe, parse_recipe
+from pipeline.recipe import load_recipe, parse_recipe, with_presets
 from pipeline.webui.session import Services, SessionManager
 from weights.checkpoint import load_generator, read_checkpoint
 from weights.describe import describe_checkpoint
@@ -212,6 +212,9 @@ def weights_path(s: Settings, name: str) -> None:
 @click.argument("photos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--drag", "drags", multiple=True, metavar="X1,Y1:X2,Y2",
               help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.")
+@click.option("--preset", "presets_", multiple=True, metavar="NAME=AMOUNT",
+              help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+                   "Its default mask applies unless --mask or --mask-circle is given.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="The edited photo (a folder when editing several photos).")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -232,7 +235,7 @@ def weights_path(s: Settings, name: str) -> None:
               help="Allow -o to be the input photo (the original is kept in the run folder's input/).")
 @inversion_options
 @click.pass_obj
-def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], model: Optional[str],
+def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Optional[Path], model: Optional[str],
          mask_circle: Optional[str], mask_path: Optional[Path], face: Optional[str], steps: Optional[int],
          run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int],
          overwrite_input: bool, **inversion) -> None:
@@ -243,15 +246,19 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     """
 
 
+    amounts = parse_presets(presets_)
     if recipe_path:
         recipe = load_recipe(recipe_path)
         if drags:
             raise UsageError("give the points either with --drag or in the recipe, not both")
+        if amounts:
+            recipe = with_presets(recipe, amounts)
     else:
-        if not drags:
-            raise UsageError("give at least one --drag X1,Y1:X2,Y2 (or a --recipe)")
+        if not drags and not amounts:
+            raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT (or a --recipe)")
         pairs = [parse_drag(d) for d in drags]
-        recipe = parse_recipe({"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs]})
+        data = {"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs]} if pairs else {}
+        recipe = parse_recipe(dict(data, presets=amounts))
     if model:
         recipe = replace(recipe, model=model)
     if mask_circle and mask_path:
@@ -371,8 +378,11 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
 # drag -------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--drag", "drags", multiple=True, required=True, metavar="X1,Y1:X2,Y2",
+@click.option("--drag", "drags", multiple=True, metavar="X1,Y1:X2,Y2",
               help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.")
+@click.option("--preset", "presets_", multiple=True, metavar="NAME=AMOUNT",
+              help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+                   "Its default mask applies unless --mask or --mask-circle is given.")
 @click.option("--coords", type=click.Choice(["photo", "aligned"]), default="photo", show_default=True,
               help="Whether points (and masks) are in the original photo's pixels or the aligned crop's.")
 @click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -387,8 +397,9 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
 @click.option("--animate", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).")
 @click.pass_obj
-def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Path], mask_circle: Optional[str],
-         steps: int, lr: float, lambda_mask: float, r1: float, r2: float, animate: Optional[Path]) -> None:
+def drag(s: Settings, run_dir: Path, drags, presets_, coords: str, mask_path: Optional[Path],
+         mask_circle: Optional[str], steps: int, lr: float, lambda_mask: float, r1: float, r2: float,
+         animate: Optional[Path]) -> None:
     """DragGAN: move handle points to targets on the inverted face.
 
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
@@ -399,14 +410,24 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
         raise UsageError("give either --mask or --mask-circle, not both")
     if animate and animate.suffix.lower() not in (".gif", ".mp4"):
         raise UsageError("--animate needs a .gif or .mp4 file name")
+    amounts = parse_presets(presets_)
+    if not drags and not amounts:
+        raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT")
     pairs = [parse_drag(d) for d in drags]
     align = AlignRecord.load(run_dir)
+    if amounts and not align.has_landmarks:
+        raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
     pts, mask = map_to_aligned(pairs, coords, align.matrix, align.size, align.photo_size,
-                               parse_circle(mask_circle) if mask_circle else None, mask_path)
+                               parse_circle(mask_circle) if mask_circle else None, mask_path,
+                               presets=amounts, landmarks=align.aligned_landmarks if amounts else None)
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
-    state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet)
-    for w in DragRecord.load(run_dir).warnings():
+    state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet,
+                     presets=amounts)
+    record = DragRecord.load(run_dir)
+    for w in record.warnings():
         click.echo(f"photodrag: warning: {w}", err=True)
+    for line in record.preset_table():
+        s.info(line)
     s.info(f"{state.reason} after {state.step} steps; distance to target: "
            + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")
     click.echo(str(run_dir / "drag"))
@@ -427,7 +448,8 @@ def presets(run_dir: Optional[Path], presets_) -> None:
     amounts = parse_presets(presets_)
     if run_dir is None:
         if amounts:
-            raise UsageError("--preset needs --preview RUN_DIR (the edit itself is not wired yet)")
+            raise UsageError("--preset needs --preview RUN_DIR here; to edit, use "
+                             "`photodrag edit PHOTO --preset NAME=AMOUNT` or `photodrag drag RUN_DIR --preset ...`")
         for p in PRESETS.values():
             marks = ",".join(map(str, p.landmarks))
             click.echo(f"{p.name:11s} {p.description}; landmarks {marks}; "
@@ -436,7 +458,7 @@ def presets(run_dir: Optional[Path], presets_) -> None:
     if not amounts:
         raise UsageError("--preview needs at least one --preset NAME=AMOUNT")
     record = AlignRecord.load(run_dir)
-    if "landmarks" not in record.data or "matrix" not in record.data:
+    if not record.has_landmarks:
         raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
     img = preview_image(RunFolder(run_dir).read_image("align", "aligned.png"), record.aligned_landmarks, amounts)
     out = run_dir / "presets_preview.png"

@@ -56,6 +56,11 @@ class AlignRecord(StageRecord):
         return np.asarray(self.data["landmarks"])
 
     @property
+    def has_landmarks(self) -> bool:
+        """Whether align.json holds the face's landmarks and matrix (presets need them)."""
+        return "landmarks" in self.data and "matrix" in self.data
+
+    @property
     def aligned_landmarks(self) -> np.ndarray:
         """The same landmarks in aligned pixels."""
         return apply_matrix(self.data["matrix"], self.data["landmarks"])

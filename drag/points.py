@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -16,6 +16,7 @@ from PIL import Image
 
 from common.errors import UsageError
 from common.geometry import apply_matrix, matrix_scale
+from drag.presets import with_presets
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _PAIR = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")
@@ -115,10 +116,17 @@ def load_mask(path: Path, coords: str, matrix: np.ndarray, size: int, photo_size
 
 def map_to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size: int,
                    photo_size: Tuple[int, int], mask_circle: Optional[Tuple[float, float, float]] = None,
-                   mask_path: Optional[Path] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                   mask_path: Optional[Path] = None, presets: Optional[Mapping[str, float]] = None,
+                   landmarks: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """The one mapper of a drag request: points and mask in photo, relative (0..1 of the photo) or
     aligned coordinates -> ([N, 2, 2] aligned points, aligned mask or None).  Used by the CLI,
-    `edit` and the web editor alike."""
+    `edit` and the web editor alike.
+
+    `presets` (name -> amount) add the drags derived from `landmarks` (the face's 68 landmarks in
+    aligned pixels) after the explicit ones; their default mask applies unless a mask is given.
+    """
+    if presets and landmarks is None:
+        raise UsageError("presets need the face's landmarks, and this run has none: re-run `photodrag align`")
     if coords == "relative":
         w, h = photo_size
         pairs = [DragPair((p.handle[0] * w, p.handle[1] * h), (p.target[0] * w, p.target[1] * h)) for p in pairs]
@@ -126,9 +134,12 @@ def map_to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, s
             x, y, r = mask_circle
             mask_circle = (x * w, y * h, r * max(w, h))
         coords = "photo"
-    pts = to_aligned(pairs, coords, matrix, size)
+    pts = to_aligned(pairs, coords, matrix, size) if pairs or not presets else np.zeros((0, 2, 2))
+    mask = None
     if mask_circle is not None:
-        return pts, circle_mask(*mask_circle, coords, matrix, size)
-    if mask_path is not None:
-        return pts, load_mask(Path(mask_path), coords, matrix, size, photo_size)
-    return pts, None
+        mask = circle_mask(*mask_circle, coords, matrix, size)
+    elif mask_path is not None:
+        mask = load_mask(Path(mask_path), coords, matrix, size, photo_size)
+    if presets:
+        return with_presets(pts, mask, landmarks, presets, size)
+    return pts, mask

@@ -166,12 +166,14 @@ def preset_motion(landmarks, name: str, amount: float) -> Tuple[np.ndarray, np.n
 def preset_drags(landmarks, amounts: Mapping[str, float], size: int) -> Tuple[np.ndarray, np.ndarray]:
     """(handles [N, 2], targets [N, 2]) in aligned pixels for several presets at once.
 
-    Motions of one landmark under several presets add up; landmarks moving less than half a
-    pixel are left out; a handle or target outside the size x size crop is refused.
+    Motions of one landmark under several presets add up; presets are taken in PRESETS order
+    whatever the mapping's order (a recipe read back gives the same drags); landmarks moving less
+    than half a pixel are left out; a handle or target outside the size x size crop is refused.
     """
     lm = _landmarks(landmarks)
     total: Dict[int, np.ndarray] = {}
-    for name, amount in amounts.items():
+    for name in sorted(amounts, key=lambda n: list(PRESETS).index(get_preset(n).name)):  # canonical order
+        amount = amounts[name]
         idx, disp = preset_motion(lm, name, amount)
         if amount != 0 and np.linalg.norm(disp, axis=1).max() < MIN_DRAG_PX:
             raise UsageError(f"preset {name}={amount:g} moves its points less than half a pixel in this "
@@ -215,3 +217,80 @@ def preview_image(aligned: np.ndarray, landmarks, amounts: Mapping[str, float]) 
     mask = preset_mask(landmarks, list(amounts), size)[..., None]
     tinted = aligned.astype(np.float32) * (1 - 0.35 * mask) + np.array([40, 200, 80], np.float32) * 0.35 * mask
     return draw_points(np.clip(tinted, 0, 255).astype(np.uint8), handles, targets)
+
+
+def drag_disc_mask(pts: np.ndarray, landmarks, size: int, pad: float = 0.25) -> np.ndarray:
+    """Float mask [size, size]: a band of `pad` IOD around each explicit drag (handle to target),
+    so explicit drags mixed with presets can move under the presets' default mask."""
+    iod, _, _ = face_axes(landmarks)
+    mask = np.zeros((size, size), np.uint8)
+    r = max(1, int(round(pad * iod)))
+    for h, t in np.asarray(pts, dtype=np.float64).reshape(-1, 2, 2):
+        cv2.line(mask, tuple(int(v) for v in np.rint(h)), tuple(int(v) for v in np.rint(t)), 1, 2 * r)
+        for p in (h, t):
+            cv2.circle(mask, tuple(int(v) for v in np.rint(p)), r, 1, -1)
+    return mask.astype(np.float32)
+
+
+def with_presets(pts: np.ndarray, mask, landmarks, amounts: Mapping[str, float], size: int):
+    """Explicit aligned drags [N, 2, 2] (N may be 0) plus the presets' drags, stacked, and the mask:
+    the given one, else the presets' default mask (widened around explicit drags).
+
+    One landmark handle given two targets (a preset and an explicit drag) is refused, and so is
+    a request that drags nothing (every amount 0 and no explicit drag).
+    """
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2, 2)
+    handles, targets = preset_drags(landmarks, amounts, size)
+    if len(pts) + len(handles) == 0:
+        raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
+    for h in handles:
+        if len(pts) and (np.linalg.norm(pts[:, 0] - h, axis=1) < 0.5).any():
+            raise UsageError(f"a --drag handle at ({h[0]:.1f}, {h[1]:.1f}) is also a preset's landmark: "
+                             "give each handle one target")
+    stacked = np.concatenate([pts, np.stack([handles, targets], axis=1).reshape(-1, 2, 2)])
+    if mask is None and len(handles):
+        mask = preset_mask(landmarks, [n for n, a in amounts.items() if a != 0], size)
+        if len(pts):
+            mask = np.maximum(mask, drag_disc_mask(pts, landmarks, size))
+    return stacked, mask
+
+
+@dataclass(frozen=True)
+class PresetMeasure:
+    """One preset's requested and achieved motion, as means over its landmarks."""
+
+    name: str
+    amount: float
+    requested_iod: float      # mean |requested displacement| / IOD
+    requested_px: float       # the same in aligned pixels
+    achieved_iod: float       # mean projection of (re-detected - original) on the requested direction / IOD
+    achieved_px: float
+    achieved_vector_px: Tuple[float, float]  # mean raw (re-detected - original), aligned pixels
+
+    def to_json(self) -> dict:
+        return {"amount": self.amount, "requested": {"iod": self.requested_iod, "px": self.requested_px},
+                "achieved": {"iod": self.achieved_iod, "px": self.achieved_px,
+                             "vector_px": list(self.achieved_vector_px)}}
+
+
+def measure_presets(before, after, amounts: Mapping[str, float]) -> List[PresetMeasure]:
+    """Requested vs achieved motion per preset, from the landmarks before the drag and the ones
+    detected again on the edited face (both aligned pixels; IOD from `before`).
+
+    achieved = mean over the preset's landmarks of (after - before) projected on the unit
+    requested direction; a preset at amount 0 requests and is measured along nothing (0).
+    """
+    before, after = _landmarks(before), _landmarks(after)
+    iod, _, _ = face_axes(before)
+    out = []
+    for name, amount in amounts.items():
+        idx, disp = preset_motion(before, name, amount)
+        moved = after[idx] - before[idx]
+        norms = np.linalg.norm(disp, axis=1)
+        unit = np.divide(disp, norms[:, None], out=np.zeros_like(disp), where=norms[:, None] > 0)
+        along = float(np.mean(np.sum(moved * unit, axis=1)))
+        req = float(np.mean(norms))
+        vec = moved.mean(0)
+        out.append(PresetMeasure(name, float(amount), round(req / iod, 4), round(req, 3), round(along / iod, 4),
+                                 round(along, 3), (round(float(vec[0]), 3), round(float(vec[1]), 3))))
+    return out

@@ -5,7 +5,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -13,11 +13,15 @@ from common.fileio import sha256_file
 from common.record import PathLike, StageRecord
 
 
-def drag_request(pts: np.ndarray, mask: Optional[np.ndarray], config) -> dict:
-    """What a drag was made for (drag.json "request"): its freshness key."""
-    return {"points": np.round(pts, 4).tolist(),
-            "mask_sha256": None if mask is None else hashlib.sha256(mask.astype(np.uint8).tobytes()).hexdigest(),
-            "config": dataclasses.asdict(config)}
+def drag_request(pts: np.ndarray, mask: Optional[np.ndarray], config,
+                 presets: Optional[Mapping[str, float]] = None) -> dict:
+    """What a drag was made for (drag.json "request"): its freshness key (presets only when given)."""
+    request = {"points": np.round(pts, 4).tolist(),
+               "mask_sha256": None if mask is None else hashlib.sha256(mask.astype(np.uint8).tobytes()).hexdigest(),
+               "config": dataclasses.asdict(config)}
+    if presets:
+        request["presets"] = dict(presets)
+    return request
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,29 @@ class DragRecord(StageRecord):
     @property
     def identity_distance(self) -> Optional[float]:
         return self.data.get("identity", {}).get("distance")
+
+    @property
+    def presets(self) -> Optional[dict]:
+        """Preset amounts, whether the edited face was found again, and per preset the requested and
+        achieved motion ({name: {"amount", "requested": {"iod", "px"}, "achieved": {"iod", "px",
+        "vector_px"}}}); None when the drag had no presets."""
+        return self.data.get("presets")
+
+    def preset_table(self) -> List[str]:
+        """The requested vs achieved lines for summaries (empty without presets)."""
+        report = self.presets
+        if not report:
+            return []
+        if not report.get("face_found"):
+            return [f"presets {', '.join(f'{n}={a:g}' for n, a in report['amounts'].items())}: "
+                    f"no face detected again on the edited image, achieved motion not measured"]
+        rows: Dict[str, dict] = report["measured"]
+        out = [f"  {'preset':11s} {'amount':>7s} {'requested':>18s} {'achieved':>18s}"]
+        for name, m in rows.items():
+            req, ach = m["requested"], m["achieved"]
+            out.append(f"  {name:11s} {m['amount']:7.2f} {req['iod']:7.3f} IOD {req['px']:5.1f} px "
+                       f"{ach['iod']:7.3f} IOD {ach['px']:5.1f} px")
+        return out
 
     def is_fresh(self, request: dict) -> bool:
         """Made for these points, mask and options (the inversion is checked by `read_intact`)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -18,13 +18,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from align.identity import identity_report
+from align.identity import describe, identity_report
 from align.record import AlignRecord
 from common.errors import UsageError
 from common.fileio import atomic_dir, atomic_path, file_digests
 from common.geometry import apply_matrix, matrix_scale
 from common.run import RunFolder
 from drag.engine import DragConfig, DragEngine, DragState
+from drag.presets import measure_presets
 from drag.record import DragRecord
 from inversion.stage import load_inversion
 
@@ -74,11 +75,13 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
              device="cpu", animate: Optional[Path] = None, frame_every: int = 5, progress: bool = True,
              callback: Optional[Callable[[DragState], None]] = None,
              extra_record: Optional[dict] = None, w_start: Optional[torch.Tensor] = None,
-             should_stop: Optional[Callable[[], bool]] = None) -> DragState:
+             should_stop: Optional[Callable[[], bool]] = None,
+             presets: Optional[Mapping[str, float]] = None) -> DragState:
     """Drag the inverted face; write RUN_DIR/drag/ all at once.  `pairs_aligned`: [N, 2, 2].
 
     `w_start` continues from an earlier edit instead of the pivot; `should_stop()` ends the
-    drag early (stop reason "stopped"), as an interactive front end needs.
+    drag early (stop reason "stopped"), as an interactive front end needs.  With `presets`
+    (name -> amount), drag.json also holds each preset's requested and achieved motion.
     """
     run = RunFolder(Path(run_dir))
     align = AlignRecord.load(run.path)
@@ -132,6 +135,8 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
     }
     record["identity"] = dict(identity_report(run.read_image("align", "aligned.png"), edited),
                               compared="aligned photo vs edited face (dlib face recognition)")
+    if presets:
+        record["presets"] = preset_report(align.aligned_landmarks, edited, presets)
     record.update(extra_record or {})
     if animate:
         frames.append(draw_points(edited, final, targets))
@@ -151,6 +156,21 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         record["files"] = file_digests(tmp, OWNED_FILES)
         DragRecord(record).save(tmp)
     return state
+
+
+def preset_report(landmarks_aligned: np.ndarray, edited: np.ndarray, presets: Mapping[str, float]) -> dict:
+    """drag.json "presets": the landmarks detected again on the edited face (align's dlib models)
+    and, per preset, the requested vs achieved motion; a face not found again is said so."""
+    report = {"amounts": dict(presets), "face_found": False, "measured": {},
+              "compared": "landmarks of the aligned photo vs landmarks detected again on the edited face"}
+    try:
+        again = describe(edited, near=np.asarray(landmarks_aligned).mean(0)).landmarks
+    except UsageError as exc:
+        report["note"] = f"{exc}: achieved motion not measured"
+        return report
+    report["face_found"] = True
+    report["measured"] = {m.name: m.to_json() for m in measure_presets(landmarks_aligned, again, presets)}
+    return report
 
 
 OWNED_FILES = ("edited.png", "w_edited.safetensors", "preview.png")  # besides drag.json

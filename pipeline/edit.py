@@ -70,7 +70,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     summary.face = align.describe()
     pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
     pts, mask = map_to_aligned(pairs, recipe.coords, align.matrix, size, photo.size, recipe.mask_circle,
-                               recipe.mask_path)
+                               recipe.mask_path, presets=recipe.presets,
+                               landmarks=align.aligned_landmarks if align.has_landmarks else None)
 
     config = recipe.inversion_config()
     summary.profile = config.profile
@@ -85,13 +86,14 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     summary.identity["photo vs reconstruction"] = inversion.identity_distance
 
     drag_cfg = recipe.drag_config()
-    request = drag_request(pts, mask, drag_cfg)
+    request = drag_request(pts, mask, drag_cfg, recipe.presets)
     ran = stages.stage("drag", lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
                        lambda: drag_stage.run_drag(run.path, pts, mask, drag_cfg, device=device, progress=progress,
-                                                   extra_record={"request": request}))
+                                                   extra_record={"request": request}, presets=recipe.presets))
     dragged = DragRecord.load(run.path)
     summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
     summary.identity["photo vs edited"] = dragged.identity_distance
+    summary.presets = dragged.preset_table()
     summary.warnings.extend(dragged.warnings() if ran is not None else [])
 
     stages.stage("composite", lambda: False, lambda: run_composite(run.path, Path(output), jpeg_quality, photo))

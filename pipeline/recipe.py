@@ -1,6 +1,6 @@
 """Edit recipes: everything an edit needs besides the photo, as validated JSON.
 
-Schema (every key but "drags" is optional; defaults are the tool's):
+Schema (every key is optional but at least one of "drags" and "presets"; defaults are the tool's):
 
     {
       "version": 1,
@@ -8,6 +8,8 @@ Schema (every key but "drags" is optional; defaults are the tool's):
       "model": "ffhq-512",                 # registry name or checkpoint path
       "coords": "photo",                   # photo (pixels) | relative (0..1 of width/height) | aligned
       "drags": [{"handle": [x, y], "target": [x, y]}, ...],
+      "presets": {"smile": 0.5, ...},      # edits by name (drag/presets.py): drags derived from each
+                                           # photo's own landmarks, so one recipe fits every photo
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
       "align": {"face": "largest", "size": 512},
       "invert": {"profile", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
@@ -27,6 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from align.align import MAX_SIZE, MIN_SIZE, valid_size
 from common.errors import UsageError
 from drag.config import DragConfig
+from drag.presets import check_amount, get_preset
 from inversion.config import InversionConfig, make_config
 from weights.registry import REGISTRY
 
@@ -41,7 +44,8 @@ _DRAG_DEFAULTS = {k: getattr(DragConfig(), k) for k in _DRAG_KEYS}  # the defaul
 
 @dataclass(frozen=True)
 class Recipe:
-    drags: Tuple[Tuple[Tuple[float, float], Tuple[float, float]], ...]
+    drags: Tuple[Tuple[Tuple[float, float], Tuple[float, float]], ...] = ()
+    presets: Dict[str, float] = field(default_factory=dict)  # name -> amount, from each photo's landmarks
     coords: str = "photo"
     photo: Optional[str] = None
     model: Optional[str] = None
@@ -57,6 +61,8 @@ class Recipe:
                "drags": [{"handle": list(h), "target": list(t)} for h, t in self.drags],
                "align": {"face": self.face, "size": self.size},
                "invert": dict(self.invert), "drag": dict(self.drag)}
+        if self.presets:
+            out["presets"] = dict(self.presets)
         if self.photo:
             out["photo"] = self.photo
         if self.model:
@@ -66,6 +72,11 @@ class Recipe:
         elif self.mask_path:
             out["mask"] = {"path": self.mask_path}
         return out
+
+    @property
+    def presets_only(self) -> bool:
+        """Only edits by name (no pixel drags): the same recipe fits any photo of a face."""
+        return bool(self.presets) and not self.drags
 
     def inversion_config(self) -> InversionConfig:
         return make_config(**self.invert)
@@ -115,12 +126,34 @@ def _section(data: dict, name: str, schema: dict, defaults: dict, where: str) ->
     return out
 
 
+def with_presets(recipe: Recipe, amounts: Dict[str, float]) -> Recipe:
+    """The recipe with these (already checked) preset amounts added, replacing its own of the same name."""
+    presets = dict(recipe.presets, **amounts)
+    if not recipe.drags and not any(presets.values()):
+        raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
+    return replace(recipe, presets=presets)
+
+
+def _presets(value, where: str) -> Dict[str, float]:
+    """"presets": {name: amount}, each name known and each amount a number in its range."""
+    if not isinstance(value, dict):
+        _fail(where, '"presets" must be an object {"name": amount}, e.g. {"smile": 0.5}')
+    out = {}
+    for name, amount in value.items():
+        try:
+            get_preset(name)
+            out[name] = check_amount(name, amount)
+        except UsageError as exc:
+            _fail(where, f'"presets": {exc}')
+    return out
+
+
 def parse_recipe(data: Any, where: str = "") -> Recipe:
     """Validate a recipe object; every problem is one clear UsageError."""
     where = where or "JSON"
     if not isinstance(data, dict):
         _fail(where, "the top level must be an object")
-    known = {"version", "photo", "model", "coords", "drags", "mask", "align", "invert", "drag"}
+    known = {"version", "photo", "model", "coords", "drags", "presets", "mask", "align", "invert", "drag"}
     unknown = set(data) - known
     if unknown:
         _fail(where, f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -129,9 +162,13 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     coords = data.get("coords", "photo")
     if coords not in COORDS:
         _fail(where, f'"coords" must be one of {", ".join(COORDS)}')
-    drags = data.get("drags")
-    if not isinstance(drags, list) or not drags:
-        _fail(where, '"drags" must be a non-empty list of {"handle": [x, y], "target": [x, y]}')
+    presets = _presets(data.get("presets", {}), where)
+    drags = data.get("drags", [] if presets else None)
+    if not isinstance(drags, list) or not (drags or presets):
+        _fail(where, '"drags" must be a non-empty list of {"handle": [x, y], "target": [x, y]} '
+                     '(or give "presets": {"smile": 0.5, ...})')
+    if not drags and not any(presets.values()):
+        _fail(where, 'nothing to drag: every "presets" amount is 0 and there are no "drags"')
     pairs: List = []
     for i, d in enumerate(drags):
         if not isinstance(d, dict) or set(d) != {"handle", "target"}:
@@ -170,7 +207,8 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     except UsageError as exc:
         _fail(where, f'"invert": {exc}')
     drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
-    return Recipe(drags=tuple(pairs), coords=coords, photo=data.get("photo"), model=data.get("model"),
+    return Recipe(drags=tuple(pairs), presets=presets, coords=coords, photo=data.get("photo"),
+                  model=data.get("model"),
                   mask_circle=circle, mask_path=path, face=face, size=size, invert=inv, drag=drag)
 
 

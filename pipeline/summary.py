@@ -24,6 +24,7 @@ class EditSummary:
     identity: Dict[str, Optional[float]] = field(default_factory=dict)
     profile: str = "full"
     face: Optional[str] = None                                     # the face's size in the photo
+    presets: List[str] = field(default_factory=list)               # requested vs achieved, from DragRecord
 
     def lines(self) -> List[str]:
         out = []
@@ -41,6 +42,9 @@ class EditSummary:
         if self.distances_photo:
             out.append(f"  drag stopped ({self.stop_reason}); distance to targets: "
                        + ", ".join(f"{d:.1f}" for d in self.distances_photo) + " px in the photo")
+        if self.presets:
+            out.append("  presets, requested vs achieved (landmarks detected again on the edited face):")
+            out.extend("  " + line for line in self.presets)
         for what, d in self.identity.items():
             if d is not None:
                 out.append(f"  identity distance, {what}: {d:.3f} ({'same person' if d < SAME_PERSON else 'DIFFERENT?'}"

@@ -204,3 +204,95 @@ def test_exif_rotated_input_comes_out_upright(env, capsys):
     res = Image.open(out)
     assert res.size == (up.shape[1], up.shape[0])
     assert res.getexif().get(0x0112, 1) == 1
+
+
+# edits by name (presets) ---------------------------------------------------------------------------
+def _preset_recipe(env, **over):
+    """The env recipe with presets instead of pixel drags."""
+    path = env["recipe"](**over)
+    data = json.loads(path.read_text())
+    data.pop("drags")
+    data.update(over)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_edit_with_a_preset_runs_all_stages_and_records_requested_vs_achieved(env, capsys):
+    from align.record import AlignRecord
+    from drag.presets import preset_drags, preset_motion
+    from drag.record import DragRecord
+
+    run_dir, out = env["tmp"] / "run", env["tmp"] / "smile.jpg"
+    code, stdout, err = cli(capsys, "edit", str(TOM), "--preset", "smile=0.5", "-o", str(out),
+                            "--run-dir", str(run_dir), "--model", str(env["model"]), "--projection-steps", "3",
+                            "--tuning-steps", "1", "--lpips-threshold", "0", "--steps", "2", opts=("--device", "cpu"))
+    assert code == 0, err
+    assert stdout.strip() == str(out) and out.is_file()
+    for stage in ("align", "invert", "drag", "composite"):
+        assert (run_dir / stage).is_dir(), stage
+    align, drag = AlignRecord.load(run_dir), DragRecord.load(run_dir)
+    lm = align.aligned_landmarks
+    handles, targets = preset_drags(lm, {"smile": 0.5}, align.size)
+    np.testing.assert_allclose([p["aligned"]["handle"] for p in drag.data["points"]], handles)
+    np.testing.assert_allclose([p["aligned"]["target"] for p in drag.data["points"]], targets)
+    assert drag.data["mask"] is True  # the preset's default mask
+    report = drag.presets
+    assert report["amounts"] == {"smile": 0.5}
+    assert "identity" in drag.data
+    _, disp = preset_motion(lm, "smile", 0.5)
+    iod = np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))
+    if report["face_found"]:
+        m = report["measured"]["smile"]
+        assert m["amount"] == 0.5
+        assert m["requested"]["px"] == pytest.approx(np.linalg.norm(disp, axis=1).mean(), abs=1e-3)
+        assert m["requested"]["iod"] == pytest.approx(np.linalg.norm(disp, axis=1).mean() / iod, abs=1e-4)
+        assert set(m["achieved"]) == {"iod", "px", "vector_px"} and len(m["achieved"]["vector_px"]) == 2
+        assert "smile" in err and "requested vs achieved" in err
+    else:
+        assert report["measured"] == {} and "not measured" in report["note"]
+        assert "no face detected again" in err
+    ran = json.loads((run_dir / "recipe.json").read_text())
+    assert ran["presets"] == {"smile": 0.5} and ran["drags"] == []
+
+
+def test_preset_recipe_round_trips_and_replays_with_the_other_photos_landmarks(env, capsys):
+    from align.record import AlignRecord
+    from drag.presets import preset_drags
+    from drag.record import DragRecord
+    from pipeline.recipe import load_recipe
+
+    recipe = _preset_recipe(env, presets={"smile": 0.5, "eyebrows": 0.8})
+    run1 = env["tmp"] / "run1"
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "a.jpg"),
+                       "--run-dir", str(run1))
+    assert code == 0, err
+    ran = load_recipe(run1 / "recipe.json")
+    assert ran.presets == {"smile": 0.5, "eyebrows": 0.8} and ran.presets_only
+    other = PHOTOS / "2008_001009.jpg"
+    run2 = env["tmp"] / "run2"
+    code, _, err = cli(capsys, "edit", str(other), "--recipe", str(run1 / "recipe.json"), "-o",
+                       str(env["tmp"] / "b.jpg"), "--run-dir", str(run2))
+    assert code == 0, err
+    for run in (run1, run2):
+        align = AlignRecord.load(run)
+        handles, targets = preset_drags(align.aligned_landmarks, ran.presets, align.size)
+        points = DragRecord.load(run).data["points"]
+        np.testing.assert_allclose([p["aligned"]["handle"] for p in points], handles)
+        np.testing.assert_allclose([p["aligned"]["target"] for p in points], targets)
+    first = [p["aligned"]["handle"] for p in DragRecord.load(run1).data["points"]]
+    second = [p["aligned"]["handle"] for p in DragRecord.load(run2).data["points"]]
+    assert not np.allclose(first, second)  # each photo's own landmarks
+
+
+def test_presets_and_drags_mix_and_an_explicit_mask_overrides(env, capsys):
+    from drag.record import DragRecord
+
+    run_dir = env["tmp"] / "run"
+    base = ["edit", str(TOM), "-o", str(env["tmp"] / "o.jpg"), "--run-dir", str(run_dir),
+            "--recipe", str(env["recipe"]()), "--preset", "eyebrows=0.5"]
+    assert cli(capsys, *base)[0] == 0
+    points = DragRecord.load(run_dir).data["points"]
+    assert points[0]["photo"]["handle"] == list(map(float, MOUTH_RIGHT)) and len(points) == 11  # 1 + 10 brows
+    mask_default = (run_dir / "drag" / "mask.png").read_bytes()
+    assert cli(capsys, *base, "--mask-circle", "300,500,150")[0] == 0
+    assert (run_dir / "drag" / "mask.png").read_bytes() != mask_default
