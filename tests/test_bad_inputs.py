@@ -214,6 +214,41 @@ def test_relative_points_are_rounded_in_messages(env, capsys):
     one_line_refusal(code, err, "outside", f"({round(0.013 * w, 2):g}, {round(0.017 * h, 2):g})")
 
 
+@pytest.mark.parametrize("presets,needles", [
+    (["grin=0.5"], ["unknown preset 'grin'", "known presets: smile"]),
+    (["smile=abc"], ["smile=abc", "not a number"]),
+    (["smile=nan"], ["finite"]),
+    (["smile=3"], ["outside -1..1"]),
+    (["smile=0"], ["nothing to drag"]),
+    (["smile=0.5", "smile=0.2"], ["twice"]),
+])
+def test_bad_presets_are_refused_before_anything_is_written(env, capsys, presets, needles):
+    run, out = env["tmp"] / "run", env["tmp"] / "o.jpg"
+    args = ["edit", str(TOM), "-o", str(out), "--model", str(env["model"]), "--run-dir", str(run)]
+    for p in presets:
+        args += ["--preset", p]
+    code, _, err = cli(capsys, *args)
+    one_line_refusal(code, err, *needles)
+    assert not run.exists() and not out.exists()
+
+
+@pytest.mark.parametrize("presets,needles", [
+    ('{"grin": 0.5}', ["known presets"]),
+    ('{"smile": "0.5"}', ["must be a number"]),
+    ('{"smile": NaN}', ["NaN"]),
+    ('{"smile": -2}', ["outside -1..1"]),
+    ('{"smile": 0}', ["nothing to drag"]),
+])
+def test_bad_presets_in_a_recipe_are_refused_before_align(env, capsys, presets, needles):
+    recipe = env["tmp"] / "r.json"
+    recipe.write_text('{"presets": ' + presets + '}')
+    run = env["tmp"] / "run"
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"),
+                       "--model", str(env["model"]), "--run-dir", str(run))
+    one_line_refusal(code, err, "recipe", *needles)
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, text):
     recipe = env["tmp"] / "r.json"

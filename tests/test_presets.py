@@ -282,3 +282,84 @@ def test_cli_preview_refuses_a_run_without_landmarks(run_dir, tmp_path, capsys):
     code, _, err = cli(capsys, "presets", "--preview", str(tmp_path), "--preset", "smile=0.5")
     assert code == 2 and "no landmarks" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "presets_preview.png").exists()
+
+
+# wiring: stacking with explicit drags, the default mask, the measurement, recipes ---------------
+def test_with_presets_stacks_after_explicit_drags_and_uses_the_default_mask(lm):
+    from drag.presets import with_presets
+    explicit = np.array([[[100.0, 100.0], [110.0, 95.0]]])
+    pts, mask = with_presets(explicit, None, lm, {"smile": 0.5}, SIZE)
+    handles, targets = preset_drags(lm, {"smile": 0.5}, SIZE)
+    np.testing.assert_array_equal(pts[0], explicit[0])
+    np.testing.assert_allclose(pts[1:, 0], handles)
+    np.testing.assert_allclose(pts[1:, 1], targets)
+    smile_only = preset_mask(lm, ["smile"], SIZE)
+    assert (mask >= smile_only).all() and at(mask, (100, 100)) == 1 and at(mask, (110, 95)) == 1
+    given = np.zeros((SIZE, SIZE), np.float32)
+    assert with_presets(explicit, given, lm, {"smile": 0.5}, SIZE)[1] is given  # a given mask overrides
+    assert "nothing to drag" in one_line_error(with_presets, np.zeros((0, 2, 2)), None, lm, {"smile": 0.0}, SIZE)
+    clash = np.array([[lm[48], lm[48] + 5]])
+    assert "one target" in one_line_error(with_presets, clash, None, lm, {"smile": 0.5}, SIZE)
+
+
+def test_preset_order_does_not_change_the_drags(lm):
+    a = preset_drags(lm, {"smile": 0.5, "eyebrows": 0.3}, SIZE)
+    b = preset_drags(lm, {"eyebrows": 0.3, "smile": 0.5}, SIZE)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_measure_presets_projects_the_achieved_motion_on_the_requested_direction(lm):
+    from drag.presets import measure_presets
+    iod, _, _ = axes(lm)
+    idx, disp = preset_motion(lm, "smile", 0.5)
+    req = np.linalg.norm(disp, axis=1).mean()
+    half = lm.copy()
+    half[idx] += 0.5 * disp
+    (m,) = measure_presets(lm, half, {"smile": 0.5})
+    assert m.requested_px == pytest.approx(req, abs=1e-3) and m.requested_iod == pytest.approx(req / iod, abs=1e-4)
+    assert m.achieved_px == pytest.approx(0.5 * req, abs=1e-3)  # half-way there
+    assert m.achieved_iod == pytest.approx(0.5 * req / iod, abs=1e-4)
+    np.testing.assert_allclose(m.achieved_vector_px, (0.5 * disp).mean(0), atol=1e-3)
+    across = lm.copy()  # moved at right angles to the request: nothing achieved along it
+    across[idx] += 3 * np.stack([-disp[:, 1], disp[:, 0]], axis=1) / np.linalg.norm(disp, axis=1)[:, None]
+    (m,) = measure_presets(lm, across, {"smile": 0.5})
+    assert m.achieved_px == pytest.approx(0.0, abs=1e-6) and np.abs(m.achieved_vector_px).sum() > 0
+    (m,) = measure_presets(lm, half, {"smile": -0.5})  # moved the other way than asked: negative
+    assert m.achieved_px == pytest.approx(-0.5 * req, abs=1e-3) and m.requested_px == pytest.approx(req, abs=1e-3)
+
+
+@pytest.mark.parametrize("presets, words", [
+    ({"grin": 0.5}, "known presets"),
+    ({"smile": "0.5"}, "must be a number"),
+    ({"smile": 1.5}, "-1..1"),
+    ({"smile": True}, "must be a number"),
+    ({"smile": 0}, "nothing to drag"),
+    ([["smile", 0.5]], '"presets" must be an object'),
+])
+def test_recipe_presets_are_validated(presets, words):
+    from pipeline.recipe import parse_recipe
+    assert words in one_line_error(parse_recipe, {"presets": presets})
+
+
+def test_recipe_presets_round_trip_and_make_drags_optional():
+    from pipeline.recipe import parse_recipe
+    r = parse_recipe({"presets": {"smile": 0.5, "eyebrows": -0.2}})
+    assert r.drags == () and r.presets == {"smile": 0.5, "eyebrows": -0.2} and r.presets_only
+    assert parse_recipe(json.loads(json.dumps(r.to_json()))) == r
+    mixed = parse_recipe({"presets": {"smile": 0.5}, "drags": [{"handle": [1, 2], "target": [3, 4]}]})
+    assert not mixed.presets_only and mixed.drags
+    assert "drags" in one_line_error(parse_recipe, {})
+
+
+def test_drag_with_a_preset_refuses_a_run_without_landmarks(run_dir, tmp_path, capsys):
+    (tmp_path / "align").mkdir()
+    rec = json.loads((run_dir / "align" / "align.json").read_text())
+    del rec["landmarks"]
+    (tmp_path / "align" / "align.json").write_text(json.dumps(rec))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code, out, err = cli(capsys, "drag", str(tmp_path), "--preset", "smile=0.5")
+    assert code == 2 and not out and "no landmarks" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    code, _, err = cli(capsys, "drag", str(tmp_path))
+    assert code == 2 and "--preset" in err
