@@ -395,6 +395,17 @@ WRONG_BODIES = [
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 10 ** 9}, "steps"),
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "speed": 3}, "speed"),
     ("drag", None, "body"),
+    ("drag", {"presets": {"smile": "0.5"}}, "presets"),
+    ("drag", {"presets": {"smile": None}}, "presets"),
+    ("drag", {"presets": {"smile": True}}, "presets"),
+    ("drag", {"presets": [["smile", 0.5]]}, "presets"),
+    ("drag", {"presets": "smile=0.5"}, "presets"),
+    ("presets", {"presets": {"smile": "x"}}, "presets"),
+    ("presets", {"presets": 5}, "presets"),
+    ("presets", {"presets": {"smile": 0.5}, "extra": 1}, "extra"),
+    ("presets", {"smile": 0.5}, "smile"),
+    ("presets", [1], "body"),
+    ("presets", None, "body"),
 ]
 
 

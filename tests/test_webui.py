@@ -132,6 +132,50 @@ def test_bad_drag_requests_and_one_drag_at_a_time(manager):
         assert st["state"] == "ready" and "stopped" in st["message"]
 
 
+def test_preset_sliders_give_the_same_drags_as_the_cli(manager, capsys, tmp_path):
+    """The arrows a slider shows, the drag it starts and `photodrag drag RUN --preset` agree."""
+    import json
+
+    from drag.record import DragRecord
+    from helpers import cli
+    with TestClient(create_app(manager)) as c:
+        sid = upload(c).json()["id"]
+        early = c.post(f"/api/session/{sid}/presets", json={"presets": {"smile": 0.5}})
+        assert early.status_code == 400 and "inversion first" in early.json()["error"]
+        c.post(f"/api/session/{sid}/invert", json={"face": 0})
+        wait(c, sid)
+        unknown = c.post(f"/api/session/{sid}/presets", json={"presets": {"grin": 0.5}})
+        assert unknown.status_code == 400 and "known presets" in unknown.json()["error"]
+        far = c.post(f"/api/session/{sid}/drag", json={"presets": {"smile": 1.5}})
+        assert far.status_code == 400 and "-1..1" in far.json()["error"]
+        assert c.post(f"/api/session/{sid}/drag", json={"presets": {"smile": 0}}).status_code == 400
+        none = c.post(f"/api/session/{sid}/presets", json={"presets": {}}).json()
+        assert none == {"handles": [], "targets": [], "aligned": []}
+        arrows = c.post(f"/api/session/{sid}/presets", json={"presets": {"smile": 0.5}}).json()
+        assert len(arrows["handles"]) == len(arrows["targets"]) == 2
+        listed = c.get("/api/presets").json()
+        assert listed[0]["name"] == "smile" and listed[0]["min"] == -1
+        r = c.post(f"/api/session/{sid}/drag", json={"presets": {"smile": 0.5}, "steps": 2})
+        assert r.status_code == 200, r.text
+        st = wait(c, sid)
+        assert st["state"] == "ready" and st["rounds"] == 1
+        run = manager.get(sid).run_dir
+        web = DragRecord.load(run)
+        web_mask = (run / "drag" / "mask.png").read_bytes()
+        assert web.presets["amounts"] == {"smile": 0.5}
+        recipe = c.get(f"/api/session/{sid}/recipe").json()
+        assert recipe["presets"] == {"smile": 0.5} and recipe["drags"] == []
+        copy = tmp_path / "cli-run"  # the session's folder goes when the app closes
+        shutil.copytree(run, copy)
+    code, _, err = cli(capsys, "drag", str(copy), "--preset", "smile=0.5", "--steps", "1")
+    assert code == 0, err
+    cli_rec = DragRecord.load(copy)
+    aligned = lambda rec: [[p["aligned"]["handle"], p["aligned"]["target"]] for p in rec.data["points"]]
+    assert aligned(web) == aligned(cli_rec) == arrows["aligned"]
+    assert web_mask == (copy / "drag" / "mask.png").read_bytes()  # the same default mask
+    assert json.loads(json.dumps(cli_rec.presets["amounts"])) == {"smile": 0.5}
+
+
 def test_a_closed_tab_stops_its_drag(manager):
     manager.idle_stop_s = 0.5
     with TestClient(create_app(manager, reap_every_s=0.2)) as c:

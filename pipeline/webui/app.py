@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, List, Optional, Tuple
+from typing import Annotated, Dict, List, Optional, Tuple
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.errors import PhotodragError
 from drag.config import DragConfig
+from drag.presets import PRESETS
 from pipeline.webui.session import MAX_DRAG_STEPS, MAX_UPLOAD_BYTES, Session, SessionManager
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -37,8 +38,18 @@ class DragPairBody(Body):
     target: Tuple[Number, Number]
 
 
+PresetAmounts = Annotated[Dict[Annotated[str, Field(strict=True, max_length=40)], Number], Field(max_length=20)]
+
+
+class PresetsBody(Body):
+    """Edits by name: {name: amount}; names and ranges are checked by drag.presets (a 400)."""
+
+    presets: PresetAmounts = Field(default_factory=dict)
+
+
 class DragBody(Body):
     drags: List[DragPairBody] = Field(default_factory=list, max_length=100)
+    presets: PresetAmounts = Field(default_factory=dict)
     mask: Optional[Annotated[str, Field(strict=True)]] = Field(None, max_length=30 * 2**20)
     steps: Count = Field(DragConfig().steps, ge=1, le=MAX_DRAG_STEPS)
 
@@ -119,10 +130,20 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
 
     @app.post("/api/session/{sid}/drag")
     async def drag(sid: str, body: DragBody):
-        if not body.drags:
-            raise HTTPException(400, "click a handle and then a target first")
-        session(sid).start_drag([d.model_dump() for d in body.drags], body.mask, body.steps)
+        if not body.drags and not any(body.presets.values()):
+            raise HTTPException(400, "click a handle and then a target first, or move a preset slider")
+        session(sid).start_drag([d.model_dump() for d in body.drags], body.mask, body.steps, body.presets)
         return {"ok": True}
+
+    @app.post("/api/session/{sid}/presets")
+    async def presets(sid: str, body: PresetsBody):
+        """The arrows these presets would drag (photo pixels), computed from the session's landmarks."""
+        return session(sid).preset_arrows(body.presets)
+
+    @app.get("/api/presets")
+    async def preset_list():
+        return [{"name": p.name, "description": p.description, "min": p.amount_range[0], "max": p.amount_range[1]}
+                for p in PRESETS.values()]
 
     @app.post("/api/session/{sid}/stop")
     async def stop(sid: str):

@@ -17,7 +17,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -157,21 +157,36 @@ class Session:
         """Publish the composited image of `w` as the frame."""
         self._set_frame(self._composited(w, points))
 
-    def start_drag(self, drags: List[dict], mask_png: Optional[str], steps: int) -> None:
+    def _request(self, pairs: List[DragPair], mask_path: Optional[Path], presets: Mapping[str, float]):
+        """Aligned [N, 2, 2] points and mask: the one mapper the CLI uses, presets from this face's landmarks."""
+        if self.w_pivot is None:
+            raise UsageError("choose a face and wait for the inversion first")
+        landmarks = self.align.aligned_landmarks if presets and self.align.has_landmarks else None
+        return map_to_aligned(pairs, "photo", self.align.matrix, self.align.size, self.photo.size,
+                              mask_path=mask_path, presets=dict(presets), landmarks=landmarks)
+
+    def preset_arrows(self, presets: Mapping[str, float]) -> dict:
+        """The drags these presets would make (nothing is dragged): photo and aligned pixels."""
+        pts, _ = self._request([], None, presets) if any(presets.values()) else (np.zeros((0, 2, 2)), None)
+        to_photo = lambda p: apply_matrix(self.align.inverse, p).tolist() if len(p) else []
+        return {"handles": to_photo(pts[:, 0]), "targets": to_photo(pts[:, 1]), "aligned": pts.tolist()}
+
+    def start_drag(self, drags: List[dict], mask_png: Optional[str], steps: int,
+                   presets: Optional[Mapping[str, float]] = None) -> None:
         if self.thread is not None and self.thread.is_alive():
             raise UsageError(f"busy ({self.state}); wait or press Stop")
         if self.w_pivot is None:
             raise UsageError("choose a face and wait for the inversion first")
+        presets = dict(presets or {})
         pairs = [DragPair(tuple(map(float, d["handle"])), tuple(map(float, d["target"]))) for d in drags]
         mask_path = None
         if mask_png:
             mask_path = self.dir / "mask.png"
             self._save_mask(mask_png, mask_path)
-        pts, mask = map_to_aligned(pairs, "photo", self.align.matrix, self.align.size, self.photo.size,
-                                   mask_path=mask_path)
+        pts, mask = self._request(pairs, mask_path, presets)
         if not 1 <= steps <= MAX_DRAG_STEPS:
             raise UsageError(f"steps must be between 1 and {MAX_DRAG_STEPS}")
-        self._start("dragging", lambda: self._drag(pairs, pts, mask, steps))
+        self._start("dragging", lambda: self._drag(pairs, pts, mask, steps, presets))
 
     def _save_mask(self, data_url: str, path: Path) -> None:
         """A painted mask (PNG data URL at display size) -> a photo-size mask file; never a path."""
@@ -189,7 +204,7 @@ class Session:
         full = cv2.resize(painted, self.photo.size, interpolation=cv2.INTER_NEAREST)
         Image.fromarray(full).save(path)
 
-    def _drag(self, pairs, pts: np.ndarray, mask, steps: int) -> None:
+    def _drag(self, pairs, pts: np.ndarray, mask, steps: int, presets: Optional[Dict[str, float]] = None) -> None:
         inverse = self.align.inverse
         to_photo = lambda p: apply_matrix(inverse, p).tolist()
         self.targets = to_photo(pts[:, 1])
@@ -206,15 +221,17 @@ class Session:
         config = dataclasses.replace(self.services.drag_config or DragConfig(), steps=steps)
         state = run_drag(self.run_dir, pts, mask, config, device=self.services.device,
                          progress=False, callback=on_state, w_start=self._current_w(),
-                         should_stop=self.stop_event.is_set)
+                         should_stop=self.stop_event.is_set, presets=presets)
         self.history.append(state.w.detach().clone())
         self.rounds.append({"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
-                            "steps": steps})
+                            "steps": steps, "presets": dict(presets or {})})
         self.handles = to_photo(state.handles.cpu().numpy())
         self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
         record = DragRecord.load(self.run_dir)
         self.message = (f"{record.stop_reason} after {record.steps} steps; "
                         f"mean distance {record.mean_distance_photo:.1f} px")
+        if presets:
+            self.message += "; " + " | ".join(line.strip() for line in record.preset_table())
         self.state = "ready"
 
     def stop(self) -> None:
@@ -272,6 +289,7 @@ class Session:
             drag.update(lr=c.lr, lambda_mask=c.lambda_mask, r1=c.r1, r2=c.r2)
         return {"version": 1, "model": self.services.model_name, "coords": "photo",
                 "drags": self.rounds[0]["drags"],
+                **({"presets": self.rounds[0]["presets"]} if self.rounds[0].get("presets") else {}),
                 "align": {"face": self.align.face_index, "size": self.align.size},
                 "invert": self.services.inversion_config.options(),  # the session's profile and steps
                 "drag": drag}

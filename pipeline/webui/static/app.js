@@ -3,7 +3,8 @@
 const $ = (id) => document.getElementById(id);
 const S = { id: null, width: 0, height: 0, faces: [], state: "none", pairs: [], pending: null,
             painting: false, paintMode: false, frameVersion: -1, handles: [], targets: [], zoom: 1,
-            displayW: 0, displayH: 0, maskUsed: false, poll: null };
+            displayW: 0, displayH: 0, maskUsed: false, poll: null,
+            presets: {}, presetArrows: { handles: [], targets: [] } };
 
 async function api(path, opts = {}) {
   const r = await fetch(path, opts);
@@ -25,12 +26,42 @@ fetch("/api/info").then((r) => r.json()).then((i) => {
     + `${inv.projection_steps} projection + up to ${inv.tuning_steps} tuning steps`;
 });
 
+// edits by name: one slider per preset; the server computes the arrows from the face's landmarks
+fetch("/api/presets").then((r) => r.json()).then((list) => {
+  for (const p of list) {
+    const row = document.createElement("label");
+    row.className = "preset"; row.title = p.description;
+    row.innerHTML = `<span>${p.name}</span><input type="range" id="preset-${p.name}" min="${p.min}" max="${p.max}" `
+      + `step="0.05" value="0" disabled><span id="preset-${p.name}-value">0</span>`;
+    $("presets").appendChild(row);
+    $(`preset-${p.name}`).addEventListener("input", (ev) => {
+      const v = parseFloat(ev.target.value);
+      $(`preset-${p.name}-value`).textContent = v.toFixed(2);
+      if (v === 0) delete S.presets[p.name]; else S.presets[p.name] = v;
+      showPresetArrows();
+    });
+  }
+});
+
+async function showPresetArrows() {
+  showError(null);
+  try { S.presetArrows = await post(`/api/session/${S.id}/presets`, { presets: S.presets }); }
+  catch (e) { S.presetArrows = { handles: [], targets: [] }; showError(e); }
+  drawOverlay(); updateButtons();
+}
+
+function resetPresets() {
+  S.presets = {}; S.presetArrows = { handles: [], targets: [] };
+  document.querySelectorAll("#presets input").forEach((i) => { i.value = 0; $(`${i.id}-value`).textContent = "0"; });
+}
+
 $("upload").addEventListener("change", async (ev) => {
   const file = ev.target.files[0];
   if (!file) return;
   showError(null);
   if (S.id) navigator.sendBeacon(`/api/session/${S.id}/close`);
   Object.assign(S, { id: null, pairs: [], pending: null, handles: [], targets: [], frameVersion: -1, maskUsed: false });
+  resetPresets();
   $("status").textContent = "Finding faces...";
   const fd = new FormData();
   fd.append("file", file);
@@ -105,6 +136,8 @@ function drawOverlay() {
   const live = S.state === "dragging" && S.handles.length;
   S.pairs.forEach((p, i) => { const h = live ? S.handles[i] || p.handle : p.handle;
                               arrow(h, p.target); dot(h, "#e62828"); dot(p.target, "#2860e6"); });
+  if (!live) S.presetArrows.handles.forEach((h, i) => { const t = S.presetArrows.targets[i];
+                                                         arrow(h, t); dot(h, "#e62828"); dot(t, "#2860e6"); });
   if (S.pending) dot(S.pending, "#e62828");
   $("points").textContent = S.pairs.map((p, i) =>
     `${i + 1}: (${p.handle.map(Math.round)}) -> (${p.target.map(Math.round)})`).join("  ");
@@ -133,7 +166,7 @@ $("clear").onclick = () => { S.pairs = []; S.pending = null; drawOverlay(); upda
 
 $("start").onclick = async () => {
   showError(null);
-  const body = { drags: S.pairs, steps: parseInt($("steps").value, 10) || 300,
+  const body = { drags: S.pairs, presets: S.presets, steps: parseInt($("steps").value, 10) || 300,
                  mask: S.maskUsed ? $("maskcanvas").toDataURL("image/png") : null };
   try { await post(`/api/session/${S.id}/drag`, body); S.state = "dragging"; updateButtons(); }
   catch (e) { showError(e); }
@@ -149,7 +182,8 @@ for (const act of ["undo", "reset"]) {
 
 function updateButtons() {
   const ready = S.state === "ready", busy = S.state === "dragging" || S.state === "inverting";
-  $("start").disabled = !(ready && S.pairs.length);
+  $("start").disabled = !(ready && (S.pairs.length || S.presetArrows.handles.length));
+  document.querySelectorAll("#presets input").forEach((i) => { i.disabled = !ready; });
   $("stop").disabled = !busy;
   for (const id of ["undo", "reset", "paint", "clear", "clearmask"]) $(id).disabled = !ready;
   for (const id of ["download-result", "download-run", "download-recipe"]) $(id).hidden = !(ready && S.id);
@@ -175,7 +209,7 @@ function startPolling() {
       $("status").textContent = what;
       if (st.state === "error") showError(st.message);
       if (st.frame_version !== S.frameVersion) { S.frameVersion = st.frame_version; await loadFrame(false); }
-      if (was !== S.state) { if (was === "dragging" && S.state === "ready") S.pairs = []; updateButtons(); drawOverlay(); }
+      if (was !== S.state) { if (was === "dragging" && S.state === "ready") { S.pairs = []; resetPresets(); } updateButtons(); drawOverlay(); }
       else if (S.state === "dragging") drawOverlay();
     } catch (e) { showError(e); }
   }, 300);
