@@ -256,6 +256,8 @@ def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Option
     else:
         if not drags and not amounts:
             raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT (or a --recipe)")
+        if not drags and not any(amounts.values()):
+            raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
         pairs = [parse_drag(d) for d in drags]
         data = {"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs]} if pairs else {}
         recipe = parse_recipe(dict(data, presets=amounts))
