@@ -1,5 +1,6 @@
 """The end-to-end `edit` command on real photos with a tiny generator (marked slow; runs in CI)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,3 +297,24 @@ def test_presets_and_drags_mix_and_an_explicit_mask_overrides(env, capsys):
     mask_default = (run_dir / "drag" / "mask.png").read_bytes()
     assert cli(capsys, *base, "--mask-circle", "300,500,150")[0] == 0
     assert (run_dir / "drag" / "mask.png").read_bytes() != mask_default
+
+
+def test_a_presets_recipe_in_batch_mode_uses_each_photos_landmarks(env, capsys):
+    from align.record import AlignRecord
+    from drag.presets import preset_drags
+    from drag.record import DragRecord
+
+    recipe = _preset_recipe(env, presets={"smile": 0.5})
+    outdir = env["tmp"] / "outs"
+    outdir.mkdir()
+    photos = [TOM, PHOTOS / "2008_002506.jpg"]
+    code, stdout, err = cli(capsys, "edit", *map(str, photos), "--recipe", str(recipe), "-o", str(outdir))
+    assert code == 0, err
+    assert len(stdout.split()) == 2 and all(Path(p).is_file() for p in stdout.split())
+    runs = sorted((env["home"] / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        align = AlignRecord.load(run)
+        handles, _ = preset_drags(align.aligned_landmarks, {"smile": 0.5}, align.size)
+        np.testing.assert_allclose([p["aligned"]["handle"] for p in DragRecord.load(run).data["points"]], handles)
+        assert DragRecord.load(run).presets["amounts"] == {"smile": 0.5}
