@@ -363,3 +363,24 @@ def test_drag_with_a_preset_refuses_a_run_without_landmarks(run_dir, tmp_path, c
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     code, _, err = cli(capsys, "drag", str(tmp_path))
     assert code == 2 and "--preset" in err
+
+
+def test_preset_report_detects_the_landmarks_again_and_the_record_prints_the_table(run_dir, lm):
+    """On the unedited aligned face the achieved motion is about 0; the requested one is the formula's."""
+    from drag.record import DragRecord
+    from drag.stage import preset_report
+    aligned = np.asarray(Image.open(run_dir / "align" / "aligned.png").convert("RGB"))
+    report = preset_report(lm, aligned, {"smile": 0.5, "eyebrows": -0.3})
+    assert report["face_found"] and set(report["measured"]) == {"smile", "eyebrows"}
+    _, disp = preset_motion(lm, "smile", 0.5)
+    smile = report["measured"]["smile"]
+    assert smile["requested"]["px"] == pytest.approx(np.linalg.norm(disp, axis=1).mean(), abs=1e-3)
+    assert abs(smile["achieved"]["px"]) < 2.0  # dlib's landmarks on the same image: no motion to speak of
+    lines = DragRecord({"presets": report}).preset_table()
+    assert lines[0].split() == ["preset", "amount", "requested", "achieved"]
+    assert lines[1].split()[:2] == ["smile", "0.50"] and lines[2].split()[:2] == ["eyebrows", "-0.30"]
+    blank = np.zeros_like(aligned)
+    missed = preset_report(lm, blank, {"smile": 0.5})
+    assert missed["face_found"] is False and "not measured" in missed["note"]
+    assert "no face detected again" in DragRecord({"presets": missed}).preset_table()[0]
+    assert DragRecord({}).preset_table() == []
