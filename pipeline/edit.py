@@ -134,9 +134,10 @@ def _inversion_config(recipe: Recipe):
 def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, device, store, cache,
              run_dir: Optional[Path] = None, from_stage: Optional[str] = None, jpeg_quality: Optional[int] = None,
              progress: bool = True, log: Callable[[str], None] = lambda msg: None,
-             overwrite_input: bool = False) -> EditSummary:
+             overwrite_input: bool = False, models=None) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
-    (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy)."""
+    (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
+    `models` (a pipeline.models.LoadedModels) supplies already-loaded networks, kept between photos."""
     from align.stage import describe_face, fresh_align, run_align
     from drag.engine import DragConfig
     from drag.stage import drag_warnings, fresh_drag, run_drag
@@ -161,6 +162,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
 
     def generator():
         nonlocal base_G
+        if base_G is None and models is not None:
+            base_G = models.generator(model_path, device)
         if base_G is None:
             from weights.checkpoint import load_generator
             base_G = load_generator(model_path, device)
@@ -211,7 +214,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
         reuse("invert")
         summary.cache_hit = inv.get("cache", {}).get("hit")
     else:
-        perceptual = lambda net, r: load_perceptual(net, store, r).to(device)
+        perceptual = ((lambda net, r: models.perceptual(net, store, r, device)) if models is not None
+                      else (lambda net, r: load_perceptual(net, store, r).to(device)))
         result = timed("invert", lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual,
                                                     cache, progress=progress))
         summary.cache_hit = result.cache_hit
