@@ -11,7 +11,6 @@ from pipeline.models import LoadedModels
 
 ALBUM_PHOTOS = [PHOTOS / "Tom_Cruise_avp_2014_4.jpg", PHOTOS / "2008_001009.jpg", PHOTOS / "dogs.jpg"]
 FACELESS = "dogs_edited.jpg"
-CRASH_ENV = "PHOTODRAG_TEST_CRASH_MARKER"
 
 
 class RandomLpipsModels(LoadedModels):
@@ -30,19 +29,20 @@ class RandomLpipsModels(LoadedModels):
 
 
 class CrashOnceModels(RandomLpipsModels):
-    """Kills its worker process on the first photo any worker starts (a marker file makes it once)."""
+    """Kills its worker process on the first photo any worker starts (the marker file makes it once)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
 
     def generator(self, model_path, device):
-        marker = os.environ.get(CRASH_ENV)
-        if marker:
-            try:
-                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pass
-            else:
-                os.close(fd)
-                os._exit(1)
-        return super().generator(model_path, device)
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return super().generator(model_path, device)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os._exit(1)
 
 
 def write_model(path: Path) -> Path:
