@@ -1,7 +1,6 @@
 """Albums without Ray: the skip rule, album.json, the recipe rule, and `edit --cluster local` end to end."""
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
