@@ -8,6 +8,7 @@ OUT_DIR/album.json as it arrives, so an interrupted album resumes where it stopp
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -333,8 +334,9 @@ def run_album(photos: Sequence[Path], recipe: Recipe, out_dir: Path, options: Ed
         for result in known:
             finish(result)
         if tasks:
-            for result in executor.run(tasks, recipe, options):
-                finish(result)
+            with contextlib.closing(executor.run(tasks, recipe, options)) as results:  # cancels on Ctrl-C
+                for result in results:
+                    finish(result)
     except BaseException:
         _remove_partial(tasks)
         raise

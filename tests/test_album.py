@@ -141,3 +141,30 @@ def test_local_album_fails_the_faceless_photo_alone_then_skips_and_recomputes(lo
     assert code == 0
     album = json.loads((env["out"] / ALBUM_FILE).read_text())["photos"]
     assert {album[n]["status"] for n in first} == {"done"}
+
+
+def test_ctrl_c_closes_the_executor_and_leaves_no_partial_output(tmp_path):
+    from pipeline.album import run_album
+    photos = []
+    for name in "abc":
+        photos.append(tmp_path / f"{name}.jpg")
+        photos[-1].write_bytes(name.encode())
+    out = tmp_path / "out"
+    closed = []
+
+    class Interrupted:
+        def run(self, tasks, recipe, options):
+            try:
+                tasks[0].output.write_bytes(b"whole")
+                yield PhotoResult(tasks[0].output.name, str(tasks[0].photo), "done", 1.0, sha256=tasks[0].sha256)
+                (out / f".{tasks[1].output.name}.x1.tmp").write_bytes(b"half")  # a writer killed mid-file
+                raise KeyboardInterrupt
+            finally:
+                closed.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_album(photos, R, out, EditOptions(home=tmp_path), Interrupted(), progress=False)
+    assert closed and sorted(p.name for p in out.iterdir()) == ["a_edited.jpg", ALBUM_FILE]
+    assert read_album(out)["a_edited.jpg"]["status"] == "done"
+    tasks, known = plan(photos, out, json.loads((out / ALBUM_FILE).read_text())["recipe_sha256"], read_album(out))
+    assert [k.output for k in known] == ["a_edited.jpg"] and len(tasks) == 2  # the rerun resumes
