@@ -266,9 +266,12 @@ class RayExecutor:
                 actor, task = pending.pop(ready[0])
                 try:
                     result = ray.get(ready[0])
-                except ray.exceptions.RayError as exc:
+                except ray.exceptions.RayTaskError as exc:  # the edit raised (not an input error)
                     result = PhotoResult(task.output.name, str(task.photo), "failed", sha256=task.sha256,
-                                         reason=f"worker failed {self.RETRIES + 1} times: {_one_line(exc)}")
+                                         reason=f"internal error: {_one_line(exc)}")
+                except ray.exceptions.RayError as exc:  # the worker died every time
+                    result = PhotoResult(task.output.name, str(task.photo), "failed", sha256=task.sha256,
+                                         reason=f"the worker died {self.RETRIES + 1} times: {_one_line(exc)}")
                 yield result
                 submit(actor)
         finally:
