@@ -5,16 +5,49 @@ internal failure, 130 when interrupted.  `--verbose` adds the traceback.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import click
+import torch
+from PIL import Image
 
-from pipeline.errors import PhotodragError, UsageError
-from pipeline.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
+import inversion.perceptual as perceptual_nets
+from align.align import MAX_SIZE, MIN_SIZE, AlignConfig, check_size
+from align.record import AlignRecord
+from align.stage import list_faces as find_all
+from align.stage import run_align
+from common.errors import PhotodragError, UsageError
+from common.fileio import atomic_path
+from common.run import RunFolder
+from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
+from drag.config import DragConfig
+from drag.points import map_to_aligned, parse_circle, parse_drag
+from drag.presets import PRESETS, parse_presets, preview_image
+from drag.record import DragRecord
+from drag.stage import run_drag
+from inversion.cache import InversionCache
+from inversion.config import InversionConfig, make_config, option_defaults
+from inversion.stage import run_invert
+from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
+from pipeline.composite import run_composite
+from pipeline.edit import run_edit
+from pipeline.outputs import check_outputs
+from pipeline.recipe import load_recipe, parse_recipe
+from pipeline.webui.session import Services, SessionManager
+from weights.checkpoint import load_generator, read_checkpoint
+from weights.describe import describe_checkpoint
+from weights.models import checkpoint_sha256, load_model, resolve_model_path
+from weights.networks import to_uint8, z_from_seed
+from weights.registry import REGISTRY
+from weights.store import WeightStore
+
+FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
 
 
 @dataclass(frozen=True)
@@ -29,11 +62,9 @@ class Settings:
         return resolve_device(self.device_name)
 
     def store(self):
-        from weights.store import WeightStore
         return WeightStore(self.home, progress=not self.quiet)
 
     def cache(self):
-        from inversion.cache import InversionCache
         return InversionCache(self.home / "cache" / "inversion",
                               warn=lambda msg: click.echo(f"photodrag: warning: {msg}", err=True))
 
@@ -68,19 +99,24 @@ def inversion_options(f):
     """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips, --seed."""
     opts = [
         click.option("--preview", is_flag=True, default=None,
-                     help="The fast preview profile for trying points on a CPU: 100 projection steps with "
-                          "LPIPS(alex), up to 50 tuning steps (about 5x faster, rougher likeness). "
+                     help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
+                          f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
+                          f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
                           "Default: the full PTI schedule."),
         click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
         click.option("--projection-steps", type=click.IntRange(1),
-                     help="Projection steps [default: 450; preview 100]."),
+                     help=f"Projection steps [default: {FULL['projection_steps']}; "
+                          f"preview {PREVIEW['projection_steps']}]."),
         click.option("--tuning-steps", type=click.IntRange(0),
-                     help="Pivotal tuning step limit [default: 350; preview 50]."),
+                     help=f"Pivotal tuning step limit [default: {FULL['tuning_steps']}; "
+                          f"preview {PREVIEW['tuning_steps']}]."),
         click.option("--lpips-threshold", type=click.FloatRange(0.0),
-                     help="Stop tuning once LPIPS(alex) is below this [default: 0.06]."),
+                     help=f"Stop tuning once LPIPS(alex) is below this [default: {FULL['lpips_threshold']}]."),
         click.option("--projection-lpips", type=click.Choice(["vgg", "alex"]),
-                     help="Perceptual loss of the projection [default: vgg (the projectors'); preview alex]."),
-        click.option("--seed", type=click.IntRange(0), help="Seed of the inversion's noise [default: 0]."),
+                     help=f"Perceptual loss of the projection [default: {FULL['projection_lpips']} (the projectors'); "
+                          f"preview {PREVIEW['projection_lpips']}]."),
+        click.option("--seed", type=click.IntRange(0),
+                     help=f"Seed of the inversion's noise [default: {FULL['seed']}]."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -106,7 +142,6 @@ def weights() -> None:
 @click.pass_obj
 def weights_list(s: Settings) -> None:
     """Show every registry entry, whether it is here, and where it comes from."""
-    from weights.registry import REGISTRY
     store = s.store()
     click.echo(f"weights folder: {store.dir}")
     for name in REGISTRY:
@@ -161,8 +196,6 @@ def weights_verify(s: Settings, names) -> None:
 @click.pass_obj
 def weights_inspect(s: Settings, path: Path) -> None:
     """Describe a checkpoint file without running it: layout, config, networks, size, why refused."""
-    from weights.checkpoint import read_checkpoint
-    from weights.describe import describe_checkpoint
     for label, value in describe_checkpoint(read_checkpoint(path)):
         click.echo(f"{label + ':':24s}{value}")
 
@@ -189,7 +222,7 @@ def weights_path(s: Settings, name: str) -> None:
 @click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Mask image of the region allowed to move (white), the size of the photo.")
 @click.option("--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces).")
-@click.option("--steps", type=click.IntRange(1), help="Drag step limit (default 300).")
+@click.option("--steps", type=click.IntRange(1), help=f"Drag step limit (default {DRAG.steps}).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.")
 @click.option("--from", "from_stage", type=click.Choice(["align", "invert", "drag", "composite"]),
@@ -214,11 +247,7 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     Writes the edited photo at its original size and format; pixels outside the face
     region are left exactly as they were. Re-editing the same photo skips the inversion.
     """
-    from dataclasses import replace
 
-    from drag.points import parse_circle, parse_drag
-    from pipeline.edit import check_outputs, run_edit
-    from pipeline.recipe import load_recipe, parse_recipe
 
     if recipe_path:
         recipe = load_recipe(recipe_path)
@@ -245,7 +274,6 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
         recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
     given = given_inversion_options(inversion)
     if given:
-        from inversion.config import make_config
         make_config(**dict(recipe.invert, **given))  # refuse a bad combination before any work
         recipe = replace(recipe, invert=dict(recipe.invert, **given))
     photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
@@ -261,9 +289,10 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
     if batch:
         return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
+    store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
-        summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=s.store(), cache=s.cache(),
+        summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=store, cache=cache,
                            run_dir=run_dir, from_stage=from_stage, jpeg_quality=jpeg_quality,
                            progress=not s.quiet, log=s.info, overwrite_input=overwrite_input)
         for w in summary.warnings:
@@ -276,8 +305,6 @@ def edit(s: Settings, photos, drags, output: Path, recipe_path: Optional[Path], 
 def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, address: Optional[str],
                 workers: Optional[int], from_stage: Optional[str], jpeg_quality: Optional[int]) -> None:
     """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
-    from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
-
     if cluster == "ray":
         RayExecutor._ray()  # the install hint before any work
         executor = RayExecutor(address=address, workers=workers)
@@ -303,9 +330,9 @@ def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, addres
 @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder; the stage writes RUN_DIR/align/.")
-@click.option("--size", type=int, default=1024, show_default=True,
-              help="Aligned image size: a power of two from 64 to 1024 (the generator's resolution).")
-@click.option("--face", default="largest", show_default=True,
+@click.option("--size", type=int, default=ALIGN.size, show_default=True,
+              help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).")
+@click.option("--face", default=ALIGN.face, show_default=True,
               help="Which face: 'largest' (size x detector score) or an index from --list-faces.")
 @click.option("--list-faces", is_flag=True,
               help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png.")
@@ -316,8 +343,6 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     Writes RUN_DIR/align/aligned.png, align.json (landmarks, quad, photo->aligned matrix and
     its inverse) and preview.png (landmarks and crop drawn on the photo).
     """
-    from align.align import check_size
-    from align.stage import list_faces as find_all, run_align
 
     if list_faces:
         faces = find_all(photo, run_dir)
@@ -351,19 +376,14 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
     by content: inverting the same aligned face with the same model and options again is instant.
     """
-    from inversion.config import make_config
-    from inversion.perceptual import load_perceptual
-    from inversion.stage import run_invert
-    from pipeline.run import RunFolder
-    from weights.models import checkpoint_sha256, load_model
 
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
-    size = RunFolder(run_dir).read_json("align", "align.json")["size"]
+    size = AlignRecord.load(run_dir).size
     model = model or f"ffhq-{size}"
     store = s.store()
     G, path = load_model(model, store, s.device)
     res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
-                     perceptual=lambda net, r: load_perceptual(net, store, r).to(s.device),
+                     perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
                      cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)
     m = res.metrics
     for w in res.warnings:
@@ -391,12 +411,12 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
 @click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Image of the region allowed to move (white), the size of the photo or the crop.")
 @click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image.")
-@click.option("--steps", type=click.IntRange(1), default=300, show_default=True, help="Step limit.")
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Adam learning rate on w[:, :6].")
-@click.option("--lambda-mask", type=float, default=20.0, show_default=True,
+@click.option("--steps", type=click.IntRange(1), default=DRAG.steps, show_default=True, help="Step limit.")
+@click.option("--lr", type=float, default=DRAG.lr, show_default=True, help="Adam learning rate on w[:, :6].")
+@click.option("--lambda-mask", type=float, default=DRAG.lambda_mask, show_default=True,
               help="Weight of keeping features outside the mask unchanged.")
-@click.option("--r1", type=float, default=3.0, show_default=True, help="Motion supervision radius at 512 px.")
-@click.option("--r2", type=float, default=12.0, show_default=True, help="Point tracking radius at 512 px.")
+@click.option("--r1", type=float, default=DRAG.r1, show_default=True, help="Motion supervision radius at 512 px.")
+@click.option("--r2", type=float, default=DRAG.r2, show_default=True, help="Point tracking radius at 512 px.")
 @click.option("--animate", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).")
 @click.pass_obj
@@ -407,29 +427,18 @@ def drag(s: Settings, run_dir: Path, drags, coords: str, mask_path: Optional[Pat
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
     the final positions and distances in aligned and photo pixels, preview.png with arrows).
     """
-    import numpy as np
-
-    from drag.engine import DragConfig
-    from drag.points import circle_mask, load_mask, parse_circle, parse_drag, to_aligned
-    from drag.stage import drag_warnings, run_drag
-    from pipeline.run import RunFolder
 
     if mask_path and mask_circle:
         raise UsageError("give either --mask or --mask-circle, not both")
     if animate and animate.suffix.lower() not in (".gif", ".mp4"):
         raise UsageError("--animate needs a .gif or .mp4 file name")
     pairs = [parse_drag(d) for d in drags]
-    align = RunFolder(run_dir).read_json("align", "align.json")
-    matrix, size = np.array(align["matrix"]), int(align["size"])
-    pts = to_aligned(pairs, coords, matrix, size)
-    mask = None
-    if mask_circle:
-        mask = circle_mask(*parse_circle(mask_circle), coords, matrix, size)
-    elif mask_path:
-        mask = load_mask(mask_path, coords, matrix, size, (align["photo"]["width"], align["photo"]["height"]))
+    align = AlignRecord.load(run_dir)
+    pts, mask = map_to_aligned(pairs, coords, align.matrix, align.size, align.photo_size,
+                               parse_circle(mask_circle) if mask_circle else None, mask_path)
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
     state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet)
-    for w in drag_warnings(run_dir):
+    for w in DragRecord.load(run_dir).warnings():
         click.echo(f"photodrag: warning: {w}", err=True)
     s.info(f"{state.reason} after {state.step} steps; distance to target: "
            + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")
@@ -448,8 +457,6 @@ def presets(run_dir: Optional[Path], presets_) -> None:
     With --preview, writes RUN_DIR/presets_preview.png: the aligned face, the default mask tinted
     green, arrows from each handle (red) to its target (blue).
     """
-    from drag.presets import PRESETS, parse_presets, preview_image
-
     amounts = parse_presets(presets_)
     if run_dir is None:
         if amounts:
@@ -461,17 +468,10 @@ def presets(run_dir: Optional[Path], presets_) -> None:
         return
     if not amounts:
         raise UsageError("--preview needs at least one --preset NAME=AMOUNT")
-    from PIL import Image
-
-    from pipeline.fileio import atomic_path
-    from pipeline.geometry import aligned_landmarks
-    from pipeline.run import RunFolder
-
-    run = RunFolder(run_dir)
-    record = run.read_json("align", "align.json")
-    if "landmarks" not in record or "matrix" not in record:
+    record = AlignRecord.load(run_dir)
+    if "landmarks" not in record.data or "matrix" not in record.data:
         raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
-    img = preview_image(run.read_image("align", "aligned.png"), aligned_landmarks(record), amounts)
+    img = preview_image(RunFolder(run_dir).read_image("align", "aligned.png"), record.aligned_landmarks, amounts)
     out = run_dir / "presets_preview.png"
     with atomic_path(out) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
@@ -492,7 +492,6 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
     Pixels outside the mask are the input's own; writes OUTPUT and RUN_DIR/composite/
     (blend_mask.png, compare.png).
     """
-    from pipeline.composite import run_composite
     run_composite(run_dir, output, jpeg_quality)
     click.echo(str(output))
 
@@ -505,13 +504,13 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 @click.option("--model", default="ffhq-512", show_default=True,
               help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.")
 @inversion_options
-@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=2e-3, show_default=True,
+@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=DRAG.lr, show_default=True,
               help="Drag: Adam learning rate on w[:, :6].")
-@click.option("--lambda-mask", type=click.FloatRange(0.0), default=20.0, show_default=True,
+@click.option("--lambda-mask", type=click.FloatRange(0.0), default=DRAG.lambda_mask, show_default=True,
               help="Drag: weight of keeping features outside the painted mask unchanged.")
-@click.option("--r1", type=click.FloatRange(0.0, min_open=True), default=3.0, show_default=True,
+@click.option("--r1", type=click.FloatRange(0.0, min_open=True), default=DRAG.r1, show_default=True,
               help="Drag: motion supervision radius at 512 px.")
-@click.option("--r2", type=click.FloatRange(0.0, min_open=True), default=12.0, show_default=True,
+@click.option("--r2", type=click.FloatRange(0.0, min_open=True), default=DRAG.r2, show_default=True,
               help="Drag: point tracking radius at 512 px.")
 @click.pass_obj
 def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask: float, r1: float, r2: float,
@@ -521,8 +520,6 @@ def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask:
     The inversion and drag options apply to every session (the page sets the step limit).
     Needs the optional extra: pip install -e '.[ui]'.
     """
-    from drag.engine import DragConfig
-    from inversion.config import make_config
     try:
         import uvicorn
 
@@ -539,12 +536,6 @@ def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask:
 
 def build_manager(s: Settings, model: str, perceptual=None, inversion_config=None, drag_config=None):
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
-    from inversion.config import InversionConfig
-    from inversion.perceptual import load_perceptual
-    from pipeline.webui.session import Services, SessionManager
-    from weights.checkpoint import load_generator
-    from weights.models import checkpoint_sha256, resolve_model_path
-    from weights.registry import REGISTRY
 
     store = s.store()
     path = resolve_model_path(model, store)
@@ -552,12 +543,12 @@ def build_manager(s: Settings, model: str, perceptual=None, inversion_config=Non
     if perceptual is None:
         nets = {}
         for net in {config.projection.lpips_net, "alex"}:
-            nets[net] = load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
+            nets[net] = perceptual_nets.load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
         perceptual = lambda net, r: nets[net]
-    resolution = REGISTRY[model].resolution if model in REGISTRY else load_generator(path).img_resolution
+    G = load_generator(path, s.device)  # loaded here, before the server's threads, and shared by every session
     services = Services(model_name=model, model_path=path, model_sha256=checkpoint_sha256(path),
-                        resolution=resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
-                        inversion_config=config, drag_config=drag_config)
+                        resolution=G.img_resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
+                        inversion_config=config, drag_config=drag_config, _G=G)
     return SessionManager(s.home / "ui", services)
 
 
@@ -575,13 +566,13 @@ def _fmt_size(n: int) -> str:
 @click.pass_obj
 def cache_ls(s: Settings) -> None:
     """List entries, most recently used first."""
-    import datetime
     c = s.cache()
     for e in c.entries():
         used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
         lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
         click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  used {used}  LPIPS {lp}")
-    click.echo(f"{len(c.entries())} entries, {_fmt_size(c.total_size())} (limit {_fmt_size(c.limit_bytes)}) in {c.root}")
+    click.echo(f"{len(c.entries())} entries, {_fmt_size(c.total_size())} "
+               f"(limit {_fmt_size(c.limit_bytes)}) in {c.root}")
 
 
 @cache.command("info")
@@ -589,7 +580,6 @@ def cache_ls(s: Settings) -> None:
 @click.pass_obj
 def cache_info(s: Settings, key: str) -> None:
     """Show an entry's metadata (KEY may be a unique prefix)."""
-    import json
     e = s.cache().find(key)
     click.echo(json.dumps(dict(e.meta, path=str(e.path), size=e.size), indent=2, sort_keys=True))
 
@@ -636,12 +626,7 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
     Same checkpoint, seed and options give the same picture as NVIDIA's generate.py.
     """
-    import torch
-    from PIL import Image
 
-    from pipeline.fileio import atomic_path
-    from weights.models import load_model
-    from weights.networks import to_uint8, z_from_seed
 
     if seed < 0 or seed >= 2 ** 32:
         raise UsageError("--seed must be in [0, 2**32)")

@@ -1,1 +1,1 @@
-"""Align stage: dlib face detection, 68 landmarks, FFHQ crop with an exact inverse (in progress)."""
+"""Align stage: dlib face detection, 68 landmarks, FFHQ crop with an exact inverse."""

@@ -8,8 +8,8 @@ import numpy as np
 
 from align.detect import Face, find_faces
 from align.ffhq import ffhq_quad, quad_to_matrix, warp_to_aligned
-from pipeline.errors import UsageError
-from pipeline.geometry import apply_matrix, matrix_scale
+from common.errors import UsageError
+from common.geometry import apply_matrix, matrix_scale
 
 SMALL_FACE_RATIO = 0.5  # warn when the face crop is upscaled more than 2x
 MIN_FACE_PX = 64        # warn when dlib's face box is narrower than this (in photo pixels), whatever the model
@@ -39,9 +39,24 @@ class AlignResult:
         return apply_matrix(self.inverse, pts)
 
 
+MIN_SIZE, MAX_SIZE = 64, 1024  # the generator resolutions an aligned crop may have
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """What the align stage is asked for; each default written once."""
+
+    size: int = MAX_SIZE
+    face: Union[str, int] = "largest"   # or a face index
+
+
+def valid_size(size) -> bool:
+    return isinstance(size, int) and MIN_SIZE <= size <= MAX_SIZE and size & (size - 1) == 0
+
+
 def check_size(size: int) -> int:
-    if size < 64 or size > 1024 or size & (size - 1):
-        raise UsageError(f"--size must be a power of two from 64 to 1024, got {size}")
+    if not valid_size(size):
+        raise UsageError(f"--size must be a power of two from {MIN_SIZE} to {MAX_SIZE}, got {size}")
     return size
 
 
@@ -63,7 +78,7 @@ def choose_face(faces: List[Face], face: Union[str, int]) -> int:
     return idx
 
 
-def align_face(rgb: np.ndarray, size: int = 1024, face: Union[str, int] = "largest") -> AlignResult:
+def align_face(rgb: np.ndarray, size: int = AlignConfig.size, face: Union[str, int] = AlignConfig.face) -> AlignResult:
     """Detect faces, pick one, and warp it FFHQ-style to a size x size image."""
     size = check_size(size)
     faces = find_faces(rgb)

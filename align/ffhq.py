@@ -13,7 +13,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from pipeline.geometry import matrix_scale
+from common.geometry import matrix_scale
 
 # dlib's 68-point layout
 LEFT_EYE = slice(36, 42)   # the subject's right eye, on the image's left

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Union
 
 import cv2
 import numpy as np
 
-from align.align import AlignResult, align_face, choose_face
+from align.align import AlignConfig, AlignResult, align_face, choose_face
 from align.detect import Face, find_faces
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, check_digests, file_digests, write_bytes
-from pipeline.images import Photo, load_photo
+from align.record import AlignRecord
+from common.errors import UsageError
+from common.fileio import atomic_dir, file_digests, write_bytes
+from common.images import Photo, load_photo
 
 FORMAT_VERSION = 1
 PREVIEW_MAX_SIDE = 1024
@@ -88,10 +88,10 @@ def align_record(photo: Photo, res: AlignResult, aligned_png: bytes, face_reques
     }
 
 
-def run_align(photo_path: Union[str, Path], run_dir: Union[str, Path], size: int = 1024,
-              face: Union[str, int] = "largest") -> AlignResult:
-    """Align the photo and write the stage's files all at once (or none of them)."""
-    photo = load_photo(photo_path)
+def run_align(photo: Union[Photo, str, Path], run_dir: Union[str, Path], size: int = AlignConfig.size,
+              face: Union[str, int] = AlignConfig.face) -> AlignResult:
+    """Align the photo (a path, or one already decoded) and write the stage's files all at once (or none)."""
+    photo = photo if isinstance(photo, Photo) else load_photo(photo)
     res = align_face(photo.rgb, size=size, face=face)
     with atomic_dir(Path(run_dir) / "align") as tmp:
         aligned_png = encode_png(res.aligned[..., ::-1])
@@ -99,32 +99,11 @@ def run_align(photo_path: Union[str, Path], run_dir: Union[str, Path], size: int
         write_png(tmp / "preview.png", draw_alignment(photo.rgb, res))
         record = align_record(photo, res, aligned_png, face if face == "largest" else int(face))
         record["files"] = file_digests(tmp, OWNED_FILES)
-        (tmp / "align.json").write_text(json.dumps(record, indent=2) + "\n")
+        AlignRecord(record).save(tmp)
     return res
 
 
 OWNED_FILES = ("aligned.png", "preview.png")  # besides align.json, which records their hashes
-
-
-def read_record(run_dir: Union[str, Path]) -> Optional[dict]:
-    """align.json when the stage's folder is complete and intact (every file present, hashes match), else None."""
-    folder = Path(run_dir) / "align"
-    try:
-        record = json.loads((folder / "align.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or check_digests(folder, record.get("files")) is not None:
-        return None
-    return record
-
-
-def fresh_align(run_dir: Union[str, Path], photo_sha256: str, size: int, face) -> Optional[dict]:
-    """align.json when RUN_DIR/align/ is intact and was made from this photo, size and face request."""
-    record = read_record(run_dir)
-    if (record is None or record.get("photo", {}).get("sha256") != photo_sha256 or record.get("size") != size
-            or record.get("face_request") != face):
-        return None
-    return record
 
 
 def list_faces(photo_path: Union[str, Path], run_dir: Union[str, Path, None] = None) -> List[Face]:
@@ -136,13 +115,3 @@ def list_faces(photo_path: Union[str, Path], run_dir: Union[str, Path, None] = N
     if run_dir is not None:
         write_png(Path(run_dir) / "faces.png", draw_faces(photo.rgb, faces))
     return faces
-
-
-def describe_face(record: dict) -> str:
-    """One line on the chosen face for summaries: its box in the photo and how the crop is scaled."""
-    l, t, r, b = record["box"]
-    quad = np.asarray(record["quad"], dtype=np.float64)
-    crop = float(np.linalg.norm(quad[3] - quad[0]))
-    small = " (small: see the warning)" if any("small face" in w for w in record.get("warnings", [])) else ""
-    return (f"{r - l:.0f}x{b - t:.0f} px in the photo (face {record['face_index']}); crop {crop:.0f} px "
-            f"-> {record['size']} px{small}")

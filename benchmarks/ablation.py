@@ -56,7 +56,7 @@ def _measure(res: int, modes: list, repeats: int, device_name: str, threads: int
     import torch
     from timing import interleaved, machine, ratio, summary
 
-    from pipeline.settings import resolve_device
+    from common.settings import resolve_device
     from weights.networks import Generator
     from weights.registry import REGISTRY
 

@@ -49,7 +49,7 @@ def main() -> None:
     import cv2
 
     from align.detect import detect_boxes
-    from pipeline.images import load_photo
+    from common.images import load_photo
     cv2.setNumThreads(1)
     photos = sorted(p for p in args.photos.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     if not photos:

@@ -29,8 +29,8 @@ PATHS = ("fast", "full", "full_plain")
 def _engines(res: int, device_name: str, threads: int, paths) -> tuple:
     import torch
 
+    from common.settings import resolve_device
     from drag.engine import DragConfig, DragEngine
-    from pipeline.settings import resolve_device
     from weights.networks import Generator
     from weights.reference import PlainGenerator
     from weights.registry import REGISTRY

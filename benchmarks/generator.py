@@ -30,7 +30,7 @@ MODES = ("forward", "backward_w", "backward_weights")
 def _setup(res: int, device_name: str, threads: int):
     import torch
 
-    from pipeline.settings import resolve_device
+    from common.settings import resolve_device
     from weights.networks import Generator
     from weights.reference import PlainGenerator
     from weights.registry import REGISTRY

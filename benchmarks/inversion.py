@@ -40,13 +40,13 @@ def _measure(res: int, steps: int, rounds: int, device_name: str, threads: int, 
     import torch
     from timing import machine, peak_rss_mib, ratio, summary
 
+    from common.settings import resolve_device
     from inversion.api import invert
     from inversion.cache import InversionCache
     from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
     from inversion.perceptual import Perceptual
     from inversion.projector import project
     from inversion.tuning import tune
-    from pipeline.settings import resolve_device
     from weights.networks import Generator
     from weights.reference import PlainGenerator
     from weights.registry import REGISTRY

@@ -39,6 +39,7 @@ def main() -> None:
 
     import inversion.perceptual as perceptual
     import pipeline.edit as edit
+    from drag.record import DragRecord
     from inversion.cache import InversionCache
     from pipeline.recipe import parse_recipe
     from weights.checkpoint import save_generator
@@ -86,10 +87,10 @@ def main() -> None:
             rss.clear()
             t0 = time.perf_counter()
             s = edit.run_edit(args.photo, recipe(h, t), tmp / f"{label}.jpg", **common)
-            drag = json.loads((tmp / "run" / "drag" / "drag.json").read_text())
+            drag = DragRecord.load(tmp / "run")
             runs[label] = {"total_s": round(time.perf_counter() - t0, 2), "stage_s": s.seconds,
                            "reused": s.reused, "peak_rss_mib_after_stage": dict(rss),
-                           "drag_steps": drag["steps"], "drag_stop_reason": drag["stop_reason"]}
+                           "drag_steps": drag.steps, "drag_stop_reason": drag.stop_reason}
     ratio = runs["re_edit"]["total_s"] / runs["first"]["total_s"]
     print(json.dumps({"benchmark": "pipeline", "model": "ffhq-256 config, random weights", "device": "cpu",
                       "threads": args.threads, "photo": args.photo.name,

@@ -41,8 +41,8 @@ def main() -> None:
 
     import torch
 
-    from pipeline.errors import PhotodragError
-    from pipeline.settings import home_dir
+    from common.errors import PhotodragError
+    from common.settings import home_dir
     from weights.store import WeightStore
 
     store = WeightStore(home_dir(str(args.home) if args.home else None), progress=False)
@@ -65,13 +65,13 @@ def main() -> None:
 def pti_table(G, lp, args) -> dict:
 
     from align.align import align_face
+    from align.identity import identity_report
+    from common.errors import UsageError
+    from common.images import load_photo
     from inversion.api import image_to_tensor
     from inversion.config import ProjectionConfig, TuningConfig
     from inversion.projector import project
     from inversion.tuning import tune
-    from pipeline.errors import UsageError
-    from pipeline.identity import identity_report
-    from pipeline.images import load_photo
     from pipeline.quality import summarize
     from weights.networks import to_uint8
 
@@ -111,9 +111,9 @@ def landmark_table(G, args) -> dict:
     import numpy as np
     import torch
 
+    from align.identity import describe
+    from common.errors import UsageError
     from drag.engine import DragConfig, DragEngine
-    from pipeline.errors import UsageError
-    from pipeline.identity import describe
     from pipeline.quality import landmark_pairs, mean_distance, summarize
     from weights.networks import to_uint8, z_from_seed
 

@@ -1,1 +1,1 @@
-"""Drag stage: DragGAN motion supervision and point tracking (in progress)."""
+"""Drag stage: DragGAN motion supervision and point tracking."""

@@ -7,7 +7,6 @@ S x S map: image pixel (x, y) sits at feature coordinate ((x + 0.5) R/S - 0.5, .
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -76,7 +75,9 @@ def mask_loss(feat: torch.Tensor, feat0: torch.Tensor, movable: torch.Tensor) ->
 
 def track(feat: torch.Tensor, refs: torch.Tensor, handles: torch.Tensor, r2: int, size: int) -> torch.Tensor:
     """New handle positions: the pixel in the square of radius r2 around each handle (clipped to the
-    image) whose feature is nearest in L1 to the handle's initial feature (paper, Eq. 2)."""
+    image) whose feature is nearest in L1 to the handle's initial feature (paper, Eq. 2).
+
+    L1, as the paper writes it; DragGAN's official code uses the L2 norm here."""
     offsets = square_offsets(r2, feat.device)
     out = []
     with torch.no_grad():

@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import UsageError
-from pipeline.geometry import apply_matrix, matrix_scale
+from common.errors import UsageError
+from common.geometry import apply_matrix, matrix_scale
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _PAIR = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")
@@ -111,3 +111,24 @@ def load_mask(path: Path, coords: str, matrix: np.ndarray, size: int, photo_size
     if mask.max() == 0:
         raise UsageError(f"mask {path} marks nothing as movable (white = movable)")
     return mask
+
+
+def map_to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size: int,
+                   photo_size: Tuple[int, int], mask_circle: Optional[Tuple[float, float, float]] = None,
+                   mask_path: Optional[Path] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The one mapper of a drag request: points and mask in photo, relative (0..1 of the photo) or
+    aligned coordinates -> ([N, 2, 2] aligned points, aligned mask or None).  Used by the CLI,
+    `edit` and the web editor alike."""
+    if coords == "relative":
+        w, h = photo_size
+        pairs = [DragPair((p.handle[0] * w, p.handle[1] * h), (p.target[0] * w, p.target[1] * h)) for p in pairs]
+        if mask_circle is not None:
+            x, y, r = mask_circle
+            mask_circle = (x * w, y * h, r * max(w, h))
+        coords = "photo"
+    pts = to_aligned(pairs, coords, matrix, size)
+    if mask_circle is not None:
+        return pts, circle_mask(*mask_circle, coords, matrix, size)
+    if mask_path is not None:
+        return pts, load_mask(Path(mask_path), coords, matrix, size, photo_size)
+    return pts, None

@@ -26,7 +26,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import cv2
 import numpy as np
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 MIN_DRAG_PX = 0.5  # drag.points.to_aligned refuses shorter drags
 

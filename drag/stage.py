@@ -7,7 +7,6 @@ arrows), and optionally an animation of the steps (.gif or .mp4).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -19,12 +18,15 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from align.identity import identity_report
+from align.record import AlignRecord
+from common.errors import UsageError
+from common.fileio import atomic_dir, atomic_path, file_digests
+from common.geometry import apply_matrix, matrix_scale
+from common.run import RunFolder
 from drag.engine import DragConfig, DragEngine, DragState
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, atomic_path, check_digests, file_digests, sha256_file
-from pipeline.geometry import apply_matrix, matrix_scale
-from pipeline.identity import identity_report
-from pipeline.run import RunFolder, load_inversion
+from drag.record import DragRecord
+from inversion.stage import load_inversion
 
 FORMAT_VERSION = 1
 
@@ -79,7 +81,7 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
     drag early (stop reason "stopped"), as an interactive front end needs.
     """
     run = RunFolder(Path(run_dir))
-    align = run.read_json("align", "align.json")
+    align = AlignRecord.load(run.path)
     w_pivot, G, _ = load_inversion(run.path, device)
     handles, targets = pairs_aligned[:, 0], pairs_aligned[:, 1]
     w0 = w_pivot if w_start is None else w_start.to(w_pivot.device)
@@ -103,7 +105,7 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
                 callback(state)
     seconds = time.perf_counter() - t0
     edited = engine.render(state)
-    inverse = np.array(align["inverse"])
+    inverse = align.inverse
     to_photo = lambda p: apply_matrix(inverse, p)
     scale = matrix_scale(inverse)
     final = state.handles.cpu().numpy().astype(np.float64)
@@ -113,7 +115,8 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         points.append({
             "aligned": {"handle": handles[i].tolist(), "target": targets[i].tolist(), "final": final[i].tolist(),
                         "distance": round(d, 3)},
-            "photo": {"handle": to_photo(handles[i]).round(2).tolist(), "target": to_photo(targets[i]).round(2).tolist(),
+            "photo": {"handle": to_photo(handles[i]).round(2).tolist(),
+                      "target": to_photo(targets[i]).round(2).tolist(),
                       "final": to_photo(final[i]).round(2).tolist(), "distance": round(d * scale, 3)},
         })
     record = {
@@ -146,35 +149,8 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
             record["animation"] = str(animate if target_path != tmp / animate.name
                                       else run.stage("drag") / animate.name)
         record["files"] = file_digests(tmp, OWNED_FILES)
-        (tmp / "drag.json").write_text(json.dumps(record, indent=2) + "\n")
+        DragRecord(record).save(tmp)
     return state
 
 
 OWNED_FILES = ("edited.png", "w_edited.safetensors", "preview.png")  # besides drag.json
-
-
-def fresh_drag(run_dir: Path, request: dict) -> Optional[dict]:
-    """drag.json when RUN_DIR/drag/ is intact, made from the current inversion and for this request."""
-    run = RunFolder(Path(run_dir))
-    folder = run.stage("drag")
-    try:
-        record = json.loads((folder / "drag.json").read_text())
-        invert_sha = sha256_file(run.stage("invert") / "invert.json")
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(record, dict) or record.get("request") != request or record.get("invert_sha256") != invert_sha
-            or check_digests(folder, record.get("files")) is not None):
-        return None
-    return record
-
-
-def drag_warnings(run_dir: Path) -> List[str]:
-    """Warnings about a finished drag (identity drift) for the command line and the edit summary."""
-    ident = RunFolder(Path(run_dir)).read_json("drag", "drag.json").get("identity", {})
-    if ident.get("distance") is None:
-        return [f"no face was found in the edited image ({ident.get('note', '')}); check drag/preview.png"]
-    if not ident.get("same_person"):
-        return [f"the edited face may no longer look like the same person (identity distance "
-                f"{ident['distance']:.2f} >= {ident['threshold']}); likely: drags too large for one edit, "
-                "or a poor inversion (see invert/compare.png)"]
-    return []

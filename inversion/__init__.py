@@ -1,1 +1,1 @@
-"""Inversion stage: PTI projection, pivotal tuning and the inversion cache (in progress)."""
+"""Inversion stage: PTI projection, pivotal tuning and the inversion cache."""

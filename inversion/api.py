@@ -14,13 +14,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from common.errors import CheckpointError, UsageError
+from common.fileio import atomic_path
 from inversion.cache import InversionCache, cache_key
 from inversion.config import InversionConfig
 from inversion.perceptual import Perceptual
 from inversion.projector import project
 from inversion.tuning import tune
-from pipeline.errors import CheckpointError, UsageError
-from pipeline.fileio import atomic_path
 from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator
 
@@ -137,7 +137,6 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
             return InversionResult(pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}),
                                    True, key, entry.path)
     target = image_to_tensor(aligned, device)
-    torch.manual_seed(config.seed)
     t0 = time.perf_counter()
     pcfg, tcfg = config.projection, config.tuning
     lpips_proj = perceptual(pcfg.lpips_net, pcfg.loss_resolution)

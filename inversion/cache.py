@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.errors import UsageError
-from pipeline.fileio import sha256_file
+from common.errors import UsageError
+from common.fileio import sha256_file
 
 FORMAT_VERSION = 1
 DEFAULT_LIMIT_BYTES = 8 * 2**30

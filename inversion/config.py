@@ -1,9 +1,10 @@
 """Inversion settings, with PTI's reference defaults written once, and the named profiles.
 
-`full` (the default) is PTI's schedule: 450 projection steps with LPIPS(VGG16), up to 350
-tuning steps.  `preview` is a faster schedule for trying points on a CPU: 100 projection steps
-with LPIPS(AlexNet) and up to 50 tuning steps (about a fifth of the time; a blurrier, less
-faithful reconstruction).  Explicit options override the profile's values.
+`full` (the default) is PTI's schedule (the dataclass defaults below).  `preview` is a faster
+schedule for trying points on a CPU (fewer steps, projection with LPIPS(AlexNet): about a fifth
+of the time; a blurrier, less faithful reconstruction); its values are in PROFILES.  Explicit
+options override the profile's values.  The command line, the recipe and the web editor take
+their defaults and help text from here.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,6 @@ class InversionConfig:
                 "tuning_steps": self.tuning.steps, "lpips_threshold": self.tuning.lpips_threshold,
                 "projection_lpips": self.projection.lpips_net, "seed": self.seed}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "InversionConfig":
-        return cls(projection=ProjectionConfig(**d.get("projection", {})),
-                   tuning=TuningConfig(**d.get("tuning", {})), seed=d.get("seed", 0), profile=d.get("profile", "full"))
-
 
 PROFILES = {
     "full": {},
@@ -106,3 +102,8 @@ def make_config(profile: str = "full", *, w_plus: Optional[bool] = None, project
                                       lpips_net=o.get("projection_lpips", p.lpips_net)),
                    tuning=replace(t, steps=o.get("tuning_steps", t.steps),
                                   lpips_threshold=o.get("lpips_threshold", t.lpips_threshold)))
+
+
+def option_defaults(profile: str = "full") -> dict:
+    """The user-facing options of a profile with nothing overridden (for help texts)."""
+    return make_config(profile).options()

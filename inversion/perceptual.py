@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.errors import CheckpointError
+from common.errors import CheckpointError
 
 BACKBONES = {"alex": "lpips-alex", "vgg": "lpips-vgg16"}
 

@@ -11,21 +11,23 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from safetensors import safe_open
 
+from align.identity import identity_report, yaw_ratio
+from align.record import AlignRecord
+from common.errors import UsageError
+from common.fileio import atomic_dir, file_digests
+from common.run import RunFolder
 from inversion.api import InversionResult, PerceptualFactory, invert
-from inversion.cache import InversionCache, check_entry
-from inversion.config import InversionConfig
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_dir, check_digests, file_digests, sha256_file
-from pipeline.geometry import aligned_landmarks
-from pipeline.identity import identity_report, likely_causes
-from pipeline.run import RunFolder
-from weights.checkpoint import save_generator
+from inversion.cache import InversionCache
+from inversion.config import InversionConfig, TuningConfig
+from inversion.record import InversionRecord, generator_problem
+from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator, to_uint8
 
 FORMAT_VERSION = 1
@@ -58,17 +60,33 @@ def compare_image(panels, labels) -> Image.Image:
     return canvas
 
 
+PROFILE_YAW = 0.6  # yaw_ratio below this: a face turned away (see align.identity.yaw_ratio)
+
+
+def likely_causes(face_px: Optional[float], out_size: int, landmarks: Optional[np.ndarray],
+                  tuning_steps: Optional[int], stopped_early: Optional[bool]) -> List[str]:
+    """Why identity may have drifted: small face, profile view, too few tuning steps."""
+    causes = []
+    if face_px is not None and face_px < out_size / 2:
+        causes.append(f"the face is small in the photo ({face_px:.0f} px for a {out_size} px model)")
+    if landmarks is not None and yaw_ratio(landmarks) < PROFILE_YAW:
+        causes.append("the face is turned away from the camera (profile views invert poorly)")
+    if tuning_steps is not None and not stopped_early and tuning_steps < TuningConfig.steps:
+        causes.append(f"only {tuning_steps} tuning steps ran (try more with --tuning-steps)")
+    return causes or ["no obvious cause: try --w-plus or more projection steps"]
+
+
 def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha256: str,
                config: InversionConfig, perceptual: PerceptualFactory, cache: Optional[InversionCache],
                store_fp16: bool = False, progress: bool = True, on_step=None) -> InversionResult:
     """Invert RUN_DIR/align/aligned.png and write RUN_DIR/invert/ all at once."""
     run = RunFolder(Path(run_dir))
-    align = run.read_json("align", "align.json")
+    align = AlignRecord.load(run.path)
     aligned = run.read_image("align", "aligned.png")
     aligned_sha = run.file_sha256("align", "aligned.png")
-    if align.get("aligned_sha256") not in (None, aligned_sha):
+    if align.aligned_sha256 not in (None, aligned_sha):
         raise UsageError(f"{run.stage('align')}/aligned.png does not match its align.json; re-run align")
-    landmarks = aligned_landmarks(align)
+    landmarks = align.aligned_landmarks
     t0 = time.perf_counter()
     res = invert(aligned, generator, config, perceptual=perceptual, cache=cache, model_sha256=model_sha256,
                  store_fp16=store_fp16, progress=progress, face_landmarks=landmarks, on_step=on_step)
@@ -79,8 +97,7 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
     identity = identity_report(aligned, recon)
     warnings = []
     if identity["distance"] is None or not identity["same_person"]:
-        face_px = float(np.hypot(*(np.array(align["quad"][3]) - np.array(align["quad"][0]))))
-        causes = likely_causes(face_px, generator.img_resolution, np.asarray(align["landmarks"]),
+        causes = likely_causes(align.crop_px, generator.img_resolution, align.landmarks,
                                m["tuning"].get("steps"), m["tuning"].get("stopped_early"))
         what = ("no face was found in the reconstruction" if identity["distance"] is None else
                 f"the reconstruction may not look like the same person (identity distance "
@@ -115,46 +132,33 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         compare_image([aligned, projected, recon], labels).save(tmp / "compare.png")
         generator_file = "generator.json" if res.cache_path is not None else "generator.safetensors"
         record["files"] = file_digests(tmp, ("pivot.safetensors", generator_file, "reconstruction.png", "compare.png"))
-        (tmp / "invert.json").write_text(json.dumps(record, indent=2) + "\n")
+        InversionRecord(record).save(tmp)
     res.identity, res.warnings = identity, warnings
     return res
 
 
-def generator_problem(run_dir: Path) -> Optional[str]:
-    """None when the tuned generator is readable: the file itself, or the intact cache entry it points to."""
-    folder = Path(run_dir) / "invert"
-    pointer = folder / "generator.json"
-    if not pointer.is_file():
-        return None if (folder / "generator.safetensors").is_file() else "generator.safetensors is missing"
-    try:
-        path = Path(json.loads(pointer.read_text())["path"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "generator.json is unreadable"
-    if not path.is_file():
-        return f"its cache entry is gone ({path.parent})"
-    problem = check_entry(path.parent)
-    return None if problem is None else f"its cache entry {path.parent.name[:12]} is damaged ({problem})"
+def load_inversion(run_dir: Path, device="cpu"):
+    """(pivot w [1, num_ws, w_dim], tuned generator, invert.json) of a finished inversion.
 
-
-def read_record(run_dir: Path) -> Optional[dict]:
-    """invert.json when RUN_DIR/invert/ is complete and intact and made for the current aligned image."""
+    Refuses an inversion made for another aligned image, or whose cached generator is gone.
+    """
     run = RunFolder(Path(run_dir))
-    folder = run.stage("invert")
+    record = InversionRecord.load(run.path)
+    if record.aligned_sha256 != run.file_sha256("align", "aligned.png"):
+        raise UsageError(f"{run.stage('invert')} was made for another aligned image; "
+                         f"re-run `photodrag invert {run.path}`")
     try:
-        record = json.loads((folder / "invert.json").read_text())
-        aligned_sha = sha256_file(run.stage("align") / "aligned.png")
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(record, dict) or record.get("aligned_sha256") != aligned_sha
-            or check_digests(folder, record.get("files")) is not None or generator_problem(run.path) is not None):
-        return None
-    return record
-
-
-def fresh_invert(run_dir: Path, model_sha256: str, config: InversionConfig) -> Optional[dict]:
-    """invert.json when RUN_DIR/invert/ is intact and was made with this model and these options."""
-    record = read_record(run_dir)
-    if (record is None or record.get("model", {}).get("sha256") != model_sha256
-            or record.get("config") != json.loads(json.dumps(config.to_dict()))):
-        return None
-    return record
+        with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
+            w = fh.get_tensor("w")
+    except Exception as exc:
+        raise UsageError(f"{run.stage('invert')}/pivot.safetensors is unreadable ({exc}); re-run invert") from None
+    pointer = run.stage("invert") / "generator.json"
+    if pointer.is_file():
+        problem = generator_problem(run.path)
+        if problem is not None:
+            raise UsageError(f"the tuned generator of {run.stage('invert')}: {problem}; "
+                             f"re-run `photodrag invert {run.path}`")
+        path = Path(json.loads(pointer.read_text())["path"])
+    else:
+        path = run.require("invert", "generator.safetensors")
+    return w.to(torch.float32), load_generator(path, device), record

@@ -1,6 +1,6 @@
 """Pivotal tuning: train the generator so that G(pivot) reproduces the photo.
 
-The pivot w stays fixed; every generator weight is trainable (Adam, lr 3e-4); the loss is
+The pivot w stays fixed; every generator weight is trainable (Adam, lr from TuningConfig); the loss is
 L2 + LPIPS(alex) and training stops as soon as LPIPS falls below the threshold.  The
 optional locality regulariser (off by default, as in PTI) keeps images of latents near
 the pivot unchanged.

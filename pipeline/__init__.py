@@ -1,6 +1,4 @@
-"""Pipeline: runs the stages, owns the run folder, composites the result.
+"""The top floor: runs the stages (edit), composites the result, edit recipes, the web editor.
 
-`pipeline.errors` and `pipeline.fileio` are leaf modules (no imports of other
-stages) that every stage may use: the exit-code contract of the command line and
-atomic file writing.
+It imports the stages and the ground package `common`; nothing below imports it.
 """

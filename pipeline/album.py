@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from pipeline.errors import PhotodragError, UsageError
-from pipeline.fileio import sha256_file, write_json
+from common.errors import PhotodragError, UsageError
+from common.fileio import sha256_file, write_json
 from pipeline.recipe import Recipe
 
 ALBUM_FILE = "album.json"
@@ -141,21 +141,24 @@ class AlbumLog:
 
 
 # one photo -------------------------------------------------------------------
-def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None) -> PhotoResult:
-    """Edit one photo exactly like a single `edit`; an input error fails this photo alone."""
-    from inversion.cache import InversionCache
-    from pipeline.edit import run_edit
-    from pipeline.settings import resolve_device
-    from weights.store import WeightStore
+def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None, store=None,
+             cache=None) -> PhotoResult:
+    """Edit one photo exactly like a single `edit`; an input error fails this photo alone.
 
+    A worker passes the same `models`, `store` and `cache` for all its photos, so networks are
+    loaded and the model file is hashed once."""
+    from common.settings import resolve_device
+    from pipeline.edit import run_edit
+
+    store = store or _store(options)
+    cache = cache or _cache(options)
     t0 = time.perf_counter()
     base = dict(output=task.output.name, photo=str(task.photo), sha256=task.sha256,
                 recipe_sha256=None)
     try:
         summary = run_edit(task.photo, recipe, task.output, home=options.home,
                            device=resolve_device(options.device),
-                           store=WeightStore(options.home, progress=False),
-                           cache=InversionCache(Path(options.home) / "cache" / "inversion"),
+                           store=store, cache=cache,
                            from_stage=options.from_stage, jpeg_quality=options.jpeg_quality,
                            progress=False, models=models)
     except PhotodragError as exc:
@@ -170,6 +173,16 @@ def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None)
 ModelsFactory = Callable[[], object]
 
 
+def _store(options: EditOptions):
+    from weights.store import WeightStore
+    return WeightStore(options.home, progress=False)
+
+
+def _cache(options: EditOptions):
+    from inversion.cache import InversionCache
+    return InversionCache(Path(options.home) / "cache" / "inversion")
+
+
 def _default_models():
     from pipeline.models import LoadedModels
     return LoadedModels()
@@ -182,9 +195,9 @@ class LocalExecutor:
         self.models_factory = models_factory
 
     def run(self, tasks: Sequence[PhotoTask], recipe: Recipe, options: EditOptions) -> Iterator[PhotoResult]:
-        models = self.models_factory()
+        models, store, cache = self.models_factory(), _store(options), _cache(options)
         for task in tasks:
-            yield edit_one(task, recipe, options, models)
+            yield edit_one(task, recipe, options, models, store, cache)
 
 
 class _Worker:
@@ -192,10 +205,10 @@ class _Worker:
 
     def __init__(self, recipe: Recipe, options: EditOptions, models_factory: ModelsFactory) -> None:
         self.recipe, self.options = recipe, options
-        self.models = models_factory()
+        self.models, self.store, self.cache = models_factory(), _store(options), _cache(options)
 
     def edit(self, task: PhotoTask) -> PhotoResult:
-        return edit_one(task, self.recipe, self.options, self.models)
+        return edit_one(task, self.recipe, self.options, self.models, self.store, self.cache)
 
     def where(self) -> dict:
         """Which code and process this worker runs (for checks and tests)."""

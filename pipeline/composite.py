@@ -15,10 +15,15 @@ import cv2
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from pipeline.errors import UsageError
-from pipeline.fileio import atomic_path
-from pipeline.geometry import aligned_landmarks, warp_to_photo
-from pipeline.images import Photo
+from align.detect import find_faces
+from align.record import AlignRecord
+from common.errors import UsageError
+from common.fileio import atomic_dir, atomic_path, same_file
+from common.geometry import warp_to_photo
+from common.images import Photo, load_photo
+from common.record import StageRecord
+from common.run import RunFolder
+from drag.record import DragRecord
 
 # where each format's encoder is told to keep quality
 EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
@@ -134,48 +139,55 @@ def side_by_side(before: np.ndarray, after: np.ndarray, max_width: int = 1600) -
     return pair
 
 
-def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None) -> dict:
-    """RUN_DIR/drag/edited.png -> OUT (the whole photo) + RUN_DIR/composite/{blend_mask,compare}.png."""
-    import json
+@dataclass(frozen=True)
+class CompositeRecord(StageRecord):
+    """composite.json: where the output went, its format, and how much of the photo the mask covers."""
 
-    from pipeline.fileio import atomic_dir, same_file
-    from pipeline.images import load_photo
-    from pipeline.run import RunFolder
+    STAGE = "composite"
+    FILE = "composite.json"
+
+    @property
+    def mask_pixels(self) -> int:
+        return int(self.data["mask_pixels"])
+
+
+def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None,
+                  photo: Optional[Photo] = None) -> dict:
+    """RUN_DIR/drag/edited.png -> OUT (the whole photo) + RUN_DIR/composite/{blend_mask,compare}.png.
+
+    `photo` is the aligned photo already decoded (by `edit`); else it is read from align.json's path.
+    """
     run = RunFolder(Path(run_dir))
-    align = run.read_json("align", "align.json")
-    drag = run.read_json("drag", "drag.json")
-    if drag.get("invert_sha256") != run.file_sha256("invert", "invert.json"):
+    align = AlignRecord.load(run.path)
+    drag = DragRecord.load(run.path)
+    if drag.invert_sha256 != run.file_sha256("invert", "invert.json"):
         raise UsageError(f"{run.stage('drag')} was made from another inversion; re-run drag")
     edited = run.read_image("drag", "edited.png")
-    if same_file(out, align["photo"]["path"]):
+    if same_file(out, align.photo_path):
         raise UsageError(f"-o {out} is the input photo: refusing to overwrite it; give another -o")
-    photo = load_photo(align["photo"]["path"])
-    if photo.sha256 != align["photo"]["sha256"]:
+    photo = photo or load_photo(align.photo_path)
+    if photo.sha256 != align.photo_sha256:
         raise UsageError(f"{photo.path} changed since it was aligned; re-run the edit with --from align")
     output_format(out, photo)  # refuse a bad extension before any work
-    matrix = np.array(align["matrix"])
-    size = int(align["size"])
-    polygons = [face_polygon(aligned_landmarks(align))]
+    polygons = [face_polygon(align.aligned_landmarks)]
     edited_faces = _edited_landmarks(edited)
     if edited_faces is not None:
         polygons.append(face_polygon(edited_faces))
-    points = [q for p in drag["points"] for q in (p["aligned"]["handle"], p["aligned"]["target"], p["aligned"]["final"])]
-    mask = blend_mask(size, polygons, points)
-    comp = composite(photo.rgb, edited, matrix, mask)
+    mask = blend_mask(align.size, polygons, drag.aligned_points)
+    comp = composite(photo.rgb, edited, align.matrix, mask)
+    record = CompositeRecord({"output": str(Path(out).resolve()), "format": output_format(out, photo),
+                              "edited_face_found": edited_faces is not None,
+                              "mask_pixels": int((comp.mask > 0).sum())})
     with atomic_dir(run.stage("composite")) as tmp:
         Image.fromarray((comp.mask * 255).round().astype(np.uint8)).save(tmp / "blend_mask.png")
         Image.fromarray(side_by_side(photo.rgb, comp.image)).save(tmp / "compare.png")
-        (tmp / "composite.json").write_text(json.dumps({
-            "output": str(Path(out).resolve()), "format": output_format(out, photo),
-            "edited_face_found": edited_faces is not None,
-            "mask_pixels": int((comp.mask > 0).sum())}, indent=2) + "\n")
+        record.save(tmp)
     save_like(Path(out), comp.image, photo, jpeg_quality)
-    return {"output": str(out), "mask_pixels": int((comp.mask > 0).sum())}
+    return {"output": str(out), "mask_pixels": record.mask_pixels}
 
 
 def _edited_landmarks(edited: np.ndarray) -> Optional[np.ndarray]:
     """68 landmarks of the edited face (aligned pixels), or None when dlib finds no face."""
-    from align.detect import find_faces
     faces = find_faces(edited)
     if not faces:
         return None

@@ -10,11 +10,10 @@ Schema (every key but "drags" is optional; defaults are the tool's):
       "drags": [{"handle": [x, y], "target": [x, y]}, ...],
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
       "align": {"face": "largest", "size": 512},
-      "invert": {"profile": "full", "w_plus": false, "projection_steps": 450, "tuning_steps": 350,
-                 "lpips_threshold": 0.06, "projection_lpips": "vgg", "seed": 0},
-                                           # profile "preview": fewer steps (inversion/config.py);
-                                           # keys left out take the profile's values
-      "drag": {"steps": 300, "lr": 0.002, "lambda_mask": 20, "r1": 3, "r2": 12}
+      "invert": {"profile", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
+                 "projection_lpips", "seed"},      # defaults: inversion/config.py (InversionConfig,
+                                                   # PROFILES); keys left out take the profile's values
+      "drag": {"steps", "lr", "lambda_mask", "r1", "r2"}   # defaults: drag/config.py (DragConfig)
     }
 """
 from __future__ import annotations
@@ -25,8 +24,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from inversion.config import make_config
-from pipeline.errors import UsageError
+from align.align import MAX_SIZE, MIN_SIZE, valid_size
+from common.errors import UsageError
+from drag.config import DragConfig
+from inversion.config import InversionConfig, make_config
+from weights.registry import REGISTRY
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")
@@ -34,7 +36,7 @@ _INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning
                 "lpips_threshold": (int, float),
                 "projection_lpips": str, "seed": int}
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
-_DRAG_DEFAULTS = dict(steps=300, lr=2e-3, lambda_mask=20.0, r1=3.0, r2=12.0)
+_DRAG_DEFAULTS = {k: getattr(DragConfig(), k) for k in _DRAG_KEYS}  # the defaults live in DragConfig
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,21 @@ class Recipe:
         elif self.mask_path:
             out["mask"] = {"path": self.mask_path}
         return out
+
+    def inversion_config(self) -> InversionConfig:
+        return make_config(**self.invert)
+
+    def drag_config(self) -> DragConfig:
+        return DragConfig(**self.drag)
+
+    def as_ran(self, photo: Path, model: str, config: InversionConfig) -> dict:
+        """RUN_DIR/recipe.json: this recipe with absolute paths and every inversion option spelled out."""
+        ran = self.to_json()
+        ran.update(photo=str(Path(photo).resolve()), model=model if model in REGISTRY else str(Path(model).resolve()),
+                   invert=config.options())
+        if self.mask_path:
+            ran["mask"] = {"path": str(Path(self.mask_path).resolve())}
+        return ran
 
 
 def _fail(where: str, msg: str) -> None:
@@ -142,8 +159,8 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     if not (face == "largest" or (isinstance(face, int) and not isinstance(face, bool) and face >= 0)):
         _fail(where, '"align.face" must be "largest" or a face index')
     size = align.get("size")
-    if size is not None and not (isinstance(size, int) and 64 <= size <= 1024 and size & (size - 1) == 0):
-        _fail(where, '"align.size" must be a power of two from 64 to 1024')
+    if size is not None and not valid_size(size):
+        _fail(where, f'"align.size" must be a power of two from {MIN_SIZE} to {MAX_SIZE}')
     for key in ("photo", "model"):
         if key in data and not isinstance(data[key], str):
             _fail(where, f'"{key}" must be a string')

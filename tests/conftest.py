@@ -1,3 +1,4 @@
+import json
 import sys
 from pathlib import Path
 
@@ -5,6 +6,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import MOUTH_RIGHT, NO_SHARED, TOM, tiny_generator  # noqa: E402
+from weights.checkpoint import save_generator  # noqa: E402
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -14,6 +19,39 @@ def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
     monkeypatch.setenv("PHOTODRAG_HOME", str(h))
     return h
+
+
+@pytest.fixture(scope="module")
+def lp():
+    from inversion.perceptual import Perceptual
+    return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
+
+
+@pytest.fixture
+def env(tmp_path, home, monkeypatch, lp):
+    """For end-to-end edits: a tiny model file, random-backbone LPIPS, a projection counter, a recipe writer."""
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    model = tmp_path / "tiny.safetensors"
+    save_generator(tiny_generator(res=64, dim=32), model)
+    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: lp[net])
+    import inversion.api as api
+    calls = {"project": 0}
+    real = api.project
+
+    def counted(*a, **k):
+        calls["project"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(api, "project", counted)
+
+    def recipe(**over):
+        r = {"model": str(model), "drags": [{"handle": list(MOUTH_RIGHT), "target": [390, 550]}],
+             "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0}, "drag": {"steps": 3}}
+        r.update(over)
+        path = tmp_path / f"recipe{len(list(tmp_path.glob('recipe*.json')))}.json"
+        path.write_text(json.dumps(r))
+        return path
+    return {"model": model, "calls": calls, "recipe": recipe, "tmp": tmp_path, "home": home}
 
 
 BAD_INPUTS = "test_bad_inputs.py"

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator
 
+import pytest
 import torch
 
 from weights.networks import Generator
@@ -17,6 +18,22 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
 PHOTOS = SHARED / "photos"
 NO_SHARED = f"needs the shared reference data at {SHARED} (absent in this checkout)"
+TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
+MOUTH_RIGHT = (371, 569)  # a landmark of TOM (dlib point 54), inside the face crop
+
+
+def cli(capsys, *argv, opts=("--quiet", "--device", "cpu")):
+    """Run the command line in process: (exit code, stdout, stderr).  `opts` go before the command."""
+    from run_pipeline import main
+    with pytest.raises(SystemExit) as exc:
+        main([*opts, *argv])
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return exc.value.code, out, err
+
+
+def run(argv, capsys):
+    """`cli` with exactly the arguments given (no --quiet / --device)."""
+    return cli(capsys, *argv, opts=())
 
 BUFFER_NAMES = ("w_avg", "resample_filter", "noise_const")
 

@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
-from helpers import _module_tree, fake_nvidia_modules, nvidia_to_rosinality
 
+from helpers import _module_tree, fake_nvidia_modules, nvidia_to_rosinality
 from weights.networks import Generator
 
 NGC_SOURCE = ('"""Network architectures from the paper\n"Analyzing and Improving the Image Quality of StyleGAN".\n'

@@ -5,10 +5,19 @@ import sys
 import pytest
 
 from album_helpers import ALBUM_PHOTOS, FACELESS, write_model, write_recipe
+from common.errors import UsageError
 from helpers import NO_SHARED
-from pipeline.album import (ALBUM_FILE, AlbumLog, EditOptions, PhotoResult, check_album_recipe, is_finished, plan,
-                            read_album, recipe_sha256)
-from pipeline.errors import UsageError
+from pipeline.album import (
+    ALBUM_FILE,
+    AlbumLog,
+    EditOptions,
+    PhotoResult,
+    check_album_recipe,
+    is_finished,
+    plan,
+    read_album,
+    recipe_sha256,
+)
 from pipeline.recipe import parse_recipe
 from run_pipeline import main
 
@@ -44,7 +53,7 @@ def test_plan_skips_finished_and_fails_unreadable(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a_edited.jpg").write_bytes(b"edited")
-    from pipeline.fileio import sha256_file
+    from common.fileio import sha256_file
     prev = {"a_edited.jpg": {"status": "done", "sha256": sha256_file(a), "recipe_sha256": "r"}}
     tasks, known = plan([a, b, tmp_path / "gone.jpg"], out, "r", prev)
     assert [t.photo for t in tasks] == [b]

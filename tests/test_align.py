@@ -11,10 +11,9 @@ from align.align import align_face
 from align.detect import find_faces
 from align.ffhq import ffhq_quad, quad_to_matrix
 from align.stage import run_align
-from helpers import NO_SHARED, PHOTOS
-from pipeline.geometry import apply_matrix, warp_to_photo
-from pipeline.images import load_photo
-from run_pipeline import main
+from common.geometry import apply_matrix, warp_to_photo
+from common.images import load_photo
+from helpers import NO_SHARED, PHOTOS, run
 
 FACE_PHOTOS = ["Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg"]
 
@@ -26,11 +25,18 @@ def photo(name):
     return path
 
 
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+
+
+def ffhq_quad_by_hand(lm: np.ndarray) -> np.ndarray:
+    """The FFHQ script's quad (design.md), independent of align/ffhq.py."""
+    eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_avg, e2e = (eye_l + eye_r) / 2, eye_r - eye_l
+    e2m = (lm[48] + lm[54]) / 2 - eye_avg
+    x = e2e - np.flipud(e2m) * [-1, 1]
+    x = x / np.hypot(*x) * max(2.0 * np.hypot(*e2e), 1.8 * np.hypot(*e2m))
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + 0.1 * e2m
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
 
 
 @pytest.mark.parametrize("name", FACE_PHOTOS)
@@ -42,7 +48,13 @@ def test_every_face_photo_aligns(name, tmp_path):
     rec = json.loads((d / "align.json").read_text())
     assert rec["photo"]["sha256"] == load_photo(photo(name)).sha256
     assert len(rec["landmarks"]) == 68 and rec["size"] == 256 and rec["face_index"] == res.face_index
-    np.testing.assert_allclose(np.array(rec["matrix"]) @ np.array(rec["inverse"]), np.eye(3), atol=1e-9)
+    # against the design's formulas, written out here: the FFHQ quad from the stored landmarks, and the
+    # matrix sending its corners (pixel indices) to the crop's corners (-0.5 .. size - 0.5)
+    quad = ffhq_quad_by_hand(np.array(rec["landmarks"]))
+    np.testing.assert_allclose(rec["quad"], quad, atol=1e-6)
+    corners = np.array([[0, 0], [0, 256], [256, 256], [256, 0]]) - 0.5
+    np.testing.assert_allclose(apply_matrix(rec["matrix"], quad), corners, atol=1e-6)
+    np.testing.assert_allclose(apply_matrix(rec["inverse"], corners), quad, atol=1e-6)
     assert [p.name for p in tmp_path.joinpath("run").iterdir()] == ["align"]  # no temp folders left
 
 
@@ -87,8 +99,7 @@ def test_round_trip_through_the_inverse_reproduces_the_face():
     inner = (centre + (res.quad - centre) * 0.9).astype(np.int32)  # away from the resampling border
     mask = np.zeros(ph.rgb.shape[:2], np.uint8)
     cv2.fillConvexPoly(mask, inner, 1)
-    inside = mask.astype(bool) & (np.arange(ph.rgb.shape[1])[None, :] >= 0)
-    h, w = ph.rgb.shape[:2]
+    inside = mask.astype(bool)
     inside[:2], inside[-2:], inside[:, :2], inside[:, -2:] = False, False, False, False
     assert _psnr(np.clip(np.rint(back), 0, 255)[inside], ph.rgb[inside]) > 30
 
@@ -97,7 +108,11 @@ def test_landmarks_round_trip_and_warp_is_consistent():
     ph = load_photo(photo("Tom_Cruise_avp_2014_4.jpg"))
     res = align_face(ph.rgb, size=512)
     lm = res.face.landmarks
-    assert np.abs(res.to_photo(res.to_aligned(lm)) - lm).max() < 0.1
+    # the similarity written out by hand: along the quad's top and left edges, scaled to the crop
+    q0, u, v = res.quad[0], res.quad[3] - res.quad[0], res.quad[1] - res.quad[0]
+    side = np.hypot(*u)
+    by_hand = np.stack([(lm - q0) @ u, (lm - q0) @ v], axis=1) / side ** 2 * 512 - 0.5
+    np.testing.assert_allclose(res.to_aligned(lm), by_hand, atol=1e-6)
     # independent check of the warp: landmarks found again in the aligned image map back near the originals
     again = find_faces(res.aligned)[0].landmarks
     err = np.linalg.norm(res.to_photo(again) - lm, axis=1)
@@ -155,7 +170,7 @@ def _variants(src: Image.Image, tmp_path):
     rgba = rgb.copy()
     rgba.putalpha(Image.new("L", rgb.size, 200))
     yield "rgba.png", rgba, {}
-    yield "gray16.png", Image.fromarray((np.asarray(gray).astype(np.uint16) * 257)), {}
+    yield "gray16.png", Image.fromarray(np.asarray(gray).astype(np.uint16) * 257), {}
     yield "cmyk.jpg", rgb.convert("CMYK"), {"quality": 95}
     yield "photo.webp", rgb, {"quality": 95}
     yield "photo.bmp", rgb, {}
@@ -191,7 +206,7 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(kind, message, tmp_pat
         path.write_bytes(data[: len(data) // 3])
     elif kind == "huge":
         path.write_bytes(photo("Tom_Cruise_avp_2014_4.jpg").read_bytes())
-        monkeypatch.setattr("pipeline.images.MAX_PIXELS", 100_000)
+        monkeypatch.setattr("common.images.MAX_PIXELS", 100_000)
     code, _, err = run(["align", str(path), "--out", str(tmp_path / "run")], capsys)
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1

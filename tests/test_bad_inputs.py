@@ -4,7 +4,6 @@ Every case runs the real command (in process, through `run_pipeline.main`) or po
 real app, and checks the promise of design.md's Reliability section: one line, exit code 2,
 nothing lost and nothing half-written.  The terminal summary counts the cases tried and passed.
 """
-# ruff: noqa: F811  (the fixtures imported from test_edit are parameters below)
 import io
 import json
 import math
@@ -15,9 +14,9 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import NO_SHARED, PHOTOS, tiny_generator
 from PIL import Image
-from test_edit import MOUTH_RIGHT, TOM, cli, env, lp  # noqa: F401  (fixtures)
+
+from helpers import NO_SHARED, PHOTOS, TOM, cli, tiny_generator
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
 
@@ -157,7 +156,7 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
 
 def test_every_option_the_warnings_recommend_exists(env):
     import run_pipeline
-    from pipeline.identity import likely_causes
+    from inversion.stage import likely_causes
     texts = likely_causes(10, 512, None, 20, False) + likely_causes(None, 512, None, None, None)
     named = set(re.findall(r"--[a-z][a-z0-9-]*", " ".join(texts)))
     assert {"--tuning-steps", "--w-plus"} <= named
@@ -218,7 +217,7 @@ def test_relative_points_are_rounded_in_messages(env, capsys):
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, text):
     recipe = env["tmp"] / "r.json"
-    recipe.write_text('{"drags": [{"handle": [%s, 569], "target": [390, 550]}]}' % text)
+    recipe.write_text('{"drags": [{"handle": [' + text + ', 569], "target": [390, 550]}]}')
     run = env["tmp"] / "run"
     code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"),
                        "--model", str(env["model"]), "--run-dir", str(run))
@@ -230,10 +229,11 @@ def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, te
 def test_non_finite_options_in_a_recipe_are_refused(env, capsys, section):
     recipe = env["tmp"] / "r.json"
     key = "lpips_threshold" if section == "invert" else "lr"
-    recipe.write_text('{"drags": [{"handle": [371, 569], "target": [390, 550]}], "%s": {"%s": NaN}}' % (section, key))
+    recipe.write_text('{"drags": [{"handle": [371, 569], "target": [390, 550]}], '
+                      f'"{section}": {{"{key}": NaN}}}}')
     code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"))
     one_line_refusal(code, err, "NaN")
-    from pipeline.errors import UsageError
+    from common.errors import UsageError
     from pipeline.recipe import parse_recipe
     with pytest.raises(UsageError, match="finite"):  # a recipe built in Python is checked too
         parse_recipe({"drags": [{"handle": [1, 2], "target": [3, 4]}], section: {key: math.nan}})

@@ -6,8 +6,8 @@ import pickle
 import pytest
 import torch
 
+from common.errors import CheckpointError
 from helpers import nvidia_to_rosinality, tiny_generator, write_nvidia_pickle
-from pipeline.errors import CheckpointError
 from weights.checkpoint import detect_format, load_generator
 from weights.nvidia_pickle import generator_record
 

@@ -8,17 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import tiny_generator, write_nvidia_pickle
-from run_pipeline import main
+from helpers import run, tiny_generator, write_nvidia_pickle
 from weights.networks import Generator, to_uint8, z_from_seed
 from weights.registry import REGISTRY
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from pipeline.errors import DownloadError
+from common.errors import DownloadError
 from weights.download import download, part_path
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.errors import UsageError
 from drag import features as ops
 from drag.engine import DragConfig, DragEngine
 from drag.points import circle_mask, parse_drag, to_aligned
 from helpers import tiny_generator
-from pipeline.errors import UsageError
 
 
 # pure functions ------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_fast_path_follows_the_full_resolution_reference(seed):
         grads[fast] = eng.w_opt.grad.flatten().clone()
         run = DragEngine(G, w, *pairs, config=DragConfig(steps=12), fast=fast)
         hs = []
-        run.run(lambda st: hs.append(st.handles.clone()))
+        run.run(lambda st, hs=hs: hs.append(st.handles.clone()))
         traj[fast] = torch.stack(hs)
     assert traj[True].shape == traj[False].shape
     assert float((traj[True] - traj[False]).norm(dim=-1).max()) <= 1.5

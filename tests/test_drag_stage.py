@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, tiny_generator
-from run_pipeline import main
+from helpers import NO_SHARED, PHOTOS, cli, tiny_generator
 
 PHOTO = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
 
@@ -37,12 +36,6 @@ def run_dir(inverted, tmp_path):
     shutil.copytree(inverted, dst)
     return dst
 
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(["--quiet", "--device", "cpu", *argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def mouth_corners(run_dir):

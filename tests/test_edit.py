@@ -5,53 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, tiny_generator
-from run_pipeline import main
-from weights.checkpoint import save_generator
+from helpers import MOUTH_RIGHT, PHOTOS, TOM, cli
 
 pytestmark = pytest.mark.slow
-TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
-MOUTH_RIGHT = (371, 569)  # a landmark of the photo (dlib point 54), inside the face crop
-
-
-@pytest.fixture(scope="module")
-def lp():
-    from inversion.perceptual import Perceptual
-    return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
-
-
-@pytest.fixture
-def env(tmp_path, home, monkeypatch, lp):
-    """A tiny model file, random-backbone LPIPS, a counter of projections, and a recipe writer."""
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
-    model = tmp_path / "tiny.safetensors"
-    save_generator(tiny_generator(res=64, dim=32), model)
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: lp[net])
-    import inversion.api as api
-    calls = {"project": 0}
-    real = api.project
-
-    def counted(*a, **k):
-        calls["project"] += 1
-        return real(*a, **k)
-    monkeypatch.setattr(api, "project", counted)
-
-    def recipe(**over):
-        r = {"model": str(model), "drags": [{"handle": list(MOUTH_RIGHT), "target": [390, 550]}],
-             "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0}, "drag": {"steps": 3}}
-        r.update(over)
-        path = tmp_path / f"recipe{len(list(tmp_path.glob('recipe*.json')))}.json"
-        path.write_text(json.dumps(r))
-        return path
-    return {"model": model, "calls": calls, "recipe": recipe, "tmp": tmp_path, "home": home}
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(["--quiet", "--device", "cpu", *argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_edit_end_to_end_png_keeps_outside_pixels(env, capsys):

@@ -1,7 +1,7 @@
 """Atomic writes: a failed write leaves neither a partial file nor a temp file behind."""
 import pytest
 
-from pipeline.fileio import atomic_open, write_json
+from common.fileio import atomic_open, write_json
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
@@ -27,7 +27,7 @@ def test_failed_first_write_creates_nothing(tmp_path):
 def test_unwritable_folder_is_a_usage_error(tmp_path):
     import os
 
-    from pipeline.errors import UsageError
+    from common.errors import UsageError
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)

@@ -1,6 +1,7 @@
 """PTI on tiny real-architecture generators: projection, tuning, cache, stage files, CLI."""
 import copy
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -11,16 +12,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from common.errors import MissingWeightsError, UsageError
 from helpers import NO_SHARED, PHOTOS, tiny_generator
 from inversion.api import Pivot, invert
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
 from inversion.perceptual import Perceptual, load_perceptual
 from inversion.projector import project
-from inversion.stage import run_invert
-from pipeline.run import load_inversion
+from inversion.stage import load_inversion, run_invert
 from inversion.tuning import tune
-from pipeline.errors import MissingWeightsError, UsageError
 from weights.checkpoint import save_generator
 from weights.store import WeightStore
 
@@ -45,7 +45,7 @@ def real_face(res):
     if not path.exists():
         pytest.skip(NO_SHARED)
     from align.align import align_face
-    from pipeline.images import load_photo
+    from common.images import load_photo
     return align_face(load_photo(path).rgb, size=res).aligned
 
 
@@ -108,12 +108,16 @@ def test_tuning_stops_early_at_the_threshold(lp):
     assert not res.stopped_early and res.steps == 3
 
 
-def test_locality_regularization_runs(lp):
+def test_locality_regularization_changes_the_tuning(lp):
+    """The regulariser is a real term of the loss: on, the tuned weights differ from plain PTI's."""
     G = tiny_generator(res=32)
     target = torch.rand(1, 3, 32, 32) * 2 - 1
-    res = tune(G, G.mapping(torch.zeros(1, G.z_dim)), target,
-               TuningConfig(steps=3, lpips_threshold=0.0, locality_regularization=True), lp["alex"])
-    assert res.steps == 3
+    pivot = G.mapping(torch.zeros(1, G.z_dim))
+    tuned = {on: tune(G, pivot, target, TuningConfig(steps=3, lpips_threshold=0.0, locality_regularization=on),
+                      lp["alex"]) for on in (False, True)}
+    assert tuned[True].steps == tuned[False].steps == 3
+    a, b = (dict(tuned[on].generator.named_parameters()) for on in (False, True))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 class _Counter:
@@ -202,11 +206,10 @@ def test_eviction_respects_the_limit_and_recency(tmp_path):
     probe = InversionCache(tmp_path / "probe")
     one = probe.put("p" * 64, write, {}).size
     cache = InversionCache(tmp_path / "cache", limit_bytes=int(one * 2.5))
-    for i, key in enumerate(("a", "b")):
-        cache.put(key * 64, write, {})
-        time.sleep(0.02)
+    for age, key in ((200, "a"), (100, "b")):  # explicit times, not sleeps: b newer than a
+        entry = cache.put(key * 64, write, {})
+        os.utime(entry.path, (time.time() - age, time.time() - age))
     cache.get("a" * 64)  # a is now the most recently used
-    time.sleep(0.02)
     cache.put("c" * 64, write, {})
     keys = {e.key[0] for e in cache.entries()}
     assert keys == {"a", "c"} and cache.total_size() <= cache.limit_bytes

@@ -7,28 +7,20 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import NO_SHARED, REFERENCE, tiny_generator, write_nvidia_pickle
+from PIL import Image
+
+from common.errors import CheckpointError
+from helpers import NO_SHARED, REFERENCE, run, tiny_generator, write_nvidia_pickle
 from layouts import (
     ngc_kwargs,
     write_ngc_pickle,
     write_rosinality_training_checkpoint,
     write_tf_pickle,
 )
-from PIL import Image
-
-from pipeline.errors import CheckpointError
-from run_pipeline import main
 from weights.checkpoint import load_generator, read_checkpoint
 from weights.config import normalise_config
 from weights.networks import Generator
 from weights.registry import REGISTRY
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def _same_output(G1, G2, atol=1e-5):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import UsageError
 from drag.presets import PRESETS, parse_preset, parse_presets, preset_drags, preset_mask, preset_motion
 from helpers import NO_SHARED, PHOTOS
-from pipeline.errors import UsageError
 from run_pipeline import main
 
 TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
@@ -168,7 +168,8 @@ def test_default_mask_covers_the_drags_and_leaves_the_far_side(lm):
         assert all(at(mask, p) == 0 for p in outside), name
         assert mask.mean() < 0.4, name
     both = preset_mask(lm, ["smile", "eyebrows"], SIZE)
-    np.testing.assert_array_equal(both, np.maximum(preset_mask(lm, ["smile"], SIZE), preset_mask(lm, ["eyebrows"], SIZE)))
+    expected = np.maximum(preset_mask(lm, ["smile"], SIZE), preset_mask(lm, ["eyebrows"], SIZE))
+    np.testing.assert_array_equal(both, expected)
 
 
 @pytest.mark.parametrize("amounts, words", [

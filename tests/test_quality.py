@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 
 from align.detect import find_faces
+from align.identity import (
+    SAME_PERSON,
+    describe,
+    face_region_mse,
+    identity_distance,
+    identity_report,
+    yaw_ratio,
+)
+from common.errors import UsageError
+from common.images import load_photo
 from helpers import NO_SHARED, PHOTOS
-from pipeline.errors import UsageError
-from pipeline.identity import (SAME_PERSON, describe, face_region_mse, identity_distance, identity_report,
-                               likely_causes, yaw_ratio)
-from pipeline.images import load_photo
+from inversion.stage import likely_causes
 from pipeline.quality import landmark_pairs, mean_distance, select_landmarks, summarize
 
 

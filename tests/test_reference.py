@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
-from helpers import NO_SHARED, REFERENCE, tiny_generator
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from helpers import NO_SHARED, REFERENCE, tiny_generator
 from weights.networks import Generator
 from weights.ops import modulated_conv2d, setup_filter
 from weights.reference import PlainGenerator

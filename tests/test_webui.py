@@ -171,7 +171,9 @@ def test_real_browser_edit(manager, tmp_path):
     server = uvicorn.Server(uvicorn.Config(create_app(manager), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.time() + 30
     while not server.started:
+        assert time.time() < deadline, "the test server did not start within 30 s"
         time.sleep(0.05)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium

@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import CheckpointError, UsageError
-from pipeline.fileio import atomic_path
+from common.errors import CheckpointError, UsageError
+from common.fileio import atomic_path
 from weights.config import is_stylegan3, normalise_config
 from weights.networks import Generator, GeneratorConfig
 from weights.nvidia_pickle import PersistentRecord, first_global, load_network_pickle
@@ -216,7 +216,8 @@ def check_state_dict(G: Generator, state_dict: Dict[str, torch.Tensor]) -> None:
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"generator weights do not fit: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+        more = "..." if len(missing) > 3 else ""
+        raise CheckpointError(f"generator weights do not fit: missing {missing[:3]}{more}, "
                               f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
     for key, ref in expected.items():
         if tuple(state_dict[key].shape) != tuple(ref.shape):
@@ -241,13 +242,11 @@ def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     return build_generator(kwargs, sd).to(device)
 
 
-def save_generator(G: Generator, path: PathLike, fp16: bool = False, meta: Optional[dict] = None) -> None:
+def save_generator(G: Generator, path: PathLike, fp16: bool = False) -> None:
     """Write G as safetensors (optionally fp16 weights) with the init kwargs as JSON, atomically."""
     sd = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in G.state_dict().items()}
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
                 "init_kwargs": json.dumps(G.init_kwargs)}
-    if meta:
-        metadata.update({k: json.dumps(v) for k, v in meta.items()})
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp), metadata=metadata)

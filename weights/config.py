@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Mapping, Optional
 
-from pipeline.errors import CheckpointError
+from common.errors import CheckpointError
 from weights.networks import GeneratorConfig
 
 # Switches that affect speed or training only, never the weights or the picture.

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from pipeline.errors import CheckpointError
+from common.errors import CheckpointError
 from weights.checkpoint import LAYOUTS, Checkpoint
 from weights.config import synthesis_options
 
 
 def _fmt(value: Any) -> str:
-    return "?" if value is None else f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    if value is None:
+        return "?"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def describe_checkpoint(ckpt: Checkpoint) -> List[Tuple[str, str]]:

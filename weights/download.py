@@ -14,8 +14,8 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from pipeline.errors import DownloadError
-from pipeline.fileio import sha256_file
+from common.errors import DownloadError
+from common.fileio import sha256_file
 
 CHUNK = 1 << 20
 

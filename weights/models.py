@@ -6,7 +6,8 @@ from typing import Tuple
 
 import torch
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
+from common.fileio import sha256_file
 from weights.checkpoint import load_generator
 from weights.networks import Generator
 from weights.registry import GENERATOR, REGISTRY
@@ -33,14 +34,14 @@ def load_model(model: str, store: WeightStore, device: torch.device, fetch: bool
     return load_generator(path, device), path
 
 
-_SHA_MEMO: dict = {}
-
-
 def checkpoint_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file, remembered per (path, size, mtime) within the process."""
-    from pipeline.fileio import sha256_file
-    st = Path(path).stat()
-    memo_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _SHA_MEMO:
-        _SHA_MEMO[memo_key] = sha256_file(path)
-    return _SHA_MEMO[memo_key]
+    """sha256 of a checkpoint file (no memory between calls; `WeightStore.hashes` remembers them)."""
+    return sha256_file(path)
+
+
+DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model
+
+
+def model_for(model, size) -> str:
+    """The model an edit uses: the one named, else the registry generator of `size`, else the default."""
+    return model or (f"ffhq-{size}" if size and f"ffhq-{size}" in REGISTRY else DEFAULT_MODEL)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from pipeline.errors import CheckpointError
+from common.errors import CheckpointError
 
 
 @dataclass

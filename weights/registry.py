@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 GENERATOR = "generator"
 BACKBONE = "lpips-backbone"

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from pipeline.errors import CheckpointError
+from common.errors import CheckpointError
 from weights.ops import setup_filter
 
 

@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from pipeline.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
-from pipeline.fileio import atomic_open, sha256_file, write_json
+from common.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
+from common.fileio import FileHashes, atomic_open, sha256_file, write_json
 from weights.download import download, part_path
 from weights.registry import BACKBONE, DLIB, GENERATOR, REGISTRY, WeightEntry, get_entry
 
@@ -43,6 +43,7 @@ class WeightStore:
     def __init__(self, home: Path, progress: bool = True) -> None:
         self.dir = Path(home) / "weights"
         self.progress = progress
+        self.hashes = FileHashes()  # sha256 of the checkpoints this store resolved, remembered
 
     # manifest -----------------------------------------------------------
     @property
@@ -55,7 +56,8 @@ class WeightStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{self.manifest_path} is unreadable ({exc}); delete it and run `weights verify`") from None
+            raise UsageError(f"{self.manifest_path} is unreadable ({exc}); "
+                             "delete it and run `weights verify`") from None
 
     def _record(self, name: str, **info) -> None:
         manifest = self._manifest()

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 import numpy as np
 import torch
 
-from pipeline.errors import CheckpointError
+from common.errors import CheckpointError
 from weights.config import normalise_config, plain
 from weights.networks import GeneratorConfig
 from weights.nvidia_pickle import RestrictedUnpickler

@@ -13,8 +13,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.errors import PhotodragError
-from pipeline.webui.session import MAX_UPLOAD_BYTES, Session, SessionManager
+from common.errors import PhotodragError
+from drag.config import DragConfig
+from pipeline.webui.session import MAX_DRAG_STEPS, MAX_UPLOAD_BYTES, Session, SessionManager
 
 STATIC = Path(__file__).resolve().parent / "static"
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]    # a JSON number, not "3" or true
@@ -39,7 +40,7 @@ class DragPairBody(Body):
 class DragBody(Body):
     drags: List[DragPairBody] = Field(default_factory=list, max_length=100)
     mask: Optional[Annotated[str, Field(strict=True)]] = Field(None, max_length=30 * 2**20)
-    steps: Count = Field(300, ge=1, le=1000)
+    steps: Count = Field(DragConfig().steps, ge=1, le=MAX_DRAG_STEPS)
 
 
 def validation_message(errors) -> str:

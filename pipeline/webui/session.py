@@ -24,12 +24,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.errors import PhotodragError, UsageError
-from pipeline.geometry import aligned_landmarks, apply_matrix
-from pipeline.images import load_photo
+from align.detect import find_faces
+from align.record import AlignRecord
+from align.stage import run_align
+from common.errors import PhotodragError, UsageError
+from common.geometry import apply_matrix
+from common.images import load_photo
+from drag.config import DragConfig
+from drag.points import DragPair, map_to_aligned
+from drag.record import DragRecord
+from drag.stage import run_drag
+from inversion.stage import load_inversion, run_invert
+from pipeline.composite import blend_mask, composite, face_polygon, save_like
+from weights.checkpoint import load_generator
+from weights.networks import to_uint8
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000
+MAX_DRAG_STEPS = 1000
 DISPLAY_MAX_SIDE = 1024
 FRAME_EVERY_S = 0.4
 
@@ -48,7 +60,6 @@ class Session:
         self.run_dir = folder / "run"
         self.services = services
         self.photo = load_photo(photo_path, max_pixels=MAX_UPLOAD_PIXELS)
-        from align.detect import find_faces
         self.faces = find_faces(self.photo.rgb)
         if not self.faces:
             raise UsageError("no face found in the photo (a roughly frontal face of at least about 40 pixels)")
@@ -116,9 +127,6 @@ class Session:
         self._start("inverting", lambda: self._invert(index))
 
     def _invert(self, index: int) -> None:
-        from align.stage import run_align
-        from inversion.stage import run_invert
-        from pipeline.run import RunFolder, load_inversion
         svc = self.services
         self.progress = Progress("align", 0, 1)
         run_align(self.photo.path, self.run_dir, size=svc.resolution, face=index)
@@ -130,7 +138,7 @@ class Session:
         run_invert(self.run_dir, svc.generator(), svc.model_name, svc.model_sha256, svc.inversion_config,
                    svc.perceptual, svc.cache, progress=False, on_step=on_step)
         self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
-        self.align = RunFolder(self.run_dir).read_json("align", "align.json")
+        self.align = AlignRecord.load(self.run_dir)
         self.history, self.rounds = [], []
         self._show(self.w_pivot)
         self.state = "ready"
@@ -140,12 +148,10 @@ class Session:
 
     def _composited(self, w: torch.Tensor, points_aligned=()) -> np.ndarray:
         """The photo with the image of `w` blended into the face region (and around `points_aligned`)."""
-        from pipeline.composite import blend_mask, composite, face_polygon
-        from weights.networks import to_uint8
         with torch.no_grad():
             img = to_uint8(self.G.synthesis(w, noise_mode="const"))[0]
-        mask = blend_mask(int(self.align["size"]), [face_polygon(aligned_landmarks(self.align))], list(points_aligned))
-        return composite(self.photo.rgb, img, np.array(self.align["matrix"]), mask).image
+        mask = blend_mask(self.align.size, [face_polygon(self.align.aligned_landmarks)], list(points_aligned))
+        return composite(self.photo.rgb, img, self.align.matrix, mask).image
 
     def _show(self, w: torch.Tensor, points=()) -> None:
         """Publish the composited image of `w` as the frame."""
@@ -156,17 +162,15 @@ class Session:
             raise UsageError(f"busy ({self.state}); wait or press Stop")
         if self.w_pivot is None:
             raise UsageError("choose a face and wait for the inversion first")
-        from drag.points import DragPair, load_mask, to_aligned
         pairs = [DragPair(tuple(map(float, d["handle"])), tuple(map(float, d["target"]))) for d in drags]
-        matrix, size = np.array(self.align["matrix"]), int(self.align["size"])
-        pts = to_aligned(pairs, "photo", matrix, size)
-        mask = None
+        mask_path = None
         if mask_png:
             mask_path = self.dir / "mask.png"
             self._save_mask(mask_png, mask_path)
-            mask = load_mask(mask_path, "photo", matrix, size, self.photo.size)
-        if not 1 <= steps <= 1000:
-            raise UsageError("steps must be between 1 and 1000")
+        pts, mask = map_to_aligned(pairs, "photo", self.align.matrix, self.align.size, self.photo.size,
+                                   mask_path=mask_path)
+        if not 1 <= steps <= MAX_DRAG_STEPS:
+            raise UsageError(f"steps must be between 1 and {MAX_DRAG_STEPS}")
         self._start("dragging", lambda: self._drag(pairs, pts, mask, steps))
 
     def _save_mask(self, data_url: str, path: Path) -> None:
@@ -186,10 +190,7 @@ class Session:
         Image.fromarray(full).save(path)
 
     def _drag(self, pairs, pts: np.ndarray, mask, steps: int) -> None:
-        from drag.engine import DragConfig
-        from drag.stage import run_drag
-        from pipeline.run import RunFolder
-        inverse = np.array(self.align["inverse"])
+        inverse = self.align.inverse
         to_photo = lambda p: apply_matrix(inverse, p).tolist()
         self.targets = to_photo(pts[:, 1])
         self.handles = to_photo(pts[:, 0])
@@ -211,9 +212,9 @@ class Session:
                             "steps": steps})
         self.handles = to_photo(state.handles.cpu().numpy())
         self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
-        record = RunFolder(self.run_dir).read_json("drag", "drag.json")
-        self.message = (f"{record['stop_reason']} after {record['steps']} steps; "
-                        f"mean distance {record['mean_distance']['photo']:.1f} px")
+        record = DragRecord.load(self.run_dir)
+        self.message = (f"{record.stop_reason} after {record.steps} steps; "
+                        f"mean distance {record.mean_distance_photo:.1f} px")
         self.state = "ready"
 
     def stop(self) -> None:
@@ -250,11 +251,11 @@ class Session:
         """(bytes, file name, media type) of the full-size edited photo in the photo's format."""
         if self.w_pivot is None:
             raise UsageError("nothing to download yet")
-        from pipeline.composite import save_like
         pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
-        pts_aligned = apply_matrix(self.align["matrix"], pts).tolist() if pts else []
+        pts_aligned = apply_matrix(self.align.matrix, pts).tolist() if pts else []
         out = self._composited(self._current_w(), pts_aligned)
-        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(self.photo.format, ".png")
+        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp",
+               "TIFF": ".tif"}.get(self.photo.format, ".png")
         path = self.dir / f"edited{ext}"
         save_like(path, out, self.photo)
         media = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
@@ -271,7 +272,7 @@ class Session:
             drag.update(lr=c.lr, lambda_mask=c.lambda_mask, r1=c.r1, r2=c.r2)
         return {"version": 1, "model": self.services.model_name, "coords": "photo",
                 "drags": self.rounds[0]["drags"],
-                "align": {"face": int(self.align["face_index"]), "size": int(self.align["size"])},
+                "align": {"face": self.align.face_index, "size": self.align.size},
                 "invert": self.services.inversion_config.options(),  # the session's profile and steps
                 "drag": drag}
 
@@ -311,7 +312,6 @@ class Services:
     def generator(self):
         with self._lock:
             if self._G is None:
-                from weights.checkpoint import load_generator
                 self._G = load_generator(self.model_path, self.device)
             return self._G
 

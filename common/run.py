@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 STAGE_COMMANDS = {"align": "photodrag align PHOTO --out {run}", "invert": "photodrag invert {run}",
                   "drag": "photodrag drag {run} --drag ..."}
@@ -52,37 +52,3 @@ class RunFolder:
 
     def file_sha256(self, stage: str, filename: str) -> str:
         return hashlib.sha256(self.require(stage, filename).read_bytes()).hexdigest()
-
-
-def load_inversion(run_dir: Path, device="cpu"):
-    """(pivot w [1, num_ws, w_dim], tuned generator, invert.json) of a finished inversion.
-
-    Refuses an inversion made for another aligned image, or whose cached generator is gone.
-    """
-    import torch
-    from safetensors import safe_open
-
-    from weights.checkpoint import load_generator
-    run = RunFolder(Path(run_dir))
-    record = run.read_json("invert", "invert.json")
-    if record.get("aligned_sha256") != run.file_sha256("align", "aligned.png"):
-        raise UsageError(f"{run.stage('invert')} was made for another aligned image; "
-                         f"re-run `photodrag invert {run.path}`")
-    try:
-        with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
-            w = fh.get_tensor("w")
-    except Exception as exc:
-        raise UsageError(f"{run.stage('invert')}/pivot.safetensors is unreadable ({exc}); re-run invert") from None
-    pointer = run.stage("invert") / "generator.json"
-    if pointer.is_file():
-        from inversion.stage import (
-            generator_problem,  # the stage that owns the files checks them
-        )
-        problem = generator_problem(run.path)
-        if problem is not None:
-            raise UsageError(f"the tuned generator of {run.stage('invert')}: {problem}; "
-                             f"re-run `photodrag invert {run.path}`")
-        path = Path(json.loads(pointer.read_text())["path"])
-    else:
-        path = run.require("invert", "generator.safetensors")
-    return w.to(torch.float32), load_generator(path, device), record

@@ -1,38 +1,21 @@
 """Quality you can see: identity (dlib face recognition) and face-region fidelity.
 
 dlib's ResNet maps a face to a 128-d descriptor; two photos of the same person are
-usually closer than 0.6 (dlib's own rule of thumb).  Used to answer "does the
+usually closer than SAME_PERSON (dlib's own rule of thumb).  Used to answer "does the
 reconstruction look like me?" and "is the edited face still me?" in every run.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
 
-from pipeline.errors import MissingWeightsError, UsageError
+from align.detect import FACE_MODELS
+from common.errors import UsageError
 
 SAME_PERSON = 0.6  # dlib's threshold for its face recognition model
-
-
-@functools.lru_cache(maxsize=1)
-def _models():
-    import dlib
-
-    from weights.registry import get_entry
-    from weights.store import package_file
-    paths = []
-    for name in ("dlib-landmarks-68", "dlib-face-recognition"):
-        entry = get_entry(name)
-        path = package_file(entry)
-        if path is None or not path.is_file():
-            raise MissingWeightsError(f"missing weights {entry.name} ({entry.filename}); "
-                                      "install it with `pip install face-recognition-models`")
-        paths.append(str(path))
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(paths[0]), dlib.face_recognition_model_v1(paths[1])
 
 
 @dataclass(frozen=True)
@@ -44,7 +27,7 @@ class FaceDescriptor:
 
 def describe(rgb: np.ndarray, near: Optional[np.ndarray] = None) -> FaceDescriptor:
     """Descriptor of the face in `rgb` (the one nearest `near` (x, y) when several are found)."""
-    detector, predictor, recognizer = _models()
+    detector, predictor, recognizer = FACE_MODELS.detector(), FACE_MODELS.predictor(), FACE_MODELS.recognizer()
     img = np.ascontiguousarray(rgb)
     rects = detector(img, 1)
     if len(rects) == 0:
@@ -79,19 +62,6 @@ def face_region_mse(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> floa
     m = face_region_mask(a.shape[:2], landmarks)
     diff = (a.astype(np.float64) - b.astype(np.float64)) / 127.5
     return float(np.mean(diff[m] ** 2))
-
-
-def likely_causes(face_px: Optional[float], out_size: int, landmarks: Optional[np.ndarray],
-                  tuning_steps: Optional[int], stopped_early: Optional[bool]) -> List[str]:
-    """Why identity may have drifted: small face, profile view, too few tuning steps."""
-    causes = []
-    if face_px is not None and face_px < out_size / 2:
-        causes.append(f"the face is small in the photo ({face_px:.0f} px for a {out_size} px model)")
-    if landmarks is not None and yaw_ratio(landmarks) < 0.6:
-        causes.append("the face is turned away from the camera (profile views invert poorly)")
-    if tuning_steps is not None and not stopped_early and tuning_steps < 350:
-        causes.append(f"only {tuning_steps} tuning steps ran (try more with --tuning-steps)")
-    return causes or ["no obvious cause: try --w-plus or more projection steps"]
 
 
 def yaw_ratio(landmarks: np.ndarray) -> float:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 HOME_ENV = "PHOTODRAG_HOME"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,7 +15,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 MAX_PIXELS = 100_000_000  # ~ a 10000 x 10000 photo; bigger is refused as a possible bomb
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO")
@@ -77,21 +76,17 @@ def load_photo(path, max_pixels: Optional[int] = None) -> Photo:
     data = path.read_bytes()
     if not data:
         raise UsageError(f"{path} is empty")
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt = img.format or "?"
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise UsageError(f"{path} is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
-                                     f"{max_pixels / 1e6:.0f} MP")
-                img.load()
-                exif_orientation = img.getexif().get(0x0112, 1)
-                upright = ImageOps.exif_transpose(img)
-                rgb, alpha = _to_uint8_rgb(upright)
+    try:  # the limit is checked here, from the header, before decoding: no process-wide Pillow setting
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or "?"
+            w, h = img.size
+            if w * h > max_pixels:
+                raise UsageError(f"{path} is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
+                                 f"{max_pixels / 1e6:.0f} MP")
+            img.load()
+            exif_orientation = img.getexif().get(0x0112, 1)
+            upright = ImageOps.exif_transpose(img)
+            rgb, alpha = _to_uint8_rgb(upright)
     except UsageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -101,8 +96,6 @@ def load_photo(path, max_pixels: Optional[int] = None) -> Photo:
         raise UsageError(f"{path} is not an image this tool can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UsageError(f"{path} could not be decoded ({exc}); is the file truncated or corrupt?") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
     if fmt not in FORMATS:
         raise UsageError(f"{path} is a {fmt} image; supported: JPEG, PNG, WebP, BMP, TIFF")
     return Photo(rgb=rgb, alpha=alpha, path=path, sha256=hashlib.sha256(data).hexdigest(), format=fmt,

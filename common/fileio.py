@@ -10,10 +10,11 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Dict, Iterable, Iterator, Optional, Union
 
-from pipeline.errors import UsageError
+from common.errors import UsageError
 
 PathLike = Union[str, os.PathLike]
 
@@ -138,3 +139,20 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class FileHashes:
+    """sha256 of files, remembered per (path, size, mtime) by the object that owns this one
+    (a WeightStore), so a batch of edits hashes its model once; thread-safe."""
+
+    def __init__(self) -> None:
+        self._known: Dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, path: PathLike) -> str:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key not in self._known:
+                self._known[key] = sha256_file(path)
+            return self._known[key]

@@ -24,11 +24,6 @@ def matrix_scale(m) -> float:
     return math.sqrt(abs(np.linalg.det(np.asarray(m, dtype=np.float64)[:2, :2])))
 
 
-def aligned_landmarks(align: dict) -> np.ndarray:
-    """The chosen face's 68 landmarks in aligned pixels, from an align.json record."""
-    return apply_matrix(align["matrix"], align["landmarks"])
-
-
 def warp_to_photo(aligned: np.ndarray, matrix, photo_size: Tuple[int, int], interpolation: int = cv2.INTER_CUBIC,
                   border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     """Warp an aligned image (or mask) back onto the photo's pixel grid (float32)."""

@@ -1,0 +1,53 @@
+"""The base of every stage's typed record: one JSON file in the stage's folder, read with clear errors.
+
+Each stage subclasses it beside the code that writes it (align/record.py, inversion/record.py,
+drag/record.py, pipeline/composite.py); only that subclass reads the JSON keys, everyone else
+uses its typed properties.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional, Type, TypeVar, Union
+
+from common.errors import UsageError
+from common.fileio import check_digests
+from common.run import RunFolder
+
+R = TypeVar("R", bound="StageRecord")
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """The parsed JSON of one stage; subclasses name the stage and file and add typed properties."""
+
+    data: Mapping[str, Any]
+    STAGE: ClassVar[str] = ""
+    FILE: ClassVar[str] = ""
+
+    @classmethod
+    def load(cls: Type[R], run_dir: PathLike) -> R:
+        """The record of a finished stage; a one-line UsageError when it is missing or unreadable."""
+        run = RunFolder(Path(run_dir))
+        data = run.read_json(cls.STAGE, cls.FILE)
+        if not isinstance(data, dict):
+            raise UsageError(f"{run.stage(cls.STAGE) / cls.FILE} is not a record; re-run the {cls.STAGE} stage")
+        return cls(data)
+
+    @classmethod
+    def read_intact(cls: Type[R], run_dir: PathLike) -> Optional[R]:
+        """The record when the stage's folder is complete and every file matches its hash, else None."""
+        folder = Path(run_dir) / cls.STAGE
+        try:
+            data = json.loads((folder / cls.FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or check_digests(folder, data.get("files")) is not None:
+            return None
+        return cls(data)
+
+    def save(self, folder: PathLike) -> None:
+        """Write the record into `folder` (the stage's folder being written atomically)."""
+        (Path(folder) / self.FILE).write_text(json.dumps(dict(self.data), indent=2) + "\n")

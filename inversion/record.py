@@ -1,0 +1,63 @@
+"""invert.json as a typed record, and the check that the tuned generator it names is still readable."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from common.fileio import sha256_file
+from common.record import PathLike, StageRecord
+from inversion.cache import check_entry
+from inversion.config import InversionConfig
+
+
+def generator_problem(run_dir: PathLike) -> Optional[str]:
+    """None when the tuned generator is readable: the file itself, or the intact cache entry it points to."""
+    folder = Path(run_dir) / "invert"
+    pointer = folder / "generator.json"
+    if not pointer.is_file():
+        return None if (folder / "generator.safetensors").is_file() else "generator.safetensors is missing"
+    try:
+        path = Path(json.loads(pointer.read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "generator.json is unreadable"
+    if not path.is_file():
+        return f"its cache entry is gone ({path.parent})"
+    problem = check_entry(path.parent)
+    return None if problem is None else f"its cache entry {path.parent.name[:12]} is damaged ({problem})"
+
+
+@dataclass(frozen=True)
+class InversionRecord(StageRecord):
+    STAGE = "invert"
+    FILE = "invert.json"
+
+    @classmethod
+    def read_intact(cls, run_dir: PathLike) -> Optional[InversionRecord]:
+        """Also None when made for another aligned image or when the tuned generator is gone."""
+        record = super().read_intact(run_dir)
+        try:
+            aligned_sha = sha256_file(Path(run_dir) / "align" / "aligned.png")
+        except OSError:
+            return None
+        if record is None or record.aligned_sha256 != aligned_sha or generator_problem(run_dir) is not None:
+            return None
+        return record
+
+    @property
+    def aligned_sha256(self) -> Optional[str]:
+        return self.data.get("aligned_sha256")
+
+    @property
+    def cache_hit(self) -> Optional[bool]:
+        return self.data.get("cache", {}).get("hit")
+
+    @property
+    def identity_distance(self) -> Optional[float]:
+        return self.data.get("identity", {}).get("distance")
+
+    def is_fresh(self, model_sha256: str, config: InversionConfig) -> bool:
+        """Made with this model and these options (the aligned image is checked by `read_intact`)."""
+        return (self.data.get("model", {}).get("sha256") == model_sha256
+                and self.data.get("config") == json.loads(json.dumps(config.to_dict())))
