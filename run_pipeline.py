@@ -34,6 +34,7 @@ from drag.stage import run_drag
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig, make_config, option_defaults
 from inversion.stage import run_invert
+from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
 from pipeline.composite import run_composite
 from pipeline.edit import run_edit
 from pipeline.outputs import check_outputs
@@ -233,12 +234,17 @@ def weights_path(s: Settings, name: str) -> None:
               help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
 @click.option("--overwrite-input", is_flag=True,
               help="Allow -o to be the input photo (the original is kept in the run folder's input/).")
+@click.option("--cluster", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where an album (several photos) runs: here, one photo after the other, or on Ray.")
+@click.option("--address", help="Ray cluster to connect to [env RAY_ADDRESS; default: start a local Ray].")
+@click.option("--workers", type=click.IntRange(1), help="Ray workers [default: one per GPU, else per CPU].")
 @inversion_options
 @click.pass_obj
 def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Optional[Path], model: Optional[str],
          mask_circle: Optional[str], mask_path: Optional[Path], face: Optional[str], steps: Optional[int],
          run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int],
-         overwrite_input: bool, **inversion) -> None:
+         overwrite_input: bool, cluster: str, address: Optional[str], workers: Optional[int],
+         **inversion) -> None:
     """Edit a photo end to end: align, invert (PTI, cached), drag, composite.
 
     Writes the edited photo at its original size and format; pixels outside the face
@@ -282,12 +288,16 @@ def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Option
     photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
     if not photos:
         raise UsageError("give a PHOTO (or a recipe with a \"photo\")")
-    batch = len(photos) > 1
+    batch = len(photos) > 1 or cluster == "ray"
     if batch and (run_dir or (output.suffix and not output.is_dir())):
         raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
+    if not batch and (address or workers):
+        raise UsageError("--address and --workers go with --cluster ray")
     pairs = [(photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
              for photo in photos]
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
+    if batch:
+        return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
     store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
@@ -299,6 +309,29 @@ def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Option
         for line in summary.lines():
             s.info(line)
         click.echo(str(out))
+
+
+def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, address: Optional[str],
+                workers: Optional[int], from_stage: Optional[str], jpeg_quality: Optional[int]) -> None:
+    """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
+    if cluster == "ray":
+        RayExecutor._ray()  # the install hint before any work
+        executor = RayExecutor(address=address, workers=workers)
+    else:
+        if address or workers:
+            raise UsageError("--address and --workers go with --cluster ray")
+        executor = LocalExecutor()
+    options = EditOptions(home=s.home, device=s.device_name, jpeg_quality=jpeg_quality, from_stage=from_stage)
+
+    def report(result) -> None:
+        if result.status == "failed":
+            click.echo(f"photodrag: {result.photo}: failed: {result.reason}", err=True)
+        else:
+            click.echo(str(out_dir / result.output))
+    summary = run_album(photos, recipe, out_dir, options, executor, progress=not s.quiet, on_result=report)
+    s.info(summary.line())
+    if summary.failed:
+        raise UsageError(f"{summary.failed} of {len(photos)} photos failed (reasons above and in {summary.album_json})")
 
 
 # align ------------------------------------------------------------------------

@@ -37,9 +37,10 @@ from weights.registry import REGISTRY
 def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, device, store, cache,
              run_dir: Optional[Path] = None, from_stage: Optional[str] = None, jpeg_quality: Optional[int] = None,
              progress: bool = True, log: Callable[[str], None] = lambda msg: None,
-             overwrite_input: bool = False) -> EditSummary:
+             overwrite_input: bool = False, models=None) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
-    (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy)."""
+    (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
+    `models` (a pipeline.models.LoadedModels) supplies already-loaded networks, kept between photos."""
     if from_stage is not None and from_stage not in STAGES:
         raise UsageError(f"--from must be one of {', '.join(STAGES)}")
     overwrite = same_file(output, photo_path)
@@ -50,7 +51,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     model = model_for(recipe.model, recipe.size)
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
     model_sha = store.hashes(model_path)
-    generator = functools.lru_cache(maxsize=1)(lambda: load_generator(model_path, device))  # loaded once, if needed
+    generator = functools.lru_cache(maxsize=1)(  # loaded once, if needed
+        lambda: models.generator(model_path, device) if models is not None else load_generator(model_path, device))
     size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
@@ -75,7 +77,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
 
     config = recipe.inversion_config()
     summary.profile = config.profile
-    perceptual = lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(device)
+    perceptual = ((lambda net, r: models.perceptual(net, store, r, device)) if models is not None
+                  else (lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(device)))
     fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
     result = stages.stage("invert", fresh_invert,
                           lambda: run_invert(run.path, generator(), model, model_sha, config,

@@ -174,23 +174,30 @@ def test_missing_weights_stop_before_anything_is_written(env, capsys, monkeypatc
     assert not out.exists() and not (env["home"] / "runs").exists()
 
 
-def test_batch_with_relative_coordinates_and_alpha(env, capsys):
+def test_batch_with_aligned_coordinates_and_alpha(env, capsys):
     rgba = env["tmp"] / "tom_alpha.png"
     img = Image.open(TOM).convert("RGBA")
     alpha = np.full(img.size[::-1], 180, np.uint8)
     img.putalpha(Image.fromarray(alpha))
     img.save(rgba)
     w, h = img.size
-    rel = env["recipe"](coords="relative",
-                        drags=[{"handle": [MOUTH_RIGHT[0] / w, MOUTH_RIGHT[1] / h], "target": [390 / w, 550 / h]}])
+    aligned = env["recipe"](coords="aligned", drags=[{"handle": [38, 45], "target": [40, 43]}])
     outdir = env["tmp"] / "outs"
     outdir.mkdir()
-    code, out, err = cli(capsys, "edit", str(TOM), str(rgba), "--recipe", str(rel), "-o", str(outdir))
+    code, out, err = cli(capsys, "edit", str(TOM), str(rgba), "--recipe", str(aligned), "-o", str(outdir))
     assert code == 0, err
-    assert sorted(p.name for p in outdir.iterdir()) == ["Tom_Cruise_avp_2014_4_edited.jpg", "tom_alpha_edited.png"]
+    assert sorted(p.name for p in outdir.iterdir()) == ["Tom_Cruise_avp_2014_4_edited.jpg", "album.json",
+                                                        "tom_alpha_edited.png"]
     res = Image.open(outdir / "tom_alpha_edited.png")
     assert res.mode == "RGBA" and res.size == (w, h)
     np.testing.assert_array_equal(np.asarray(res)[..., 3], alpha)
+
+
+def test_batch_with_relative_coordinates_is_refused(env, capsys):
+    rel = env["recipe"](coords="relative", drags=[{"handle": [0.5, 0.6], "target": [0.52, 0.58]}])
+    code, _, err = cli(capsys, "edit", str(TOM), str(TOM), "--recipe", str(rel), "-o", str(env["tmp"] / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert '"relative" coordinates cannot be applied to 2 photos' in err
 
 
 def test_exif_rotated_input_comes_out_upright(env, capsys):

@@ -1,0 +1,36 @@
+"""Networks kept loaded between photos, so a batch or an album worker loads each one once.
+
+`run_edit(..., models=LoadedModels())` takes the generator and the perceptual (LPIPS) nets
+from here instead of loading them for every photo.  The generator is only read by the
+stages (inversion and drag work on copies), so one loaded copy serves every photo.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+
+class LoadedModels:
+    """The generator per (model file, device) and the LPIPS nets per (net, resolution, device)."""
+
+    def __init__(self) -> None:
+        self._generators: Dict[Tuple[str, str], object] = {}
+        self._perceptual: Dict[Tuple[str, Optional[int], str], object] = {}
+
+    def generator(self, model_path: Path, device):
+        key = (str(Path(model_path).resolve()), str(device))
+        if key not in self._generators:
+            from weights.checkpoint import load_generator
+            self._generators[key] = load_generator(model_path, device)
+        return self._generators[key]
+
+    def perceptual(self, net: str, store, resolution: Optional[int], device):
+        key = (net, resolution, str(device))
+        if key not in self._perceptual:
+            self._perceptual[key] = self.load_perceptual(net, store, resolution).to(device)
+        return self._perceptual[key]
+
+    def load_perceptual(self, net: str, store, resolution: Optional[int]):
+        """Load one LPIPS net from the weights store (tests override this with a random backbone)."""
+        from inversion.perceptual import load_perceptual
+        return load_perceptual(net, store, resolution)

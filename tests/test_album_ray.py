@@ -1,0 +1,79 @@
+"""Albums on a local Ray with 2 CPUs (marked `ray`; deselect with -m "not ray"): the same bytes as a
+local album, the face-less photo failing alone, a killed worker retried, reruns skipped."""
+import filecmp
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+from album_helpers import ALBUM_PHOTOS, FACELESS, CrashOnceModels, RandomLpipsModels, album_recipe, write_model
+from helpers import NO_SHARED
+from pipeline.album import ALBUM_FILE, EditOptions, LocalExecutor, RayExecutor, run_album
+from pipeline.recipe import parse_recipe
+
+ray = pytest.importorskip("ray", reason="needs Ray: pip install -e '.[cluster]'")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ["Tom_Cruise_avp_2014_4_edited.jpg", "2008_001009_edited.jpg"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray for the module; its workers import this checkout (and tests/ for the test models)."""
+    if not all(p.exists() for p in ALBUM_PHOTOS):
+        pytest.skip(NO_SHARED)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
+             logging_level="error", runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def statuses(out: Path) -> dict:
+    return {n: e["status"] for n, e in json.loads((out / ALBUM_FILE).read_text())["photos"].items()}
+
+
+def test_workers_run_this_checkout(cluster):
+    @ray.remote
+    def where():
+        import pipeline.album
+        return pipeline.album.__file__
+    assert ray.get(where.remote()) == str(ROOT / "pipeline" / "album.py")
+
+
+def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, tmp_path):
+    recipe = parse_recipe(album_recipe(model))
+    local = run_album(ALBUM_PHOTOS, recipe, tmp_path / "local", EditOptions(home=tmp_path / "h1", device="cpu"),
+                      LocalExecutor(RandomLpipsModels), progress=False)
+    opts = EditOptions(home=tmp_path / "h2", device="cpu")
+    ex = RayExecutor(models_factory=RandomLpipsModels)
+    first = run_album(ALBUM_PHOTOS, recipe, tmp_path / "ray", opts, ex, progress=False)
+    assert (local.done, local.failed) == (first.done, first.failed) == (2, 1)
+    album = json.loads((tmp_path / "ray" / ALBUM_FILE).read_text())["photos"]
+    assert album[FACELESS]["status"] == "failed" and "no face found" in album[FACELESS]["reason"]
+    for name in FACES:
+        assert album[name]["status"] == "done"
+        assert filecmp.cmp(tmp_path / "local" / name, tmp_path / "ray" / name, shallow=False), name
+
+    again = run_album(ALBUM_PHOTOS[:2], recipe, tmp_path / "ray", opts, ex, progress=False)
+    assert (again.skipped, again.done, again.failed) == (2, 0, 0)
+
+    changed = parse_recipe(album_recipe(model, drag={"steps": 4}))
+    redo = run_album(ALBUM_PHOTOS[:2], changed, tmp_path / "ray", opts, ex, progress=False)
+    assert (redo.done, redo.skipped) == (2, 0)
+    assert all(statuses(tmp_path / "ray")[n] == "done" for n in FACES)
+
+
+def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, tmp_path):
+    marker = tmp_path / "killed.pid"
+    ex = RayExecutor(models_factory=functools.partial(CrashOnceModels, str(marker)))
+    summary = run_album(ALBUM_PHOTOS[:2], parse_recipe(album_recipe(model)), tmp_path / "out",
+                        EditOptions(home=tmp_path / "h", device="cpu"), ex, progress=False)
+    assert marker.read_text().isdigit()  # a worker process did exit mid-album
+    assert (summary.done, summary.failed) == (2, 0)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([ALBUM_FILE, *FACES])
