@@ -61,10 +61,13 @@ def output_path(out_dir: Path, photo: Path) -> Path:
 
 
 def check_album_recipe(recipe: Recipe, n_photos: int) -> None:
-    """Refuse photo-pixel or relative points for several photos: they land on a different part of each face."""
-    if n_photos > 1 and recipe.coords in ("photo", "relative"):
+    """Refuse photo-pixel or relative points for several photos: they land on a different part of each face.
+
+    Presets are derived from each photo's own landmarks, so a presets-only recipe suits any album.
+    """
+    if n_photos > 1 and recipe.coords in ("photo", "relative") and not recipe.presets_only:
         raise UsageError(f'a recipe with "{recipe.coords}" coordinates cannot be applied to {n_photos} photos '
-                         '(its points land on a different part of each face); use "coords": "aligned"')
+                         '(its points land on a different part of each face); use "coords": "aligned" or presets')
 
 
 def recipe_sha256(recipe: Recipe, options: EditOptions) -> str:

@@ -87,6 +87,13 @@ def test_pixel_points_are_refused_for_several_photos(coords):
     check_album_recipe(R, 2)
 
 
+def test_presets_only_recipes_fit_any_album_but_mixed_pixel_drags_do_not():
+    check_album_recipe(parse_recipe({"presets": {"smile": 0.5}}), 3)
+    mixed = parse_recipe({"presets": {"smile": 0.5}, "drags": [{"handle": [10, 10], "target": [12, 12]}]})
+    with pytest.raises(UsageError, match="cannot be applied to 3 photos"):
+        check_album_recipe(mixed, 3)
+
+
 # the command line ------------------------------------------------------------
 def cli(capsys, *argv):
     with pytest.raises(SystemExit) as exc:
