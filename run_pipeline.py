@@ -3,6 +3,7 @@
 Every error is reported as one line: exit code 2 for bad usage or input, 1 for an
 internal failure, 130 when interrupted.  `--verbose` adds the traceback.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -65,8 +66,9 @@ class Settings:
         return WeightStore(self.home, progress=not self.quiet)
 
     def cache(self):
-        return InversionCache(self.home / "cache" / "inversion",
-                              warn=lambda msg: click.echo(f"photodrag: warning: {msg}", err=True))
+        return InversionCache(
+            self.home / "cache" / "inversion", warn=lambda msg: click.echo(f"photodrag: warning: {msg}", err=True)
+        )
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -74,12 +76,24 @@ class Settings:
 
 
 @click.group(context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
-              help="Where to run the networks: CUDA when present (auto), or force cpu/cuda.")
-@click.option("--verbose/--quiet", default=None,
-              help="--verbose: more detail and tracebacks on errors; --quiet: no progress bars or notes.")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar=HOME_ENV,
-              help=f"Folder for weights and caches [env {HOME_ENV}; default ~/.cache/photodrag].")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Where to run the networks: CUDA when present (auto), or force cpu/cuda.",
+)
+@click.option(
+    "--verbose/--quiet",
+    default=None,
+    help="--verbose: more detail and tracebacks on errors; --quiet: no progress bars or notes.",
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=HOME_ENV,
+    help=f"Folder for weights and caches [env {HOME_ENV}; default ~/.cache/photodrag].",
+)
 @click.version_option(package_name="photodrag")
 @click.pass_context
 def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional[Path]) -> None:
@@ -91,32 +105,54 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
 
 
 # inversion options (the same on invert, edit and serve) -------------------------
-INVERSION_OPTIONS = ("preview", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
-                     "projection_lpips", "seed")
+INVERSION_OPTIONS = (
+    "preview",
+    "w_plus",
+    "projection_steps",
+    "tuning_steps",
+    "lpips_threshold",
+    "projection_lpips",
+    "seed",
+)
 
 
 def inversion_options(f):
     """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips, --seed."""
     opts = [
-        click.option("--preview", is_flag=True, default=None,
-                     help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
-                          f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
-                          f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
-                          "Default: the full PTI schedule."),
+        click.option(
+            "--preview",
+            is_flag=True,
+            default=None,
+            help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
+            f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
+            f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
+            "Default: the full PTI schedule.",
+        ),
         click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
-        click.option("--projection-steps", type=click.IntRange(1),
-                     help=f"Projection steps [default: {FULL['projection_steps']}; "
-                          f"preview {PREVIEW['projection_steps']}]."),
-        click.option("--tuning-steps", type=click.IntRange(0),
-                     help=f"Pivotal tuning step limit [default: {FULL['tuning_steps']}; "
-                          f"preview {PREVIEW['tuning_steps']}]."),
-        click.option("--lpips-threshold", type=click.FloatRange(0.0),
-                     help=f"Stop tuning once LPIPS(alex) is below this [default: {FULL['lpips_threshold']}]."),
-        click.option("--projection-lpips", type=click.Choice(["vgg", "alex"]),
-                     help=f"Perceptual loss of the projection [default: {FULL['projection_lpips']} (the projectors'); "
-                          f"preview {PREVIEW['projection_lpips']}]."),
-        click.option("--seed", type=click.IntRange(0),
-                     help=f"Seed of the inversion's noise [default: {FULL['seed']}]."),
+        click.option(
+            "--projection-steps",
+            type=click.IntRange(1),
+            help=f"Projection steps [default: {FULL['projection_steps']}; preview {PREVIEW['projection_steps']}].",
+        ),
+        click.option(
+            "--tuning-steps",
+            type=click.IntRange(0),
+            help=f"Pivotal tuning step limit [default: {FULL['tuning_steps']}; preview {PREVIEW['tuning_steps']}].",
+        ),
+        click.option(
+            "--lpips-threshold",
+            type=click.FloatRange(0.0),
+            help=f"Stop tuning once LPIPS(alex) is below this [default: {FULL['lpips_threshold']}].",
+        ),
+        click.option(
+            "--projection-lpips",
+            type=click.Choice(["vgg", "alex"]),
+            help=f"Perceptual loss of the projection [default: {FULL['projection_lpips']} (the projectors'); "
+            f"preview {PREVIEW['projection_lpips']}].",
+        ),
+        click.option(
+            "--seed", type=click.IntRange(0), help=f"Seed of the inversion's noise [default: {FULL['seed']}]."
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -170,8 +206,11 @@ def weights_fetch(s: Settings, name: str, url: Optional[str]) -> None:
 @weights.command("import")
 @click.argument("name")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--allow-unverified", is_flag=True,
-              help="Accept a file whose hash differs from the published one (marked UNVERIFIED).")
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Accept a file whose hash differs from the published one (marked UNVERIFIED).",
+)
 @click.pass_obj
 def weights_import(s: Settings, name: str, path: Path, allow_unverified: bool) -> None:
     """Register a file you already have as NAME (loaded and checked first)."""
@@ -211,46 +250,102 @@ def weights_path(s: Settings, name: str) -> None:
 # edit -------------------------------------------------------------------------
 @cli.command()
 @click.argument("photos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--drag", "drags", multiple=True, metavar="X1,Y1:X2,Y2",
-              help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.")
-@click.option("--preset", "presets_", multiple=True, metavar="NAME=AMOUNT",
-              help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
-                   "Its default mask applies unless --mask or --mask-circle is given.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="The edited photo (a folder when editing several photos).")
-@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Edit recipe JSON (points, mask, model, stage options); RUN_DIR/recipe.json repeats an edit.")
+@click.option(
+    "--drag",
+    "drags",
+    multiple=True,
+    metavar="X1,Y1:X2,Y2",
+    help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.",
+)
+@click.option(
+    "--preset",
+    "presets_",
+    multiple=True,
+    metavar="NAME=AMOUNT",
+    help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+    "Its default mask applies unless --mask or --mask-circle is given.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The edited photo (a folder when editing several photos).",
+)
+@click.option(
+    "--recipe",
+    "recipe_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Edit recipe JSON (points, mask, model, stage options); RUN_DIR/recipe.json repeats an edit.",
+)
 @click.option("--model", help="ffhq-256, ffhq-512 (default), ffhq-1024, or a checkpoint file.")
 @click.option("--mask-circle", metavar="X,Y,R", help="Only this circle (photo pixels) may move.")
-@click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Mask image of the region allowed to move (white), the size of the photo.")
+@click.option(
+    "--mask",
+    "mask_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Mask image of the region allowed to move (white), the size of the photo.",
+)
 @click.option("--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces).")
 @click.option("--steps", type=click.IntRange(1), help=f"Drag step limit (default {DRAG.steps}).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.")
-@click.option("--from", "from_stage", type=click.Choice(["align", "invert", "drag", "composite"]),
-              help="Recompute from this stage on, even if later stages look up to date.")
-@click.option("--jpeg-quality", type=click.IntRange(1, 100),
-              help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
-@click.option("--overwrite-input", is_flag=True,
-              help="Allow -o to be the input photo (the original is kept in the run folder's input/).")
-@click.option("--cluster", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where an album (several photos) runs: here, one photo after the other, or on Ray.")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.",
+)
+@click.option(
+    "--from",
+    "from_stage",
+    type=click.Choice(["align", "invert", "drag", "composite"]),
+    help="Recompute from this stage on, even if later stages look up to date.",
+)
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 100),
+    help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
+)
+@click.option(
+    "--overwrite-input",
+    is_flag=True,
+    help="Allow -o to be the input photo (the original is kept in the run folder's input/).",
+)
+@click.option(
+    "--cluster",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where an album (several photos) runs: here, one photo after the other, or on Ray.",
+)
 @click.option("--address", help="Ray cluster to connect to [env RAY_ADDRESS; default: start a local Ray].")
 @click.option("--workers", type=click.IntRange(1), help="Ray workers [default: one per GPU, else per CPU].")
 @inversion_options
 @click.pass_obj
-def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Optional[Path], model: Optional[str],
-         mask_circle: Optional[str], mask_path: Optional[Path], face: Optional[str], steps: Optional[int],
-         run_dir: Optional[Path], from_stage: Optional[str], jpeg_quality: Optional[int],
-         overwrite_input: bool, cluster: str, address: Optional[str], workers: Optional[int],
-         **inversion) -> None:
+def edit(
+    s: Settings,
+    photos,
+    drags,
+    presets_,
+    output: Path,
+    recipe_path: Optional[Path],
+    model: Optional[str],
+    mask_circle: Optional[str],
+    mask_path: Optional[Path],
+    face: Optional[str],
+    steps: Optional[int],
+    run_dir: Optional[Path],
+    from_stage: Optional[str],
+    jpeg_quality: Optional[int],
+    overwrite_input: bool,
+    cluster: str,
+    address: Optional[str],
+    workers: Optional[int],
+    **inversion,
+) -> None:
     """Edit a photo end to end: align, invert (PTI, cached), drag, composite.
 
     Writes the edited photo at its original size and format; pixels outside the face
     region are left exactly as they were. Re-editing the same photo skips the inversion.
     """
-
 
     amounts = parse_presets(presets_)
     if recipe_path:
@@ -287,23 +382,37 @@ def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Option
         recipe = replace(recipe, invert=dict(recipe.invert, **given))
     photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
     if not photos:
-        raise UsageError("give a PHOTO (or a recipe with a \"photo\")")
+        raise UsageError('give a PHOTO (or a recipe with a "photo")')
     batch = len(photos) > 1 or cluster == "ray"
     if batch and (run_dir or (output.suffix and not output.is_dir())):
         raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
     if not batch and (address or workers):
         raise UsageError("--address and --workers go with --cluster ray")
-    pairs = [(photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
-             for photo in photos]
+    pairs = [
+        (photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
+        for photo in photos
+    ]
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
     if batch:
         return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
     store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
-        summary = run_edit(photo, recipe, out, home=s.home, device=s.device, store=store, cache=cache,
-                           run_dir=run_dir, from_stage=from_stage, jpeg_quality=jpeg_quality,
-                           progress=not s.quiet, log=s.info, overwrite_input=overwrite_input)
+        summary = run_edit(
+            photo,
+            recipe,
+            out,
+            home=s.home,
+            device=s.device,
+            store=store,
+            cache=cache,
+            run_dir=run_dir,
+            from_stage=from_stage,
+            jpeg_quality=jpeg_quality,
+            progress=not s.quiet,
+            log=s.info,
+            overwrite_input=overwrite_input,
+        )
         for w in summary.warnings:
             click.echo(f"photodrag: warning: {w}", err=True)
         for line in summary.lines():
@@ -311,8 +420,17 @@ def edit(s: Settings, photos, drags, presets_, output: Path, recipe_path: Option
         click.echo(str(out))
 
 
-def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, address: Optional[str],
-                workers: Optional[int], from_stage: Optional[str], jpeg_quality: Optional[int]) -> None:
+def _edit_album(
+    s: Settings,
+    photos,
+    recipe,
+    out_dir: Path,
+    cluster: str,
+    address: Optional[str],
+    workers: Optional[int],
+    from_stage: Optional[str],
+    jpeg_quality: Optional[int],
+) -> None:
     """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
     if cluster == "ray":
         RayExecutor._ray()  # the install hint before any work
@@ -328,6 +446,7 @@ def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, addres
             click.echo(f"photodrag: {result.photo}: failed: {result.reason}", err=True)
         else:
             click.echo(str(out_dir / result.output))
+
     summary = run_album(photos, recipe, out_dir, options, executor, progress=not s.quiet, on_result=report)
     s.info(summary.line())
     if summary.failed:
@@ -337,14 +456,29 @@ def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, addres
 # align ------------------------------------------------------------------------
 @cli.command()
 @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder; the stage writes RUN_DIR/align/.")
-@click.option("--size", type=int, default=ALIGN.size, show_default=True,
-              help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).")
-@click.option("--face", default=ALIGN.face, show_default=True,
-              help="Which face: 'largest' (size x detector score) or an index from --list-faces.")
-@click.option("--list-faces", is_flag=True,
-              help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png.")
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder; the stage writes RUN_DIR/align/.",
+)
+@click.option(
+    "--size",
+    type=int,
+    default=ALIGN.size,
+    show_default=True,
+    help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).",
+)
+@click.option(
+    "--face",
+    default=ALIGN.face,
+    show_default=True,
+    help="Which face: 'largest' (size x detector score) or an index from --list-faces.",
+)
+@click.option(
+    "--list-faces", is_flag=True, help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png."
+)
 @click.pass_obj
 def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_faces: bool) -> None:
     """Find the face with dlib and crop it the FFHQ way, keeping the exact transform.
@@ -371,9 +505,12 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
 # invert -----------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--model", default=None,
-              help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file; "
-                   "default: the registry generator of the aligned image's size.")
+@click.option(
+    "--model",
+    default=None,
+    help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file; "
+    "default: the registry generator of the aligned image's size.",
+)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the inversion cache.")
 @click.option("--fp16-cache", is_flag=True, help="Store the tuned weights as fp16 (half the size).")
 @inversion_options
@@ -391,50 +528,103 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     model = model or f"ffhq-{size}"
     store = s.store()
     G, path = load_model(model, store, s.device)
-    res = run_invert(run_dir, G, model, checkpoint_sha256(path), config,
-                     perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
-                     cache=None if no_cache else s.cache(), store_fp16=fp16_cache, progress=not s.quiet)
+    res = run_invert(
+        run_dir,
+        G,
+        model,
+        checkpoint_sha256(path),
+        config,
+        perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
+        cache=None if no_cache else s.cache(),
+        store_fp16=fp16_cache,
+        progress=not s.quiet,
+    )
     m = res.metrics
     for w in res.warnings:
         click.echo(f"photodrag: warning: {w}", err=True)
     if config.profile != "full":
-        s.info(f"{config.profile} profile: {config.projection.steps} projection steps, up to "
-               f"{config.tuning.steps} tuning steps (drop --preview for the full PTI schedule)")
+        s.info(
+            f"{config.profile} profile: {config.projection.steps} projection steps, up to "
+            f"{config.tuning.steps} tuning steps (drop --preview for the full PTI schedule)"
+        )
     if res.cache_hit:
         s.info(f"cache hit {res.cache_key[:12]}: projection and tuning skipped")
-    s.info(f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
-           f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}")
+    s.info(
+        f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
+        f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}"
+    )
     if res.identity and res.identity.get("distance") is not None:
-        s.info(f"identity distance photo vs reconstruction: {res.identity['distance']:.3f} "
-               f"(below {res.identity['threshold']} = same person)")
+        s.info(
+            f"identity distance photo vs reconstruction: {res.identity['distance']:.3f} "
+            f"(below {res.identity['threshold']} = same person)"
+        )
     click.echo(str(run_dir / "invert"))
 
 
 # drag -------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--drag", "drags", multiple=True, metavar="X1,Y1:X2,Y2",
-              help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.")
-@click.option("--preset", "presets_", multiple=True, metavar="NAME=AMOUNT",
-              help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
-                   "Its default mask applies unless --mask or --mask-circle is given.")
-@click.option("--coords", type=click.Choice(["photo", "aligned"]), default="photo", show_default=True,
-              help="Whether points (and masks) are in the original photo's pixels or the aligned crop's.")
-@click.option("--mask", "mask_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Image of the region allowed to move (white), the size of the photo or the crop.")
+@click.option(
+    "--drag",
+    "drags",
+    multiple=True,
+    metavar="X1,Y1:X2,Y2",
+    help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.",
+)
+@click.option(
+    "--preset",
+    "presets_",
+    multiple=True,
+    metavar="NAME=AMOUNT",
+    help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+    "Its default mask applies unless --mask or --mask-circle is given.",
+)
+@click.option(
+    "--coords",
+    type=click.Choice(["photo", "aligned"]),
+    default="photo",
+    show_default=True,
+    help="Whether points (and masks) are in the original photo's pixels or the aligned crop's.",
+)
+@click.option(
+    "--mask",
+    "mask_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image of the region allowed to move (white), the size of the photo or the crop.",
+)
 @click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image.")
 @click.option("--steps", type=click.IntRange(1), default=DRAG.steps, show_default=True, help="Step limit.")
 @click.option("--lr", type=float, default=DRAG.lr, show_default=True, help="Adam learning rate on w[:, :6].")
-@click.option("--lambda-mask", type=float, default=DRAG.lambda_mask, show_default=True,
-              help="Weight of keeping features outside the mask unchanged.")
+@click.option(
+    "--lambda-mask",
+    type=float,
+    default=DRAG.lambda_mask,
+    show_default=True,
+    help="Weight of keeping features outside the mask unchanged.",
+)
 @click.option("--r1", type=float, default=DRAG.r1, show_default=True, help="Motion supervision radius at 512 px.")
 @click.option("--r2", type=float, default=DRAG.r2, show_default=True, help="Point tracking radius at 512 px.")
-@click.option("--animate", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).")
+@click.option(
+    "--animate",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).",
+)
 @click.pass_obj
-def drag(s: Settings, run_dir: Path, drags, presets_, coords: str, mask_path: Optional[Path],
-         mask_circle: Optional[str], steps: int, lr: float, lambda_mask: float, r1: float, r2: float,
-         animate: Optional[Path]) -> None:
+def drag(
+    s: Settings,
+    run_dir: Path,
+    drags,
+    presets_,
+    coords: str,
+    mask_path: Optional[Path],
+    mask_circle: Optional[str],
+    steps: int,
+    lr: float,
+    lambda_mask: float,
+    r1: float,
+    r2: float,
+    animate: Optional[Path],
+) -> None:
     """DragGAN: move handle points to targets on the inverted face.
 
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
@@ -452,28 +642,49 @@ def drag(s: Settings, run_dir: Path, drags, presets_, coords: str, mask_path: Op
     align = AlignRecord.load(run_dir)
     if amounts and not align.has_landmarks:
         raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
-    pts, mask = map_to_aligned(pairs, coords, align.matrix, align.size, align.photo_size,
-                               parse_circle(mask_circle) if mask_circle else None, mask_path,
-                               presets=amounts, landmarks=align.aligned_landmarks if amounts else None)
+    pts, mask = map_to_aligned(
+        pairs,
+        coords,
+        align.matrix,
+        align.size,
+        align.photo_size,
+        parse_circle(mask_circle) if mask_circle else None,
+        mask_path,
+        presets=amounts,
+        landmarks=align.aligned_landmarks if amounts else None,
+    )
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
-    state = run_drag(run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet,
-                     presets=amounts)
+    state = run_drag(
+        run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
+    )
     record = DragRecord.load(run_dir)
     for w in record.warnings():
         click.echo(f"photodrag: warning: {w}", err=True)
     for line in record.preset_table():
         s.info(line)
-    s.info(f"{state.reason} after {state.step} steps; distance to target: "
-           + ", ".join(f"{d:.1f}" for d in state.distances) + " px (aligned)")
+    s.info(
+        f"{state.reason} after {state.step} steps; distance to target: "
+        + ", ".join(f"{d:.1f}" for d in state.distances)
+        + " px (aligned)"
+    )
     click.echo(str(run_dir / "drag"))
 
 
 # presets ----------------------------------------------------------------------
 @cli.command()
-@click.option("--preview", "run_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png.")
-@click.option("--preset", "presets_", multiple=True, metavar="NAME=AMOUNT",
-              help="A preset and its amount (repeatable), e.g. smile=0.5; needs --preview.")
+@click.option(
+    "--preview",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png.",
+)
+@click.option(
+    "--preset",
+    "presets_",
+    multiple=True,
+    metavar="NAME=AMOUNT",
+    help="A preset and its amount (repeatable), e.g. smile=0.5; needs --preview.",
+)
 def presets(run_dir: Optional[Path], presets_) -> None:
     """Edits by name: list the presets, or preview their drags on a run folder (nothing is dragged).
 
@@ -483,12 +694,16 @@ def presets(run_dir: Optional[Path], presets_) -> None:
     amounts = parse_presets(presets_)
     if run_dir is None:
         if amounts:
-            raise UsageError("--preset needs --preview RUN_DIR here; to edit, use "
-                             "`photodrag edit PHOTO --preset NAME=AMOUNT` or `photodrag drag RUN_DIR --preset ...`")
+            raise UsageError(
+                "--preset needs --preview RUN_DIR here; to edit, use "
+                "`photodrag edit PHOTO --preset NAME=AMOUNT` or `photodrag drag RUN_DIR --preset ...`"
+            )
         for p in PRESETS.values():
             marks = ",".join(map(str, p.landmarks))
-            click.echo(f"{p.name:11s} {p.description}; landmarks {marks}; "
-                       f"up to {p.unit:.2f} IOD per unit amount, {p.amount_range[0]:g}..{p.amount_range[1]:g}")
+            click.echo(
+                f"{p.name:11s} {p.description}; landmarks {marks}; "
+                f"up to {p.unit:.2f} IOD per unit amount, {p.amount_range[0]:g}..{p.amount_range[1]:g}"
+            )
         return
     if not amounts:
         raise UsageError("--preview needs at least one --preset NAME=AMOUNT")
@@ -505,10 +720,18 @@ def presets(run_dir: Optional[Path], presets_) -> None:
 # composite --------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The edited photo (same size; the format follows the extension, else the input's).")
-@click.option("--jpeg-quality", type=click.IntRange(1, 100),
-              help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The edited photo (same size; the format follows the extension, else the input's).",
+)
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 100),
+    help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
+)
 @click.pass_obj
 def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[int]) -> None:
     """Put the edited face back into the original photo with a feathered mask.
@@ -522,23 +745,52 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 
 # serve ------------------------------------------------------------------------
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback by default: only this computer can connect).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (loopback by default: only this computer can connect).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
-@click.option("--model", default="ffhq-512", show_default=True,
-              help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.")
+@click.option(
+    "--model",
+    default="ffhq-512",
+    show_default=True,
+    help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.",
+)
 @inversion_options
-@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=DRAG.lr, show_default=True,
-              help="Drag: Adam learning rate on w[:, :6].")
-@click.option("--lambda-mask", type=click.FloatRange(0.0), default=DRAG.lambda_mask, show_default=True,
-              help="Drag: weight of keeping features outside the painted mask unchanged.")
-@click.option("--r1", type=click.FloatRange(0.0, min_open=True), default=DRAG.r1, show_default=True,
-              help="Drag: motion supervision radius at 512 px.")
-@click.option("--r2", type=click.FloatRange(0.0, min_open=True), default=DRAG.r2, show_default=True,
-              help="Drag: point tracking radius at 512 px.")
+@click.option(
+    "--lr",
+    type=click.FloatRange(0.0, min_open=True),
+    default=DRAG.lr,
+    show_default=True,
+    help="Drag: Adam learning rate on w[:, :6].",
+)
+@click.option(
+    "--lambda-mask",
+    type=click.FloatRange(0.0),
+    default=DRAG.lambda_mask,
+    show_default=True,
+    help="Drag: weight of keeping features outside the painted mask unchanged.",
+)
+@click.option(
+    "--r1",
+    type=click.FloatRange(0.0, min_open=True),
+    default=DRAG.r1,
+    show_default=True,
+    help="Drag: motion supervision radius at 512 px.",
+)
+@click.option(
+    "--r2",
+    type=click.FloatRange(0.0, min_open=True),
+    default=DRAG.r2,
+    show_default=True,
+    help="Drag: point tracking radius at 512 px.",
+)
 @click.pass_obj
-def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask: float, r1: float, r2: float,
-          **inversion) -> None:
+def serve(
+    s: Settings, host: str, port: int, model: str, lr: float, lambda_mask: float, r1: float, r2: float, **inversion
+) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
 
     The inversion and drag options apply to every session (the page sets the step limit).
@@ -550,8 +802,12 @@ def serve(s: Settings, host: str, port: int, model: str, lr: float, lambda_mask:
         from pipeline.webui.app import create_app
     except ImportError:
         raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
-    manager = build_manager(s, model, inversion_config=make_config(**given_inversion_options(inversion)),
-                            drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2))
+    manager = build_manager(
+        s,
+        model,
+        inversion_config=make_config(**given_inversion_options(inversion)),
+        drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2),
+    )
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"photodrag: warning: listening on {host}: anyone who can reach it can use the editor", err=True)
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
@@ -570,9 +826,18 @@ def build_manager(s: Settings, model: str, perceptual=None, inversion_config=Non
             nets[net] = perceptual_nets.load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
         perceptual = lambda net, r: nets[net]
     G = load_generator(path, s.device)  # loaded here, before the server's threads, and shared by every session
-    services = Services(model_name=model, model_path=path, model_sha256=checkpoint_sha256(path),
-                        resolution=G.img_resolution, device=s.device, cache=s.cache(), perceptual=perceptual,
-                        inversion_config=config, drag_config=drag_config, _G=G)
+    services = Services(
+        model_name=model,
+        model_path=path,
+        model_sha256=checkpoint_sha256(path),
+        resolution=G.img_resolution,
+        device=s.device,
+        cache=s.cache(),
+        perceptual=perceptual,
+        inversion_config=config,
+        drag_config=drag_config,
+        _G=G,
+    )
     return SessionManager(s.home / "ui", services)
 
 
@@ -595,8 +860,9 @@ def cache_ls(s: Settings) -> None:
         used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
         lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
         click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  used {used}  LPIPS {lp}")
-    click.echo(f"{len(c.entries())} entries, {_fmt_size(c.total_size())} "
-               f"(limit {_fmt_size(c.limit_bytes)}) in {c.root}")
+    click.echo(
+        f"{len(c.entries())} entries, {_fmt_size(c.total_size())} (limit {_fmt_size(c.limit_bytes)}) in {c.root}"
+    )
 
 
 @cache.command("info")
@@ -631,19 +897,24 @@ def cache_clear(s: Settings) -> None:
 def cache_du(s: Settings) -> None:
     """Total size of the cache and its limit."""
     c = s.cache()
-    click.echo(f"{_fmt_size(c.total_size())} in {len(c.entries())} entries; limit {_fmt_size(c.limit_bytes)} "
-               f"(set PHOTODRAG_CACHE_LIMIT_GB); {c.root}")
+    click.echo(
+        f"{_fmt_size(c.total_size())} in {len(c.entries())} entries; limit {_fmt_size(c.limit_bytes)} "
+        f"(set PHOTODRAG_CACHE_LIMIT_GB); {c.root}"
+    )
 
 
 # generate ---------------------------------------------------------------------
 @cli.command()
-@click.option("--model", default="ffhq-256", show_default=True,
-              help="Generator: ffhq-256, ffhq-512, ffhq-1024 (fetched on first use), or a .pkl/.pt/.safetensors file.")
+@click.option(
+    "--model",
+    default="ffhq-256",
+    show_default=True,
+    help="Generator: ffhq-256, ffhq-512, ffhq-1024 (fetched on first use), or a .pkl/.pt/.safetensors file.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; z = RandomState(seed).randn(1, z_dim).")
 @click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output PNG.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG.")
 @click.pass_obj
 def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, output: Path) -> None:
     """Sample one image from a generator: the quickest check that a checkpoint works.
@@ -651,8 +922,7 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
     Same checkpoint, seed and options give the same picture as NVIDIA's generate.py.
     """
 
-
-    if seed < 0 or seed >= 2 ** 32:
+    if seed < 0 or seed >= 2**32:
         raise UsageError("--seed must be in [0, 2**32)")
     device = s.device
     G, path = load_model(model, s.store(), device)
@@ -695,8 +965,7 @@ def main(argv=None) -> None:
     except Exception as exc:  # anything else is our bug
         if verbose:
             traceback.print_exc()
-        click.echo(f"photodrag: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)",
-                   err=True)
+        click.echo(f"photodrag: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)", err=True)
         sys.exit(1)
     sys.exit(0)
 

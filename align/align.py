@@ -1,4 +1,5 @@
 """Python API of the align stage: photo array in, aligned face + exact transform out."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,20 +13,20 @@ from common.errors import UsageError
 from common.geometry import apply_matrix, matrix_scale
 
 SMALL_FACE_RATIO = 0.5  # warn when the face crop is upscaled more than 2x
-MIN_FACE_PX = 64        # warn when dlib's face box is narrower than this (in photo pixels), whatever the model
+MIN_FACE_PX = 64  # warn when dlib's face box is narrower than this (in photo pixels), whatever the model
 
 
 @dataclass(frozen=True)
 class AlignResult:
     """An aligned face and everything needed to map between it and the photo."""
 
-    aligned: np.ndarray            # size x size x 3 uint8
+    aligned: np.ndarray  # size x size x 3 uint8
     size: int
     face_index: int
-    faces: Tuple[Face, ...]        # every face found, in index order
-    quad: np.ndarray               # 4 x 2, photo pixels
-    matrix: np.ndarray             # 3 x 3, photo pixel -> aligned pixel
-    inverse: np.ndarray            # 3 x 3, aligned pixel -> photo pixel
+    faces: Tuple[Face, ...]  # every face found, in index order
+    quad: np.ndarray  # 4 x 2, photo pixels
+    matrix: np.ndarray  # 3 x 3, photo pixel -> aligned pixel
+    inverse: np.ndarray  # 3 x 3, aligned pixel -> photo pixel
     warnings: Tuple[str, ...] = field(default=())
 
     @property
@@ -47,7 +48,7 @@ class AlignConfig:
     """What the align stage is asked for; each default written once."""
 
     size: int = MAX_SIZE
-    face: Union[str, int] = "largest"   # or a face index
+    face: Union[str, int] = "largest"  # or a face index
 
 
 def valid_size(size) -> bool:
@@ -63,8 +64,10 @@ def check_size(size: int) -> int:
 def choose_face(faces: List[Face], face: Union[str, int]) -> int:
     """Index of the face to use: `largest` (size x detector score) or an explicit index."""
     if not faces:
-        raise UsageError("no face found in the photo (dlib's frontal detector needs a roughly frontal, "
-                         "unobstructed face of at least about 40 pixels)")
+        raise UsageError(
+            "no face found in the photo (dlib's frontal detector needs a roughly frontal, "
+            "unobstructed face of at least about 40 pixels)"
+        )
     if face == "largest":
         # scores can be negative for weak detections: rank by size x (score shifted positive)
         return int(np.argmax([f.size * max(f.score + 1.0, 1e-3) for f in faces]))
@@ -73,8 +76,10 @@ def choose_face(faces: List[Face], face: Union[str, int]) -> int:
     except (TypeError, ValueError):
         raise UsageError(f"--face must be 'largest' or a face index, got {face!r}") from None
     if not 0 <= idx < len(faces):
-        raise UsageError(f"--face {idx} is out of range: {len(faces)} face(s) found "
-                         f"(indices 0..{len(faces) - 1}; see `align --list-faces`)")
+        raise UsageError(
+            f"--face {idx} is out of range: {len(faces)} face(s) found "
+            f"(indices 0..{len(faces) - 1}; see `align --list-faces`)"
+        )
     return idx
 
 
@@ -87,8 +92,16 @@ def align_face(rgb: np.ndarray, size: int = AlignConfig.size, face: Union[str, i
     matrix = quad_to_matrix(quad, size)
     aligned = warp_to_aligned(rgb, matrix, quad, size)
     notes = small_face_warnings(faces[idx], matrix, size)
-    return AlignResult(aligned=aligned, size=size, face_index=idx, faces=tuple(faces), quad=quad,
-                       matrix=matrix, inverse=np.linalg.inv(matrix), warnings=tuple(notes))
+    return AlignResult(
+        aligned=aligned,
+        size=size,
+        face_index=idx,
+        faces=tuple(faces),
+        quad=quad,
+        matrix=matrix,
+        inverse=np.linalg.inv(matrix),
+        warnings=tuple(notes),
+    )
 
 
 def small_face_warnings(face: Face, matrix: np.ndarray, size: int) -> List[str]:
@@ -96,11 +109,15 @@ def small_face_warnings(face: Face, matrix: np.ndarray, size: int) -> List[str]:
     notes = []
     l, t, r, b = face.box
     if min(r - l, b - t) < MIN_FACE_PX:
-        notes.append(f"small face: the face is only {r - l:.0f}x{b - t:.0f} px in the photo (under {MIN_FACE_PX} px): "
-                     "landmarks, likeness and the edit will be poor; use a larger photo of the face")
+        notes.append(
+            f"small face: the face is only {r - l:.0f}x{b - t:.0f} px in the photo (under {MIN_FACE_PX} px): "
+            "landmarks, likeness and the edit will be poor; use a larger photo of the face"
+        )
     scale = matrix_scale(matrix)
     if scale > 1.0 / SMALL_FACE_RATIO:
         crop = size / scale
-        notes.append(f"small face: the face crop is only {crop:.0f} px wide in the photo and is upscaled {scale:.1f}x "
-                     f"to {size} px: the result will be blurry")
+        notes.append(
+            f"small face: the face crop is only {crop:.0f} px wide in the photo and is upscaled {scale:.1f}x "
+            f"to {size} px: the result will be blurry"
+        )
     return notes

@@ -3,6 +3,7 @@
 Models are loaded once, by `FaceModels`.  Detection runs on a downscaled copy of large
 photos (it only needs the face boxes), landmarks on the full-resolution photo.
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,8 @@ from common.errors import MissingWeightsError
 from weights.registry import get_entry
 from weights.store import package_file
 
-DETECT_MAX_SIDE = 1200   # detection works on a copy no larger than this
-MIN_DETECT_SIDE = 900    # below this (after downscaling) the detector also runs 2x up-sampled
+DETECT_MAX_SIDE = 1200  # detection works on a copy no larger than this
+MIN_DETECT_SIDE = 900  # below this (after downscaling) the detector also runs 2x up-sampled
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ def _weights_file(name: str) -> str:
     entry = get_entry(name)
     path = package_file(entry)
     if path is None or not path.is_file():
-        raise MissingWeightsError(f"missing weights {entry.name} ({entry.filename}); "
-                                  "install it with `pip install face-recognition-models`")
+        raise MissingWeightsError(
+            f"missing weights {entry.name} ({entry.filename}); install it with `pip install face-recognition-models`"
+        )
     return str(path)
 
 
@@ -77,8 +79,11 @@ def detect_boxes(rgb: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> List[Tuple
     """[(box in photo pixels, score)], best score first."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
-    small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                                interpolation=cv2.INTER_AREA)
+    small = (
+        rgb
+        if scale == 1.0
+        else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    )
     upsample = 1 if max(small.shape[:2]) < MIN_DETECT_SIDE else 0
     rects, scores, _ = FACE_MODELS.detector().run(np.ascontiguousarray(small), upsample, 0.0)
     sx, sy = w / small.shape[1], h / small.shape[0]

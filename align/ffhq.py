@@ -6,6 +6,7 @@ output square.  Here the resampling is a single similarity transform (photo pixe
 aligned pixel, pixel centres at integer coordinates), stored as a 3x3 matrix so the
 edit can be warped back exactly.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -16,7 +17,7 @@ import numpy as np
 from common.geometry import matrix_scale
 
 # dlib's 68-point layout
-LEFT_EYE = slice(36, 42)   # the subject's right eye, on the image's left
+LEFT_EYE = slice(36, 42)  # the subject's right eye, on the image's left
 RIGHT_EYE = slice(42, 48)
 MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 
@@ -92,8 +93,9 @@ def _padded_crop(rgb: np.ndarray, quad: np.ndarray, qsize: float) -> Tuple[np.nd
         ch, cw = crop.shape[:2]
         yy = np.arange(ch, dtype=np.float32)[:, None]
         xx = np.arange(cw, dtype=np.float32)[None, :]
-        mask = np.maximum(1.0 - np.minimum(xx / left, (cw - 1 - xx) / right),
-                          1.0 - np.minimum(yy / top, (ch - 1 - yy) / bottom))[..., None]
+        mask = np.maximum(
+            1.0 - np.minimum(xx / left, (cw - 1 - xx) / right), 1.0 - np.minimum(yy / top, (ch - 1 - yy) / bottom)
+        )[..., None]
         crop += (_wide_blur(crop, qsize * 0.02) - crop) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
         median = np.median(crop[::4, ::4].reshape(-1, 3), axis=0)  # a 1/16 sample is plenty for a median
         crop += (median - crop) * np.clip(mask, 0.0, 1.0)

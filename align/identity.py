@@ -4,6 +4,7 @@ dlib's ResNet maps a face to a 128-d descriptor; two photos of the same person a
 usually closer than SAME_PERSON (dlib's own rule of thumb).  Used to answer "does the
 reconstruction look like me?" and "is the edited face still me?" in every run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ SAME_PERSON = 0.6  # dlib's threshold for its face recognition model
 
 @dataclass(frozen=True)
 class FaceDescriptor:
-    vector: np.ndarray        # 128-d
-    landmarks: np.ndarray     # 68 x 2 (x, y)
+    vector: np.ndarray  # 128-d
+    landmarks: np.ndarray  # 68 x 2 (x, y)
     box: tuple
 
 

@@ -1,4 +1,5 @@
 """align.json as a typed record: what the align stage made, from what, and its freshness rule."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,12 +81,17 @@ class AlignRecord(StageRecord):
 
     def is_fresh(self, photo_sha256: str, size: int, face) -> bool:
         """Made from this photo, at this size, for this face request."""
-        return (self.photo_sha256 == photo_sha256 and self.data.get("size") == size
-                and self.data.get("face_request") == face)
+        return (
+            self.photo_sha256 == photo_sha256
+            and self.data.get("size") == size
+            and self.data.get("face_request") == face
+        )
 
     def describe(self) -> str:
         """One line on the chosen face for summaries: its box in the photo and how the crop is scaled."""
         l, t, r, b = self.data["box"]
         small = " (small: see the warning)" if any("small face" in w for w in self.warnings) else ""
-        return (f"{r - l:.0f}x{b - t:.0f} px in the photo (face {self.face_index}); crop {self.crop_px:.0f} px "
-                f"-> {self.size} px{small}")
+        return (
+            f"{r - l:.0f}x{b - t:.0f} px in the photo (face {self.face_index}); crop {self.crop_px:.0f} px "
+            f"-> {self.size} px{small}"
+        )

@@ -1,4 +1,5 @@
 """The align stage on disk: photo -> RUN_DIR/align/{aligned.png, align.json, preview.png}."""
+
 from __future__ import annotations
 
 import hashlib
@@ -73,9 +74,15 @@ def align_record(photo: Photo, res: AlignResult, aligned_png: bytes, face_reques
         "format_version": FORMAT_VERSION,
         "face_request": face_request,
         "aligned_sha256": hashlib.sha256(aligned_png).hexdigest(),
-        "photo": {"path": str(photo.path.resolve()), "sha256": photo.sha256, "format": photo.format,
-                  "width": photo.size[0], "height": photo.size[1], "exif_transposed": photo.exif_transposed,
-                  "has_alpha": photo.alpha is not None},
+        "photo": {
+            "path": str(photo.path.resolve()),
+            "sha256": photo.sha256,
+            "format": photo.format,
+            "width": photo.size[0],
+            "height": photo.size[1],
+            "exif_transposed": photo.exif_transposed,
+            "has_alpha": photo.alpha is not None,
+        },
         "size": res.size,
         "face_index": res.face_index,
         "faces": [{"box": [round(v, 2) for v in f.box], "score": round(f.score, 4)} for f in res.faces],
@@ -88,8 +95,12 @@ def align_record(photo: Photo, res: AlignResult, aligned_png: bytes, face_reques
     }
 
 
-def run_align(photo: Union[Photo, str, Path], run_dir: Union[str, Path], size: int = AlignConfig.size,
-              face: Union[str, int] = AlignConfig.face) -> AlignResult:
+def run_align(
+    photo: Union[Photo, str, Path],
+    run_dir: Union[str, Path],
+    size: int = AlignConfig.size,
+    face: Union[str, int] = AlignConfig.face,
+) -> AlignResult:
     """Align the photo (a path, or one already decoded) and write the stage's files all at once (or none)."""
     photo = photo if isinstance(photo, Photo) else load_photo(photo)
     res = align_face(photo.rgb, size=size, face=face)

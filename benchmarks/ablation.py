@@ -12,6 +12,7 @@ by wrapping the library functions inside this process only.  Prints one JSON obj
 
     python benchmarks/ablation.py [--res 256] [--repeats 5] [--modes ...] [--compile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,7 @@ def _variant(name: str):
         networks.SynthesisBlock.memory_format_for = staticmethod(memory_format_for)
 
 
-def _measure(res: int, modes: list, repeats: int, device_name: str, threads: int, compile_: bool,
-             queue) -> None:
+def _measure(res: int, modes: list, repeats: int, device_name: str, threads: int, compile_: bool, queue) -> None:
     import torch
     from timing import interleaved, machine, ratio, summary
 
@@ -91,6 +91,7 @@ def _measure(res: int, modes: list, repeats: int, device_name: str, threads: int
                 else:
                     fn(ws).square().mean().backward()
                     G.zero_grad(set_to_none=True)
+
         return run
 
     out = {"model": f"ffhq-{res}", "machine": machine(device)}
@@ -100,8 +101,10 @@ def _measure(res: int, modes: list, repeats: int, device_name: str, threads: int
         if "compiled" in synth:
             fns["compiled"] = call(synth["compiled"], mode, "fast")
         t = interleaved(fns, repeats, warmup=1, sync=sync)
-        out[mode] = {"fast": summary(t["fast"]),
-                     **{f"{v}_over_fast": ratio(t[v], t["fast"]) for v in fns if v != "fast"}}
+        out[mode] = {
+            "fast": summary(t["fast"]),
+            **{f"{v}_over_fast": ratio(t[v], t["fast"]) for v in fns if v != "fast"},
+        }
     out["torch_compile"] = compile_status
     queue.put(out)
 
@@ -115,12 +118,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (opt-in)")
     args = ap.parse_args()
-    results = [run_isolated(_measure, res, args.modes, args.repeats, args.device, args.threads, args.compile)
-               for res in args.res]
-    print(json.dumps({"benchmark": "generator ablation",
-                      "note": "x_over_fast = median time of variant x / median time of the fast path, "
-                              "same process, interleaved",
-                      "results": results}, indent=2))
+    results = [
+        run_isolated(_measure, res, args.modes, args.repeats, args.device, args.threads, args.compile)
+        for res in args.res
+    ]
+    print(
+        json.dumps(
+            {
+                "benchmark": "generator ablation",
+                "note": "x_over_fast = median time of variant x / median time of the fast path, "
+                "same process, interleaved",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

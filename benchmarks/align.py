@@ -5,6 +5,7 @@ single-threaded).  Photos default to ../shared/photos.
 
     python benchmarks/align.py [--photos DIR] [--size 1024] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ def _time(fn, repeats):
 def measure(rgb, size, repeats):
     from align.detect import detect_boxes, landmarks
     from align.ffhq import ffhq_quad, quad_to_matrix, warp_to_aligned
+
     boxes, t_detect = _time(lambda: detect_boxes(rgb), repeats)
     row = {"megapixels": round(rgb.shape[0] * rgb.shape[1] / 1e6, 2), "faces": len(boxes), "detect_ms": t_detect}
     if boxes:
@@ -50,6 +52,7 @@ def main() -> None:
 
     from align.detect import detect_boxes
     from common.images import load_photo
+
     cv2.setNumThreads(1)
     photos = sorted(p for p in args.photos.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     if not photos:
@@ -70,8 +73,20 @@ def main() -> None:
         f = (mp * 1e6 / (rgb.shape[0] * rgb.shape[1])) ** 0.5
         scaled = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
         scaling.append(dict(measure(scaled, args.size, args.repeats), source=big.name))
-    print(json.dumps({"benchmark": "align", "size": args.size, "threads": 1, "repeats": args.repeats,
-                      "detector_load_s": round(t_models, 2), "photos": per_photo, "scaling": scaling}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "align",
+                "size": args.size,
+                "threads": 1,
+                "repeats": args.repeats,
+                "detector_load_s": round(t_models, 2),
+                "photos": per_photo,
+                "scaling": scaling,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

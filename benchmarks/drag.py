@@ -12,6 +12,7 @@ on CPU, allocator peak on CUDA).  Prints one JSON object.
 
     python benchmarks/drag.py [--res 256 512] [--steps 5] [--device cpu|cuda|auto] [--no-memory]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def _engines(res: int, device_name: str, threads: int, paths) -> tuple:
     s = res / 512
     handles = [[200 * s, 250 * s], [300 * s, 250 * s]]
     targets = [[180 * s, 230 * s], [330 * s, 240 * s]]
-    cfg = DragConfig(steps=10 ** 6, stall_steps=10 ** 6)
+    cfg = DragConfig(steps=10**6, stall_steps=10**6)
     gens = {"fast": (G, True), "full": (G, False), "full_plain": (PlainGenerator(G), False)}
     engines = {p: DragEngine(gens[p][0], w, handles, targets, config=cfg, fast=gens[p][1]) for p in paths}
     return engines, device
@@ -73,10 +74,15 @@ def _time(res: int, steps: int, device_name: str, threads: int, queue) -> None:
 
     engines, device = _engines(res, device_name, threads, PATHS)
     t = interleaved({p: _stepper(e) for p, e in engines.items()}, steps, warmup=1, sync=_sync(device))
-    queue.put({"model": f"ffhq-{res}", "machine": machine(device),
-               **{p: summary(t[p]) for p in PATHS},
-               "full_over_fast": ratio(t["full"], t["fast"]),
-               "full_plain_over_fast": ratio(t["full_plain"], t["fast"])})
+    queue.put(
+        {
+            "model": f"ffhq-{res}",
+            "machine": machine(device),
+            **{p: summary(t[p]) for p in PATHS},
+            "full_over_fast": ratio(t["full"], t["fast"]),
+            "full_plain_over_fast": ratio(t["full_plain"], t["fast"]),
+        }
+    )
 
 
 def _memory(res: int, path: str, device_name: str, threads: int, queue) -> None:
@@ -113,9 +119,17 @@ def main() -> None:
             for path in PATHS:
                 row[path].update(run_isolated(_memory, res, path, args.device, args.threads))
         rows.append(row)
-    print(json.dumps({"benchmark": "drag", "batch": 1,
-                      "note": "x_over_fast = median x step time / median fast step time, same process, interleaved",
-                      "results": rows}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "drag",
+                "batch": 1,
+                "note": "x_over_fast = median x step time / median fast step time, same process, interleaved",
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

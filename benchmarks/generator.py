@@ -13,6 +13,7 @@ real FFHQ configs (speed does not depend on the values).  Prints one JSON object
     python benchmarks/generator.py [--res 256 512] [--repeats 5] [--modes forward backward_w]
                                    [--device cpu|cuda|auto] [--no-memory]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,11 @@ def _time(res: int, modes: list, device_name: str, repeats: int, threads: int, q
     out = {"model": f"ffhq-{res}", "machine": machine(device)}
     for mode in modes:
         t = interleaved(_step(G, gens, ws, mode), repeats, warmup=1, sync=_sync(device))
-        out[mode] = {"fast": summary(t["fast"]), "plain": summary(t["plain"]),
-                     "plain_over_fast": ratio(t["plain"], t["fast"])}
+        out[mode] = {
+            "fast": summary(t["fast"]),
+            "plain": summary(t["plain"]),
+            "plain_over_fast": ratio(t["plain"], t["fast"]),
+        }
     queue.put(out)
 
 
@@ -123,11 +127,19 @@ def main() -> None:
                 for path in ("fast", "plain"):
                     row[mode][path].update(run_isolated(_memory, res, mode, path, args.device, args.threads))
         results.append(row)
-    print(json.dumps({
-        "benchmark": "generator", "batch": 1, "noise_mode": "const", "repeats": args.repeats,
-        "note": "plain_over_fast = median plain time / median fast time, same process, interleaved",
-        "results": results,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "generator",
+                "batch": 1,
+                "noise_mode": "const",
+                "repeats": args.repeats,
+                "note": "plain_over_fast = median plain time / median fast time, same process, interleaved",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

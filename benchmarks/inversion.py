@@ -13,6 +13,7 @@ whole `invert` is timed as well (fast path).
 
     python benchmarks/inversion.py [--res 256 512] [--steps 3] [--rounds 2] [--device cpu|cuda|auto]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,26 +81,37 @@ def _measure(res: int, steps: int, rounds: int, device_name: str, threads: int, 
         for path in order:
             gen = gens[path]
             times[f"projection_{path}"] += _step_times(
-                lambda cb, gen=gen: project(gen, target, proj_cfg, nets["vgg"], callback=cb))
+                lambda cb, gen=gen: project(gen, target, proj_cfg, nets["vgg"], callback=cb)
+            )
         for path in order:
             gen = gens[path]
             times[f"tuning_{path}"] += _step_times(
-                lambda cb, gen=gen: tune(gen, pivot, target, tune_cfg, nets["alex"], callback=cb))
+                lambda cb, gen=gen: tune(gen, pivot, target, tune_cfg, nets["alex"], callback=cb)
+            )
 
-    out = {"model": f"ffhq-{res}", "machine": machine(device), "setup": setup,
-           "steps_per_run": steps, "rounds": rounds, "timed_steps_per_path": len(times["projection_fast"])}
+    out = {
+        "model": f"ffhq-{res}",
+        "machine": machine(device),
+        "setup": setup,
+        "steps_per_run": steps,
+        "rounds": rounds,
+        "timed_steps_per_path": len(times["projection_fast"]),
+    }
     for kind in ("projection", "tuning"):
         fast, plain = times[f"{kind}_fast"], times[f"{kind}_plain"]
-        out[kind] = {"fast_s_per_step": round(summary(fast)["ms_median"] / 1000, 3),
-                     "plain_s_per_step": round(summary(plain)["ms_median"] / 1000, 3),
-                     "plain_over_fast": ratio(plain, fast)}
+        out[kind] = {
+            "fast_s_per_step": round(summary(fast)["ms_median"] / 1000, 3),
+            "plain_s_per_step": round(summary(plain)["ms_median"] / 1000, 3),
+            "plain_over_fast": ratio(plain, fast),
+        }
 
     img = (rng.rand(res, res, 3) * 255).astype(np.uint8)
     cfg = InversionConfig(projection=ProjectionConfig(steps=2), tuning=TuningConfig(steps=2, lpips_threshold=0.0))
     with tempfile.TemporaryDirectory() as tmp:
         cache = InversionCache(Path(tmp))
-        run = lambda: invert(img, G, cfg, perceptual=lambda n, r: nets[n], cache=cache,
-                             model_sha256="bench", progress=False)
+        run = lambda: invert(
+            img, G, cfg, perceptual=lambda n, r: nets[n], cache=cache, model_sha256="bench", progress=False
+        )
         first = run()
         t0 = time.perf_counter()
         second = run()
@@ -119,12 +131,18 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
-    results = [run_isolated(_measure, res, args.steps, args.rounds, args.device, args.threads)
-               for res in args.res]
-    print(json.dumps({"benchmark": "inversion",
-                      "note": "LPIPS backbones have random weights (real AlexNet/VGG16 architectures); "
-                              "plain_over_fast = median plain step / median fast step, same process, alternating runs",
-                      "results": results}, indent=2))
+    results = [run_isolated(_measure, res, args.steps, args.rounds, args.device, args.threads) for res in args.res]
+    print(
+        json.dumps(
+            {
+                "benchmark": "inversion",
+                "note": "LPIPS backbones have random weights (real AlexNet/VGG16 architectures); "
+                "plain_over_fast = median plain step / median fast step, same process, alternating runs",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Run one measurement in a fresh process, so its peak memory belongs to it alone."""
+
 from __future__ import annotations
 
 import multiprocessing as mp

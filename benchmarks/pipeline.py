@@ -8,6 +8,7 @@ align and invert are reused and only drag and composite run.
     python benchmarks/pipeline.py [--photo PHOTO] [--projection-steps 450] [--tuning-steps 350]
                                   [--drag-steps 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photo", type=Path,
-                    default=Path(__file__).resolve().parents[2] / "shared" / "photos" / "Tom_Cruise_avp_2014_4.jpg")
+    ap.add_argument(
+        "--photo",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "photos" / "Tom_Cruise_avp_2014_4.jpg",
+    )
     ap.add_argument("--projection-steps", type=int, default=450)
     ap.add_argument("--tuning-steps", type=int, default=350)
     ap.add_argument("--drag-steps", type=int, default=300)
@@ -62,10 +66,15 @@ def main() -> None:
             out = real(*a, **k)
             rss.append((fn_name, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)))
             return out
+
         setattr(mod, fn_name, wrapped)
 
-    for target in (("align.stage", "run_align"), ("inversion.stage", "run_invert"),
-                   ("drag.stage", "run_drag"), ("pipeline.composite", "run_composite")):
+    for target in (
+        ("align.stage", "run_align"),
+        ("inversion.stage", "run_invert"),
+        ("drag.stage", "run_drag"),
+        ("pipeline.composite", "run_composite"),
+    ):
         stage_rss(target)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,27 +85,62 @@ def main() -> None:
         lm_right, lm_left = (371, 569), (168, 544)  # mouth corners of the default photo
 
         def recipe(handle, target):
-            return parse_recipe({"model": str(model), "drags": [{"handle": list(handle), "target": list(target)}],
-                                 "invert": {"projection_steps": args.projection_steps,
-                                            "tuning_steps": args.tuning_steps, "lpips_threshold": 0.0},
-                                 "drag": {"steps": args.drag_steps}})
-        common = dict(home=tmp, device=torch.device("cpu"), store=WeightStore(tmp), progress=False,
-                      cache=InversionCache(tmp / "cache"), run_dir=tmp / "run")
+            return parse_recipe(
+                {
+                    "model": str(model),
+                    "drags": [{"handle": list(handle), "target": list(target)}],
+                    "invert": {
+                        "projection_steps": args.projection_steps,
+                        "tuning_steps": args.tuning_steps,
+                        "lpips_threshold": 0.0,
+                    },
+                    "drag": {"steps": args.drag_steps},
+                }
+            )
+
+        common = dict(
+            home=tmp,
+            device=torch.device("cpu"),
+            store=WeightStore(tmp),
+            progress=False,
+            cache=InversionCache(tmp / "cache"),
+            run_dir=tmp / "run",
+        )
         runs = {}
         for label, (h, t) in (("first", (lm_right, (390, 550))), ("re_edit", (lm_left, (150, 530)))):
             rss.clear()
             t0 = time.perf_counter()
             s = edit.run_edit(args.photo, recipe(h, t), tmp / f"{label}.jpg", **common)
             drag = DragRecord.load(tmp / "run")
-            runs[label] = {"total_s": round(time.perf_counter() - t0, 2), "stage_s": s.seconds,
-                           "reused": s.reused, "peak_rss_mib_after_stage": dict(rss),
-                           "drag_steps": drag.steps, "drag_stop_reason": drag.stop_reason}
+            runs[label] = {
+                "total_s": round(time.perf_counter() - t0, 2),
+                "stage_s": s.seconds,
+                "reused": s.reused,
+                "peak_rss_mib_after_stage": dict(rss),
+                "drag_steps": drag.steps,
+                "drag_stop_reason": drag.stop_reason,
+            }
     ratio = runs["re_edit"]["total_s"] / runs["first"]["total_s"]
-    print(json.dumps({"benchmark": "pipeline", "model": "ffhq-256 config, random weights", "device": "cpu",
-                      "threads": args.threads, "photo": args.photo.name,
-                      "steps": {"projection": args.projection_steps, "tuning": args.tuning_steps,
-                                "drag": args.drag_steps, "note": "tuning runs all steps (threshold 0)"},
-                      "runs": runs, "re_edit_over_first": round(ratio, 4)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "pipeline",
+                "model": "ffhq-256 config, random weights",
+                "device": "cpu",
+                "threads": args.threads,
+                "photo": args.photo.name,
+                "steps": {
+                    "projection": args.projection_steps,
+                    "tuning": args.tuning_steps,
+                    "drag": args.drag_steps,
+                    "note": "tuning runs all steps (threshold 0)",
+                },
+                "runs": runs,
+                "re_edit_over_first": round(ratio, 4),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ exits 0 without numbers: figures are never faked or extrapolated.
                                  [--projection-steps 450] [--tuning-steps 350] [--drag-steps 300]
                                  [--preset-amount 0.5] [--skip pti drag presets]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ def main() -> None:
     try:
         from inversion.perceptual import load_perceptual
         from weights.models import load_model
+
         G, path = load_model(args.model, store, torch.device("cpu"), fetch=False)
         lp = {n: load_perceptual(n, store, 256, fetch=False) for n in ("alex", "vgg")}
     except PhotodragError as exc:
@@ -109,9 +111,13 @@ def pti_table(G, lp, args) -> dict:
 
 def _scores(img, target, aligned, lpips_alex, identity_report, to_uint8) -> dict:
     import torch.nn.functional as F
+
     ident = identity_report(aligned, to_uint8(img)[0])
-    return {"lpips": round(float(lpips_alex(img, target)), 4), "mse": round(float(F.mse_loss(img, target)), 5),
-            "identity": ident["distance"]}
+    return {
+        "lpips": round(float(lpips_alex(img, target)), 4),
+        "mse": round(float(F.mse_loss(img, target)), 5),
+        "identity": ident["distance"],
+    }
 
 
 def landmark_table(G, args) -> dict:
@@ -153,9 +159,12 @@ def landmark_table(G, args) -> dict:
             results[n]["before"].append(mean_distance(pairs[:, 0], pairs[:, 1]))
             results[n]["after"].append(mean_distance(lm_after[idx], pairs[:, 1]))
             results[n]["seconds"].append(secs)
-    return {"protocol": "DragGAN Table 1: face landmark manipulation", "pairs": done,
-            "points": {str(n): {k: summarize(v) for k, v in r.items()} for n, r in results.items()},
-            "paper": {"1": "12.93 -> 2.44", "5": "11.66 -> 3.18", "68": "16.02 -> 4.73"}}
+    return {
+        "protocol": "DragGAN Table 1: face landmark manipulation",
+        "pairs": done,
+        "points": {str(n): {k: summarize(v) for k, v in r.items()} for n, r in results.items()},
+        "paper": {"1": "12.93 -> 2.44", "5": "11.66 -> 3.18", "68": "16.02 -> 4.73"},
+    }
 
 
 def preset_table(G, args) -> dict:
@@ -170,8 +179,7 @@ def preset_table(G, args) -> dict:
     from pipeline.quality import summarize
     from weights.networks import to_uint8, z_from_seed
 
-    rows = {name: {"requested_iod": [], "achieved_iod": [], "requested_px": [], "achieved_px": []}
-            for name in PRESETS}
+    rows = {name: {"requested_iod": [], "achieved_iod": [], "requested_px": [], "achieved_px": []} for name in PRESETS}
     missed = {name: 0 for name in PRESETS}
     seed, faces = 0, 0
     while faces < args.pairs and seed < args.pairs * 5:
@@ -188,8 +196,14 @@ def preset_table(G, args) -> dict:
             amounts = {name: args.preset_amount}
             try:
                 pts, _ = with_presets(np.zeros((0, 2, 2)), None, lm, amounts, G.img_resolution)
-                engine = DragEngine(G, w, pts[:, 0], pts[:, 1], mask=preset_mask(lm, [name], G.img_resolution),
-                                    config=DragConfig(steps=args.drag_steps))
+                engine = DragEngine(
+                    G,
+                    w,
+                    pts[:, 0],
+                    pts[:, 1],
+                    mask=preset_mask(lm, [name], G.img_resolution),
+                    config=DragConfig(steps=args.drag_steps),
+                )
                 after = describe(engine.render(engine.run())).landmarks
             except UsageError:
                 missed[name] += 1
@@ -197,10 +211,12 @@ def preset_table(G, args) -> dict:
             (m,) = measure_presets(lm, after, amounts)
             for key in rows[name]:
                 rows[name][key].append(getattr(m, key))
-    return {"protocol": f"each preset at amount {args.preset_amount} on sampled faces, default mask, "
-                        "landmarks detected again on the result", "faces": faces,
-            "presets": {n: dict({k: summarize(v) for k, v in r.items()}, not_measured=missed[n])
-                        for n, r in rows.items()}}
+    return {
+        "protocol": f"each preset at amount {args.preset_amount} on sampled faces, default mask, "
+        "landmarks detected again on the result",
+        "faces": faces,
+        "presets": {n: dict({k: summarize(v) for k, v in r.items()}, not_measured=missed[n]) for n, r in rows.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Absolute times on the machines this project runs on vary 3-4x between machines a
 other load, so every benchmark times the fast path against the plain path in one process,
 alternating them (ABBA order, after warm-up) and reporting medians and their ratio.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,13 @@ def machine(device) -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    out = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "torch": torch.__version__, "device": str(device)}
+    out = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -35,8 +41,9 @@ def machine(device) -> dict:
     return out
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
     """Seconds per call of each function, timed alternately: A B B A A B ... after `warmup` calls each."""
     for fn in fns.values():
         for _ in range(warmup):

@@ -1,4 +1,5 @@
 """Errors that the command line reports as one line with a fixed exit code."""
+
 from __future__ import annotations
 
 

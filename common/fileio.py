@@ -2,6 +2,7 @@
 
 A reader never sees a half-written file: either the old one or the complete new one.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 Pure functions on the matrices stored in align.json (photo pixel -> aligned pixel and its
 inverse, pixel centres at integer coordinates).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,10 +25,21 @@ def matrix_scale(m) -> float:
     return math.sqrt(abs(np.linalg.det(np.asarray(m, dtype=np.float64)[:2, :2])))
 
 
-def warp_to_photo(aligned: np.ndarray, matrix, photo_size: Tuple[int, int], interpolation: int = cv2.INTER_CUBIC,
-                  border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+def warp_to_photo(
+    aligned: np.ndarray,
+    matrix,
+    photo_size: Tuple[int, int],
+    interpolation: int = cv2.INTER_CUBIC,
+    border: int = cv2.BORDER_REPLICATE,
+) -> np.ndarray:
     """Warp an aligned image (or mask) back onto the photo's pixel grid (float32)."""
     w, h = photo_size
     m = np.asarray(matrix, dtype=np.float64)
-    return cv2.warpAffine(aligned.astype(np.float32), m[:2], (w, h), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                          borderMode=border, borderValue=0.0)
+    return cv2.warpAffine(
+        aligned.astype(np.float32),
+        m[:2],
+        (w, h),
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=border,
+        borderValue=0.0,
+    )

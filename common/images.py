@@ -4,6 +4,7 @@ Handles JPEG/PNG/WebP/BMP/TIFF, EXIF orientation, grayscale, palette, RGBA/LA,
 16-bit and CMYK images, and refuses decompression bombs, truncated files and
 non-images with one clear line.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,9 @@ def load_photo(path, max_pixels: Optional[int] = None) -> Photo:
             fmt = img.format or "?"
             w, h = img.size
             if w * h > max_pixels:
-                raise UsageError(f"{path} is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
-                                 f"{max_pixels / 1e6:.0f} MP")
+                raise UsageError(
+                    f"{path} is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of {max_pixels / 1e6:.0f} MP"
+                )
             img.load()
             exif_orientation = img.getexif().get(0x0112, 1)
             upright = ImageOps.exif_transpose(img)
@@ -90,13 +92,20 @@ def load_photo(path, max_pixels: Optional[int] = None) -> Photo:
     except UsageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UsageError(f"{path} is larger than the {max_pixels / 1e6:.0f} MP limit "
-                         "(refused as a possible decompression bomb)") from None
+        raise UsageError(
+            f"{path} is larger than the {max_pixels / 1e6:.0f} MP limit (refused as a possible decompression bomb)"
+        ) from None
     except UnidentifiedImageError:
         raise UsageError(f"{path} is not an image this tool can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UsageError(f"{path} could not be decoded ({exc}); is the file truncated or corrupt?") from None
     if fmt not in FORMATS:
         raise UsageError(f"{path} is a {fmt} image; supported: JPEG, PNG, WebP, BMP, TIFF")
-    return Photo(rgb=rgb, alpha=alpha, path=path, sha256=hashlib.sha256(data).hexdigest(), format=fmt,
-                 exif_transposed=exif_orientation not in (1, None))
+    return Photo(
+        rgb=rgb,
+        alpha=alpha,
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=fmt,
+        exif_transposed=exif_orientation not in (1, None),
+    )

@@ -4,6 +4,7 @@ Each stage subclasses it beside the code that writes it (align/record.py, invers
 drag/record.py, pipeline/composite.py); only that subclass reads the JSON keys, everyone else
 uses its typed properties.
 """
+
 from __future__ import annotations
 
 import json

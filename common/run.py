@@ -4,6 +4,7 @@ RUN_DIR/align/   aligned.png  align.json  preview.png
 RUN_DIR/invert/  pivot.safetensors  generator.safetensors | generator.json  invert.json  ...
 RUN_DIR/drag/    edited.png  w_edited.safetensors  drag.json  preview.png
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,11 @@ from PIL import Image
 
 from common.errors import UsageError
 
-STAGE_COMMANDS = {"align": "photodrag align PHOTO --out {run}", "invert": "photodrag invert {run}",
-                  "drag": "photodrag drag {run} --drag ..."}
+STAGE_COMMANDS = {
+    "align": "photodrag align PHOTO --out {run}",
+    "invert": "photodrag invert {run}",
+    "drag": "photodrag drag {run} --drag ...",
+}
 
 
 @dataclass(frozen=True)

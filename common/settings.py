@@ -1,4 +1,5 @@
 """Where photodrag keeps its files, and which torch device it uses."""
+
 from __future__ import annotations
 
 import os

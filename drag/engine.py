@@ -10,6 +10,7 @@ loss) and features are sampled bilinearly straight from the 128x128 map.  The re
 path (`fast=False`) renders the whole image and resizes the whole feature map to image
 size, as the official implementation does; tests compare the two.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -27,18 +28,26 @@ from weights.networks import Generator, to_uint8
 @dataclass
 class DragState:
     step: int
-    w: torch.Tensor                  # [1, num_ws, w_dim], detached copy of the current latent
-    handles: torch.Tensor            # [N, 2] (x, y), aligned pixels
+    w: torch.Tensor  # [1, num_ws, w_dim], detached copy of the current latent
+    handles: torch.Tensor  # [N, 2] (x, y), aligned pixels
     distances: List[float]
     done: bool = False
-    reason: Optional[str] = None     # reached | max_steps | stalled
+    reason: Optional[str] = None  # reached | max_steps | stalled
     loss: float = float("nan")
-    history: List[float] = field(default_factory=list)   # total distance after each step
+    history: List[float] = field(default_factory=list)  # total distance after each step
 
 
 class DragEngine:
-    def __init__(self, G: Generator, w_pivot: torch.Tensor, handles, targets, mask: Optional[np.ndarray] = None,
-                 config: DragConfig = DragConfig(), fast: bool = True) -> None:
+    def __init__(
+        self,
+        G: Generator,
+        w_pivot: torch.Tensor,
+        handles,
+        targets,
+        mask: Optional[np.ndarray] = None,
+        config: DragConfig = DragConfig(),
+        fast: bool = True,
+    ) -> None:
         self.G = G.eval().requires_grad_(False)
         self.cfg = config
         self.fast = fast
@@ -57,7 +66,7 @@ class DragEngine:
         self.r1 = ops.scale_radius(config.r1, self.size)
         self.r2 = ops.scale_radius(config.r2, self.size)
         self.reach = 1.0 if len(self.handles0) <= 5 else 2.0
-        self.w_opt = self.w0[:, :config.layers].clone().requires_grad_(True)
+        self.w_opt = self.w0[:, : config.layers].clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.w_opt], lr=config.lr)
         with torch.no_grad():
             feat0 = self._features(self.w0)
@@ -66,7 +75,7 @@ class DragEngine:
 
     # features -------------------------------------------------------------
     def _ws(self) -> torch.Tensor:
-        return torch.cat([self.w_opt, self.w0[:, self.cfg.layers:]], dim=1)
+        return torch.cat([self.w_opt, self.w0[:, self.cfg.layers :]], dim=1)
 
     def _features(self, ws: torch.Tensor) -> torch.Tensor:
         if self.fast:
@@ -94,21 +103,30 @@ class DragEngine:
         total = float(dist.sum())
         history = state.history + [total]
         if bool((dist <= self.reach).all()):
-            return replace(state, handles=handles, distances=dist.tolist(), done=True, reason="reached",
-                           history=history)
+            return replace(
+                state, handles=handles, distances=dist.tolist(), done=True, reason="reached", history=history
+            )
         if state.step >= self.cfg.steps:
-            return replace(state, handles=handles, distances=dist.tolist(), done=True, reason="max_steps",
-                           history=history)
+            return replace(
+                state, handles=handles, distances=dist.tolist(), done=True, reason="max_steps", history=history
+            )
         k = self.cfg.stall_steps
         if len(history) > k and min(history[:-k]) - min(history[-k:]) < self.cfg.stall_min_gain:
-            return replace(state, handles=handles, distances=dist.tolist(), done=True, reason="stalled",
-                           history=history)
+            return replace(
+                state, handles=handles, distances=dist.tolist(), done=True, reason="stalled", history=history
+            )
         loss = self._loss(feat, handles)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return DragState(step=state.step + 1, w=self._ws().detach().clone(), handles=handles,
-                         distances=dist.tolist(), loss=float(loss.detach()), history=history)
+        return DragState(
+            step=state.step + 1,
+            w=self._ws().detach().clone(),
+            handles=handles,
+            distances=dist.tolist(),
+            loss=float(loss.detach()),
+            history=history,
+        )
 
     def _loss(self, feat: torch.Tensor, handles: torch.Tensor) -> torch.Tensor:
         if self.fast:
@@ -133,8 +151,9 @@ class DragEngine:
             return to_uint8(self.G.synthesis(state.w, noise_mode="const"))[0]
 
 
-def _reference_motion_loss(feat_full: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
-                           r1: int) -> torch.Tensor:
+def _reference_motion_loss(
+    feat_full: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int
+) -> torch.Tensor:
     """Motion supervision on the resized S x S map, with grid_sample(align_corners=True) at q + d."""
     size = feat_full.shape[-1]
     offsets = ops.disc_offsets(r1, feat_full.device)

@@ -5,6 +5,7 @@ A feature map F of size R (e.g. the 128x128 `b128` output) is read as if it had 
 resized to S x S with bilinear interpolation (align_corners=False), without building that
 S x S map: image pixel (x, y) sits at feature coordinate ((x + 0.5) R/S - 0.5, ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ def disc_offsets(radius: int, device=None) -> torch.Tensor:
     """Integer (dx, dy) offsets with dx^2 + dy^2 < radius^2 (the paper's patch Omega_1)."""
     r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
     dy, dx = torch.meshgrid(r, r, indexing="ij")
-    keep = dx.square() + dy.square() < radius ** 2
+    keep = dx.square() + dy.square() < radius**2
     return torch.stack([dx[keep], dy[keep]], dim=-1)
 
 
@@ -43,8 +44,9 @@ def square_offsets(radius: int, device=None) -> torch.Tensor:
     return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=-1)
 
 
-def motion_loss(feat: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int, size: int,
-                min_distance: float = 1.0) -> torch.Tensor:
+def motion_loss(
+    feat: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int, size: int, min_distance: float = 1.0
+) -> torch.Tensor:
     """Sum over handles of mean |F(q + d) - sg(F(q))| over q in the disc of radius r1 around the handle.
 
     d is the unit vector from handle to target; handles already within `min_distance` of their

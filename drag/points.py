@@ -3,6 +3,7 @@
 Points are always (x, y).  In photo coordinates (the default: what a user sees) they are
 mapped into the aligned image with the stored align matrix.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,18 +70,24 @@ def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size:
     for i, (pair, (h, t)) in enumerate(zip(pairs, pts)):
         for name, orig, p in (("handle", pair.handle, h), ("target", pair.target, t)):
             if not (0 <= p[0] <= size - 1 and 0 <= p[1] <= size - 1):
-                raise UsageError(f"drag {i + 1}: the {name} {fmt_point(orig)} is outside the aligned face crop "
-                                 f"(it maps to ({p[0]:.1f}, {p[1]:.1f}) in a {size}x{size} crop); "
-                                 "see align/preview.png for the crop")
+                raise UsageError(
+                    f"drag {i + 1}: the {name} {fmt_point(orig)} is outside the aligned face crop "
+                    f"(it maps to ({p[0]:.1f}, {p[1]:.1f}) in a {size}x{size} crop); "
+                    "see align/preview.png for the crop"
+                )
         if np.linalg.norm(t - h) < 0.5:
-            raise UsageError(f"drag {i + 1}: the handle {fmt_point(pair.handle)} and the target "
-                             f"{fmt_point(pair.target)} are under half an aligned pixel apart "
-                             f"({np.linalg.norm(t - h):.2f} px in the {size}x{size} crop): drag farther")
+            raise UsageError(
+                f"drag {i + 1}: the handle {fmt_point(pair.handle)} and the target "
+                f"{fmt_point(pair.target)} are under half an aligned pixel apart "
+                f"({np.linalg.norm(t - h):.2f} px in the {size}x{size} crop): drag farther"
+            )
     for i in range(len(pts)):
         for j in range(i):
             if np.linalg.norm(pts[i, 0] - pts[j, 0]) < 0.5:
-                raise UsageError(f"drags {j + 1} and {i + 1} both move the handle {fmt_point(pairs[i].handle)}: "
-                                 "give each handle one target")
+                raise UsageError(
+                    f"drags {j + 1} and {i + 1} both move the handle {fmt_point(pairs[i].handle)}: "
+                    "give each handle one target"
+                )
     return pts
 
 
@@ -114,10 +121,17 @@ def load_mask(path: Path, coords: str, matrix: np.ndarray, size: int, photo_size
     return mask
 
 
-def map_to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size: int,
-                   photo_size: Tuple[int, int], mask_circle: Optional[Tuple[float, float, float]] = None,
-                   mask_path: Optional[Path] = None, presets: Optional[Mapping[str, float]] = None,
-                   landmarks: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def map_to_aligned(
+    pairs: Sequence[DragPair],
+    coords: str,
+    matrix: np.ndarray,
+    size: int,
+    photo_size: Tuple[int, int],
+    mask_circle: Optional[Tuple[float, float, float]] = None,
+    mask_path: Optional[Path] = None,
+    presets: Optional[Mapping[str, float]] = None,
+    landmarks: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """The one mapper of a drag request: points and mask in photo, relative (0..1 of the photo) or
     aligned coordinates -> ([N, 2, 2] aligned points, aligned mask or None).  Used by the CLI,
     `edit` and the web editor alike.

@@ -17,6 +17,7 @@ one target), since two handles on one point with different targets contradict ea
 amount of 0 moves nothing, and points that would move less than half a pixel are left out
 (DragGAN refuses zero-length drags).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ class Preset:
     description: str
     moves: Tuple[Move, ...]
     mask_groups: Tuple[Tuple[int, ...], ...]  # each group's convex hull, padded, may move
-    mask_pad: float = 0.25                    # padding around each hull, in IOD
+    mask_pad: float = 0.25  # padding around each hull, in IOD
     amount_range: Tuple[float, float] = (-1.0, 1.0)
 
     @property
@@ -61,28 +62,60 @@ def _mirror(indices_left: Sequence[int], indices_right: Sequence[int], du: float
 
 
 MOUTH = tuple(range(48, 68))
-PRESETS: Dict[str, Preset] = {p.name: p for p in (
-    Preset("smile", "mouth corners outward and up (negative: down, a frown)",
-           _mirror([48], [54], 0.08, -0.08), (MOUTH,), mask_pad=0.2),
-    Preset("mouth_open", "lower lip down, upper lip up a little (negative: close)",
-           ((57, 0.0, 0.25), (66, 0.0, 0.25), (51, 0.0, -0.06), (62, 0.0, -0.06)),
-           (MOUTH + (7, 8, 9),), mask_pad=0.2),
-    Preset("eyes_open", "upper eyelids up (negative: close the eyes)",
-           ((37, 0.0, -0.06), (38, 0.0, -0.06), (43, 0.0, -0.06), (44, 0.0, -0.06)),
-           (tuple(range(36, 42)), tuple(range(42, 48))), mask_pad=0.15),
-    Preset("eyebrows", "eyebrows up (negative: down)",
-           tuple((i, 0.0, -0.10) for i in range(17, 27)),
-           tuple((i, i + 1) for i in (*range(17, 21), *range(22, 26))), mask_pad=0.15),  # along each brow
-    Preset("jaw_width", "jaw sides outward (negative: a narrower jaw)",
-           _mirror(range(3, 7), range(10, 14), 0.08, 0.0),
-           (tuple(range(2, 8)), tuple(range(9, 15))), mask_pad=0.2),
-    Preset("head_yaw", "nose, mouth and chin sideways: turn towards the image right (negative: left)",
-           ((27, 0.05, 0.0), (30, 0.12, 0.0), (33, 0.10, 0.0), (51, 0.08, 0.0), (57, 0.08, 0.0), (8, 0.08, 0.0)),
-           (tuple(range(68)),), mask_pad=0.15),
-    Preset("head_pitch", "nose, mouth and chin up: tilt the head up (negative: down)",
-           ((30, 0.0, -0.10), (33, 0.0, -0.10), (51, 0.0, -0.08), (57, 0.0, -0.08), (8, 0.0, -0.08)),
-           (tuple(range(68)),), mask_pad=0.15),
-)}
+PRESETS: Dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "smile",
+            "mouth corners outward and up (negative: down, a frown)",
+            _mirror([48], [54], 0.08, -0.08),
+            (MOUTH,),
+            mask_pad=0.2,
+        ),
+        Preset(
+            "mouth_open",
+            "lower lip down, upper lip up a little (negative: close)",
+            ((57, 0.0, 0.25), (66, 0.0, 0.25), (51, 0.0, -0.06), (62, 0.0, -0.06)),
+            (MOUTH + (7, 8, 9),),
+            mask_pad=0.2,
+        ),
+        Preset(
+            "eyes_open",
+            "upper eyelids up (negative: close the eyes)",
+            ((37, 0.0, -0.06), (38, 0.0, -0.06), (43, 0.0, -0.06), (44, 0.0, -0.06)),
+            (tuple(range(36, 42)), tuple(range(42, 48))),
+            mask_pad=0.15,
+        ),
+        Preset(
+            "eyebrows",
+            "eyebrows up (negative: down)",
+            tuple((i, 0.0, -0.10) for i in range(17, 27)),
+            tuple((i, i + 1) for i in (*range(17, 21), *range(22, 26))),
+            mask_pad=0.15,
+        ),  # along each brow
+        Preset(
+            "jaw_width",
+            "jaw sides outward (negative: a narrower jaw)",
+            _mirror(range(3, 7), range(10, 14), 0.08, 0.0),
+            (tuple(range(2, 8)), tuple(range(9, 15))),
+            mask_pad=0.2,
+        ),
+        Preset(
+            "head_yaw",
+            "nose, mouth and chin sideways: turn towards the image right (negative: left)",
+            ((27, 0.05, 0.0), (30, 0.12, 0.0), (33, 0.10, 0.0), (51, 0.08, 0.0), (57, 0.08, 0.0), (8, 0.08, 0.0)),
+            (tuple(range(68)),),
+            mask_pad=0.15,
+        ),
+        Preset(
+            "head_pitch",
+            "nose, mouth and chin up: tilt the head up (negative: down)",
+            ((30, 0.0, -0.10), (33, 0.0, -0.10), (51, 0.0, -0.08), (57, 0.0, -0.08), (8, 0.0, -0.08)),
+            (tuple(range(68)),),
+            mask_pad=0.15,
+        ),
+    )
+}
 
 
 def known() -> str:
@@ -176,8 +209,10 @@ def preset_drags(landmarks, amounts: Mapping[str, float], size: int) -> Tuple[np
         amount = amounts[name]
         idx, disp = preset_motion(lm, name, amount)
         if amount != 0 and np.linalg.norm(disp, axis=1).max() < MIN_DRAG_PX:
-            raise UsageError(f"preset {name}={amount:g} moves its points less than half a pixel in this "
-                             f"{size}x{size} crop; use a larger amount")
+            raise UsageError(
+                f"preset {name}={amount:g} moves its points less than half a pixel in this "
+                f"{size}x{size} crop; use a larger amount"
+            )
         for i, d in zip(idx.tolist(), disp):
             total[i] = total.get(i, np.zeros(2)) + d
     keep: List[int] = [i for i, d in total.items() if np.linalg.norm(d) >= MIN_DRAG_PX]
@@ -186,8 +221,10 @@ def preset_drags(landmarks, amounts: Mapping[str, float], size: int) -> Tuple[np
     for i, h, t in zip(keep, handles, targets):
         for what, p in (("", h), ("the target of ", t)):
             if not (0 <= p[0] <= size - 1 and 0 <= p[1] <= size - 1):
-                raise UsageError(f"{what}landmark {i} at ({p[0]:.1f}, {p[1]:.1f}) is outside the "
-                                 f"{size}x{size} face crop; use a smaller amount or another photo")
+                raise UsageError(
+                    f"{what}landmark {i} at ({p[0]:.1f}, {p[1]:.1f}) is outside the "
+                    f"{size}x{size} face crop; use a smaller amount or another photo"
+                )
     return handles, targets
 
 
@@ -245,8 +282,9 @@ def with_presets(pts: np.ndarray, mask, landmarks, amounts: Mapping[str, float],
         raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
     for h in handles:
         if len(pts) and (np.linalg.norm(pts[:, 0] - h, axis=1) < 0.5).any():
-            raise UsageError(f"a --drag handle at ({h[0]:.1f}, {h[1]:.1f}) is also a preset's landmark: "
-                             "give each handle one target")
+            raise UsageError(
+                f"a --drag handle at ({h[0]:.1f}, {h[1]:.1f}) is also a preset's landmark: give each handle one target"
+            )
     stacked = np.concatenate([pts, np.stack([handles, targets], axis=1).reshape(-1, 2, 2)])
     if mask is None and len(handles):
         mask = preset_mask(landmarks, [n for n, a in amounts.items() if a != 0], size)
@@ -261,16 +299,18 @@ class PresetMeasure:
 
     name: str
     amount: float
-    requested_iod: float      # mean |requested displacement| / IOD
-    requested_px: float       # the same in aligned pixels
-    achieved_iod: float       # mean projection of (re-detected - original) on the requested direction / IOD
+    requested_iod: float  # mean |requested displacement| / IOD
+    requested_px: float  # the same in aligned pixels
+    achieved_iod: float  # mean projection of (re-detected - original) on the requested direction / IOD
     achieved_px: float
     achieved_vector_px: Tuple[float, float]  # mean raw (re-detected - original), aligned pixels
 
     def to_json(self) -> dict:
-        return {"amount": self.amount, "requested": {"iod": self.requested_iod, "px": self.requested_px},
-                "achieved": {"iod": self.achieved_iod, "px": self.achieved_px,
-                             "vector_px": list(self.achieved_vector_px)}}
+        return {
+            "amount": self.amount,
+            "requested": {"iod": self.requested_iod, "px": self.requested_px},
+            "achieved": {"iod": self.achieved_iod, "px": self.achieved_px, "vector_px": list(self.achieved_vector_px)},
+        }
 
 
 def measure_presets(before, after, amounts: Mapping[str, float]) -> List[PresetMeasure]:
@@ -291,6 +331,15 @@ def measure_presets(before, after, amounts: Mapping[str, float]) -> List[PresetM
         along = float(np.mean(np.sum(moved * unit, axis=1)))
         req = float(np.mean(norms))
         vec = moved.mean(0)
-        out.append(PresetMeasure(name, float(amount), round(req / iod, 4), round(req, 3), round(along / iod, 4),
-                                 round(along, 3), (round(float(vec[0]), 3), round(float(vec[1]), 3))))
+        out.append(
+            PresetMeasure(
+                name,
+                float(amount),
+                round(req / iod, 4),
+                round(req, 3),
+                round(along / iod, 4),
+                round(along, 3),
+                (round(float(vec[0]), 3), round(float(vec[1]), 3)),
+            )
+        )
     return out

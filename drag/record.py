@@ -1,4 +1,5 @@
 """drag.json as a typed record: the points, where they ended, and the drag's freshness rule."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,12 +14,15 @@ from common.fileio import sha256_file
 from common.record import PathLike, StageRecord
 
 
-def drag_request(pts: np.ndarray, mask: Optional[np.ndarray], config,
-                 presets: Optional[Mapping[str, float]] = None) -> dict:
+def drag_request(
+    pts: np.ndarray, mask: Optional[np.ndarray], config, presets: Optional[Mapping[str, float]] = None
+) -> dict:
     """What a drag was made for (drag.json "request"): its freshness key (presets only when given)."""
-    request = {"points": np.round(pts, 4).tolist(),
-               "mask_sha256": None if mask is None else hashlib.sha256(mask.astype(np.uint8).tobytes()).hexdigest(),
-               "config": dataclasses.asdict(config)}
+    request = {
+        "points": np.round(pts, 4).tolist(),
+        "mask_sha256": None if mask is None else hashlib.sha256(mask.astype(np.uint8).tobytes()).hexdigest(),
+        "config": dataclasses.asdict(config),
+    }
     if presets:
         request["presets"] = dict(presets)
     return request
@@ -62,8 +66,11 @@ class DragRecord(StageRecord):
     @property
     def aligned_points(self) -> List[list]:
         """Handle, target and final position of every point, in aligned pixels."""
-        return [q for p in self.data["points"] for q in (p["aligned"]["handle"], p["aligned"]["target"],
-                                                          p["aligned"]["final"])]
+        return [
+            q
+            for p in self.data["points"]
+            for q in (p["aligned"]["handle"], p["aligned"]["target"], p["aligned"]["final"])
+        ]
 
     @property
     def identity_distance(self) -> Optional[float]:
@@ -82,14 +89,18 @@ class DragRecord(StageRecord):
         if not report:
             return []
         if not report.get("face_found"):
-            return [f"presets {', '.join(f'{n}={a:g}' for n, a in report['amounts'].items())}: "
-                    f"no face detected again on the edited image, achieved motion not measured"]
+            return [
+                f"presets {', '.join(f'{n}={a:g}' for n, a in report['amounts'].items())}: "
+                f"no face detected again on the edited image, achieved motion not measured"
+            ]
         rows: Dict[str, dict] = report["measured"]
         out = [f"  {'preset':11s} {'amount':>7s} {'requested':>18s} {'achieved':>18s}"]
         for name, m in rows.items():
             req, ach = m["requested"], m["achieved"]
-            out.append(f"  {name:11s} {m['amount']:7.2f} {req['iod']:7.3f} IOD {req['px']:5.1f} px "
-                       f"{ach['iod']:7.3f} IOD {ach['px']:5.1f} px")
+            out.append(
+                f"  {name:11s} {m['amount']:7.2f} {req['iod']:7.3f} IOD {req['px']:5.1f} px "
+                f"{ach['iod']:7.3f} IOD {ach['px']:5.1f} px"
+            )
         return out
 
     def is_fresh(self, request: dict) -> bool:
@@ -102,7 +113,9 @@ class DragRecord(StageRecord):
         if ident.get("distance") is None:
             return [f"no face was found in the edited image ({ident.get('note', '')}); check drag/preview.png"]
         if not ident.get("same_person"):
-            return [f"the edited face may no longer look like the same person (identity distance "
-                    f"{ident['distance']:.2f} >= {ident['threshold']}); likely: drags too large for one edit, "
-                    "or a poor inversion (see invert/compare.png)"]
+            return [
+                f"the edited face may no longer look like the same person (identity distance "
+                f"{ident['distance']:.2f} >= {ident['threshold']}); likely: drags too large for one edit, "
+                "or a poor inversion (see invert/compare.png)"
+            ]
         return []

@@ -4,6 +4,7 @@ Files: edited.png, w_edited.safetensors, drag.json (points in aligned and photo 
 final handles and distances, steps, stop reason, seconds), preview.png (before | after with
 arrows), and optionally an animation of the steps (.gif or .mp4).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,6 +42,7 @@ def draw_points(img: np.ndarray, handles, targets, starts=None) -> np.ndarray:
 
     def pt(p):
         return int(round((p[0] + 0.5) * zoom - 0.5)), int(round((p[1] + 0.5) * zoom - 0.5))
+
     for i, (h, t) in enumerate(zip(handles, targets)):
         if starts is not None:
             cv2.circle(canvas, pt(starts[i]), r, (160, 160, 160), -1, cv2.LINE_AA)
@@ -71,12 +73,21 @@ def write_animation(path: Path, frames: List[np.ndarray], fps: int = 12) -> None
             raise UsageError(f"--animate {path.name}: use a .gif or .mp4 file name")
 
 
-def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray], config: DragConfig,
-             device="cpu", animate: Optional[Path] = None, frame_every: int = 5, progress: bool = True,
-             callback: Optional[Callable[[DragState], None]] = None,
-             extra_record: Optional[dict] = None, w_start: Optional[torch.Tensor] = None,
-             should_stop: Optional[Callable[[], bool]] = None,
-             presets: Optional[Mapping[str, float]] = None) -> DragState:
+def run_drag(
+    run_dir: Path,
+    pairs_aligned: np.ndarray,
+    mask: Optional[np.ndarray],
+    config: DragConfig,
+    device="cpu",
+    animate: Optional[Path] = None,
+    frame_every: int = 5,
+    progress: bool = True,
+    callback: Optional[Callable[[DragState], None]] = None,
+    extra_record: Optional[dict] = None,
+    w_start: Optional[torch.Tensor] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    presets: Optional[Mapping[str, float]] = None,
+) -> DragState:
     """Drag the inverted face; write RUN_DIR/drag/ all at once.  `pairs_aligned`: [N, 2, 2].
 
     `w_start` continues from an earlier edit instead of the pivot; `should_stop()` ends the
@@ -115,26 +126,43 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
     points = []
     for i in range(len(handles)):
         d = float(np.linalg.norm(final[i] - targets[i]))
-        points.append({
-            "aligned": {"handle": handles[i].tolist(), "target": targets[i].tolist(), "final": final[i].tolist(),
-                        "distance": round(d, 3)},
-            "photo": {"handle": to_photo(handles[i]).round(2).tolist(),
-                      "target": to_photo(targets[i]).round(2).tolist(),
-                      "final": to_photo(final[i]).round(2).tolist(), "distance": round(d * scale, 3)},
-        })
+        points.append(
+            {
+                "aligned": {
+                    "handle": handles[i].tolist(),
+                    "target": targets[i].tolist(),
+                    "final": final[i].tolist(),
+                    "distance": round(d, 3),
+                },
+                "photo": {
+                    "handle": to_photo(handles[i]).round(2).tolist(),
+                    "target": to_photo(targets[i]).round(2).tolist(),
+                    "final": to_photo(final[i]).round(2).tolist(),
+                    "distance": round(d * scale, 3),
+                },
+            }
+        )
     record = {
         "format_version": FORMAT_VERSION,
         "invert_sha256": run.file_sha256("invert", "invert.json"),
-        "points": points, "mask": mask is not None,
-        "steps": state.step, "stop_reason": state.reason, "seconds": round(seconds, 2),
+        "points": points,
+        "mask": mask is not None,
+        "steps": state.step,
+        "stop_reason": state.reason,
+        "seconds": round(seconds, 2),
         "start": "pivot" if w_start is None else "previous edit",
         "ms_per_step": round(1000 * seconds / max(state.step, 1), 1),
-        "config": dataclasses.asdict(config), "radii_px": {"r1": engine.r1, "r2": engine.r2},
-        "mean_distance": {"aligned": round(float(np.mean([p["aligned"]["distance"] for p in points])), 3),
-                          "photo": round(float(np.mean([p["photo"]["distance"] for p in points])), 3)},
+        "config": dataclasses.asdict(config),
+        "radii_px": {"r1": engine.r1, "r2": engine.r2},
+        "mean_distance": {
+            "aligned": round(float(np.mean([p["aligned"]["distance"] for p in points])), 3),
+            "photo": round(float(np.mean([p["photo"]["distance"] for p in points])), 3),
+        },
     }
-    record["identity"] = dict(identity_report(run.read_image("align", "aligned.png"), edited),
-                              compared="aligned photo vs edited face (dlib face recognition)")
+    record["identity"] = dict(
+        identity_report(run.read_image("align", "aligned.png"), edited),
+        compared="aligned photo vs edited face (dlib face recognition)",
+    )
     if presets:
         record["presets"] = preset_report(align.aligned_landmarks, edited, presets)
     record.update(extra_record or {})
@@ -151,8 +179,9 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
         if animate:
             target_path = animate if animate.is_absolute() or animate.parent != Path(".") else tmp / animate.name
             write_animation(target_path, frames)
-            record["animation"] = str(animate if target_path != tmp / animate.name
-                                      else run.stage("drag") / animate.name)
+            record["animation"] = str(
+                animate if target_path != tmp / animate.name else run.stage("drag") / animate.name
+            )
         record["files"] = file_digests(tmp, OWNED_FILES)
         DragRecord(record).save(tmp)
     return state
@@ -161,8 +190,12 @@ def run_drag(run_dir: Path, pairs_aligned: np.ndarray, mask: Optional[np.ndarray
 def preset_report(landmarks_aligned: np.ndarray, edited: np.ndarray, presets: Mapping[str, float]) -> dict:
     """drag.json "presets": the landmarks detected again on the edited face (align's dlib models)
     and, per preset, the requested vs achieved motion; a face not found again is said so."""
-    report = {"amounts": dict(presets), "face_found": False, "measured": {},
-              "compared": "landmarks of the aligned photo vs landmarks detected again on the edited face"}
+    report = {
+        "amounts": dict(presets),
+        "face_found": False,
+        "measured": {},
+        "compared": "landmarks of the aligned photo vs landmarks detected again on the edited face",
+    }
     try:
         again = describe(edited, near=np.asarray(landmarks_aligned).mean(0)).landmarks
     except UsageError as exc:

@@ -1,4 +1,5 @@
 """Python API of the inversion stage: `invert(aligned, generator, config, cache=...)`."""
+
 from __future__ import annotations
 
 import copy
@@ -45,7 +46,7 @@ class Pivot:
         try:
             with safe_open(str(path), "pt", device=str(device)) as fh:
                 w = fh.get_tensor("w")
-                noise = {k[len("noise."):]: fh.get_tensor(k) for k in fh.keys() if k.startswith("noise.")}
+                noise = {k[len("noise.") :]: fh.get_tensor(k) for k in fh.keys() if k.startswith("noise.")}
         except Exception as exc:
             raise CheckpointError(f"{path} is not a readable pivot file ({exc})") from None
         return cls(w=w, noise=noise)
@@ -59,7 +60,7 @@ class InversionResult:
     cache_hit: bool
     cache_key: Optional[str]
     cache_path: Optional[Path]
-    identity: Optional[dict] = None            # filled in by the stage (dlib identity distance)
+    identity: Optional[dict] = None  # filled in by the stage (dlib identity distance)
     warnings: list = field(default_factory=list)
 
 
@@ -80,11 +81,17 @@ def _bar(total: int, desc: str, enabled: bool, on_step: Optional[ProgressCallbac
         bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()}, refresh=False)
         if on_step is not None:
             on_step(desc, step + 1, total, values)
+
     return bar, callback
 
 
-def _metrics(img: torch.Tensor, target: torch.Tensor, lpips_alex: Perceptual,
-             face_box: Optional[tuple] = None, face_mask: Optional[torch.Tensor] = None) -> dict:
+def _metrics(
+    img: torch.Tensor,
+    target: torch.Tensor,
+    lpips_alex: Perceptual,
+    face_box: Optional[tuple] = None,
+    face_mask: Optional[torch.Tensor] = None,
+) -> dict:
     """LPIPS(alex) and MSE of the whole image, and inside the face region when it is given."""
     with torch.no_grad():
         out = {"lpips": round(float(lpips_alex(img, target)), 5), "mse": round(float(F.mse_loss(img, target)), 6)}
@@ -92,8 +99,10 @@ def _metrics(img: torch.Tensor, target: torch.Tensor, lpips_alex: Perceptual,
             x0, y0, x1, y1 = face_box
             crop = lambda t: F.interpolate(t[..., y0:y1, x0:x1], size=(64, 64), mode="bilinear", align_corners=False)
             m = face_mask.to(img.device)
-            out["face_region"] = {"lpips": round(float(lpips_alex(crop(img), crop(target))), 5),
-                                  "mse": round(float(((img - target).square().mean(1)[0][m]).mean()), 6)}
+            out["face_region"] = {
+                "lpips": round(float(lpips_alex(crop(img), crop(target))), 5),
+                "mse": round(float(((img - target).square().mean(1)[0][m]).mean()), 6),
+            }
         return out
 
 
@@ -102,6 +111,7 @@ def _face_region(landmarks: Optional[np.ndarray], size: int):
     if landmarks is None:
         return None, None
     import cv2
+
     lm = np.clip(np.rint(landmarks), 0, size - 1).astype(np.int32)
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(lm), 1)
@@ -110,11 +120,19 @@ def _face_region(landmarks: Optional[np.ndarray], size: int):
     return (int(x0), int(y0), int(x1), int(y1)), torch.from_numpy(mask.astype(bool))
 
 
-def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = InversionConfig(), *,
-           perceptual: PerceptualFactory, cache: Optional[InversionCache] = None, model_sha256: str = "",
-           store_fp16: bool = False, progress: bool = True,
-           face_landmarks: Optional[np.ndarray] = None, on_step: Optional[ProgressCallback] = None
-           ) -> InversionResult:
+def invert(
+    aligned: np.ndarray,
+    generator: Generator,
+    config: InversionConfig = InversionConfig(),
+    *,
+    perceptual: PerceptualFactory,
+    cache: Optional[InversionCache] = None,
+    model_sha256: str = "",
+    store_fp16: bool = False,
+    progress: bool = True,
+    face_landmarks: Optional[np.ndarray] = None,
+    on_step: Optional[ProgressCallback] = None,
+) -> InversionResult:
     """PTI: project `aligned` (size x size x 3 uint8) to a pivot, then tune a copy of `generator`.
 
     `perceptual(net, resolution)` builds the LPIPS networks (only on a cache miss).  With a
@@ -123,9 +141,11 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
     `on_step(phase, step, total, values)` sees every optimisation step (for progress displays).
     """
     if aligned.shape[:2] != (generator.img_resolution,) * 2:
-        raise UsageError(f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
-                         f"{generator.img_resolution}x{generator.img_resolution} images; "
-                         f"re-run align with --size {generator.img_resolution}")
+        raise UsageError(
+            f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
+            f"{generator.img_resolution}x{generator.img_resolution} images; "
+            f"re-run align with --size {generator.img_resolution}"
+        )
     device = generator.mapping.w_avg.device
     key = None
     if cache is not None:
@@ -134,8 +154,9 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
         if entry is not None:
             pivot = Pivot.load(entry.pivot_path, device)
             tuned = load_generator(entry.generator_path, device)
-            return InversionResult(pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}),
-                                   True, key, entry.path)
+            return InversionResult(
+                pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}), True, key, entry.path
+            )
     target = image_to_tensor(aligned, device)
     t0 = time.perf_counter()
     pcfg, tcfg = config.projection, config.tuning
@@ -158,18 +179,27 @@ def invert(aligned: np.ndarray, generator: Generator, config: InversionConfig = 
     box, mask = _face_region(face_landmarks, generator.img_resolution)
     metrics = {
         "projection": dict(_metrics(projected_img, target, lpips_alex, box, mask), steps=proj.steps),
-        "tuning": dict(_metrics(tuned_img, target, lpips_alex, box, mask), steps=tuned.steps,
-                       stopped_early=tuned.stopped_early, threshold=tcfg.lpips_threshold),
+        "tuning": dict(
+            _metrics(tuned_img, target, lpips_alex, box, mask),
+            steps=tuned.steps,
+            stopped_early=tuned.stopped_early,
+            threshold=tcfg.lpips_threshold,
+        ),
         "metric": "LPIPS(alex) and MSE in [-1, 1] units, against the aligned photo",
         "seconds": {"projection": round(t1 - t0, 2), "tuning": round(t2 - t1, 2), "total": round(t2 - t0, 2)},
     }
     pivot = Pivot(w=proj.w, noise=proj.noise)
     cache_path = None
     if cache is not None:
+
         def write(folder: Path) -> None:
             pivot.save(folder / "pivot.safetensors")
             save_generator(tuned.generator, folder / "generator.safetensors", fp16=store_fp16)
-        entry = cache.put(key, write, {"metrics": metrics, "model_sha256": model_sha256,
-                                       "config": config.to_dict(), "fp16": store_fp16})
+
+        entry = cache.put(
+            key,
+            write,
+            {"metrics": metrics, "model_sha256": model_sha256, "config": config.to_dict(), "fp16": store_fp16},
+        )
         cache_path = entry.path
     return InversionResult(pivot, tuned.generator, metrics, False, key, cache_path)

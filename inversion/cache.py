@@ -8,6 +8,7 @@ writers of the same key cannot corrupt it (the second rename fails and is discar
 A corrupt or partial entry is reported, removed and recomputed.  The cache is kept
 under a size limit by evicting the least recently used entries.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,9 @@ def _dir_size(path: Path) -> int:
 
 
 class InversionCache:
-    def __init__(self, root: Path, limit_bytes: Optional[int] = None,
-                 warn: Callable[[str], None] = lambda msg: None) -> None:
+    def __init__(
+        self, root: Path, limit_bytes: Optional[int] = None, warn: Callable[[str], None] = lambda msg: None
+    ) -> None:
         self.root = Path(root)
         if limit_bytes is None:
             env = os.environ.get(LIMIT_ENV)
@@ -104,8 +106,13 @@ class InversionCache:
     def entries(self) -> List[CacheEntry]:
         if not self.root.is_dir():
             return []
-        out = [e for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-               for e in [self._entry(p)] if e is not None]
+        out = [
+            e
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+            for e in [self._entry(p)]
+            if e is not None
+        ]
         return sorted(out, key=lambda e: -e.last_used)
 
     def _check(self, path: Path) -> Optional[str]:
@@ -139,9 +146,14 @@ class InversionCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=self.root))
         try:
             write(tmp)
-            meta = dict(meta, format_version=FORMAT_VERSION, key=key, created=time.time(),
-                        sha256={n: sha256_file(tmp / n) for n in ENTRY_FILES},
-                        sizes={n: (tmp / n).stat().st_size for n in ENTRY_FILES})
+            meta = dict(
+                meta,
+                format_version=FORMAT_VERSION,
+                key=key,
+                created=time.time(),
+                sha256={n: sha256_file(tmp / n) for n in ENTRY_FILES},
+                sizes={n: (tmp / n).stat().st_size for n in ENTRY_FILES},
+            )
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             os.chmod(tmp, 0o755)
             target = self.root / key

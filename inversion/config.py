@@ -6,6 +6,7 @@ of the time; a blurrier, less faithful reconstruction); its values are in PROFIL
 options override the profile's values.  The command line, the recipe and the web editor take
 their defaults and help text from here.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,15 @@ class ProjectionConfig:
     lr: float = 5e-3
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
-    w_avg_samples: int = 600            # PTI; stylegan2-ada's projector uses 10,000
-    w_avg_seed: int = 123               # the fixed seed both projectors use for the w statistics
+    w_avg_samples: int = 600  # PTI; stylegan2-ada's projector uses 10,000
+    w_avg_seed: int = 123  # the fixed seed both projectors use for the w statistics
     initial_noise_factor: float = 0.05
     noise_ramp: float = 0.75
     noise_reg_weight: float = 1e5
     optimize_noise: bool = True
     w_plus: bool = False
-    lpips_net: str = "vgg"              # the projectors' perceptual loss is LPIPS(VGG16)
-    loss_resolution: int = 256          # images larger than this are area-downsampled for the loss
+    lpips_net: str = "vgg"  # the projectors' perceptual loss is LPIPS(VGG16)
+    loss_resolution: int = 256  # images larger than this are area-downsampled for the loss
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class TuningConfig:
     lr: float = 3e-4
     l2_weight: float = 1.0
     lpips_weight: float = 1.0
-    lpips_threshold: float = 0.06       # stop as soon as LPIPS(alex) falls below this
+    lpips_threshold: float = 0.06  # stop as soon as LPIPS(alex) falls below this
     lpips_net: str = "alex"
     locality_regularization: bool = False  # off by default in PTI
     locality_alpha: float = 30.0
@@ -56,7 +57,7 @@ class InversionConfig:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     seed: int = 0
-    profile: str = "full"               # a label for people; the values above decide the result
+    profile: str = "full"  # a label for people; the values above decide the result
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,9 +70,15 @@ class InversionConfig:
 
     def options(self) -> dict:
         """The user-facing options (recipe "invert" section) that reproduce this config."""
-        return {"profile": self.profile, "w_plus": self.projection.w_plus, "projection_steps": self.projection.steps,
-                "tuning_steps": self.tuning.steps, "lpips_threshold": self.tuning.lpips_threshold,
-                "projection_lpips": self.projection.lpips_net, "seed": self.seed}
+        return {
+            "profile": self.profile,
+            "w_plus": self.projection.w_plus,
+            "projection_steps": self.projection.steps,
+            "tuning_steps": self.tuning.steps,
+            "lpips_threshold": self.tuning.lpips_threshold,
+            "projection_lpips": self.projection.lpips_net,
+            "seed": self.seed,
+        }
 
 
 PROFILES = {
@@ -80,14 +87,27 @@ PROFILES = {
 }
 
 
-def make_config(profile: str = "full", *, w_plus: Optional[bool] = None, projection_steps: Optional[int] = None,
-                tuning_steps: Optional[int] = None, lpips_threshold: Optional[float] = None,
-                projection_lpips: Optional[str] = None, seed: Optional[int] = None) -> InversionConfig:
+def make_config(
+    profile: str = "full",
+    *,
+    w_plus: Optional[bool] = None,
+    projection_steps: Optional[int] = None,
+    tuning_steps: Optional[int] = None,
+    lpips_threshold: Optional[float] = None,
+    projection_lpips: Optional[str] = None,
+    seed: Optional[int] = None,
+) -> InversionConfig:
     """The config of a named profile with the options that were given (None = the profile's value)."""
     if profile not in PROFILES:
         raise UsageError(f"unknown inversion profile {profile!r}; known: {', '.join(PROFILES)}")
-    given = dict(w_plus=w_plus, projection_steps=projection_steps, tuning_steps=tuning_steps,
-                 lpips_threshold=lpips_threshold, projection_lpips=projection_lpips, seed=seed)
+    given = dict(
+        w_plus=w_plus,
+        projection_steps=projection_steps,
+        tuning_steps=tuning_steps,
+        lpips_threshold=lpips_threshold,
+        projection_lpips=projection_lpips,
+        seed=seed,
+    )
     o = dict(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
     if o.get("projection_steps", 1) < 1 or o.get("tuning_steps", 0) < 0 or o.get("seed", 0) < 0:
         raise UsageError("projection steps must be at least 1, tuning steps and the seed at least 0")
@@ -97,11 +117,20 @@ def make_config(profile: str = "full", *, w_plus: Optional[bool] = None, project
         raise UsageError("the projection LPIPS must be vgg or alex")
     base = InversionConfig()
     p, t = base.projection, base.tuning
-    return replace(base, profile=profile, seed=o.get("seed", base.seed),
-                   projection=replace(p, steps=o.get("projection_steps", p.steps), w_plus=o.get("w_plus", p.w_plus),
-                                      lpips_net=o.get("projection_lpips", p.lpips_net)),
-                   tuning=replace(t, steps=o.get("tuning_steps", t.steps),
-                                  lpips_threshold=o.get("lpips_threshold", t.lpips_threshold)))
+    return replace(
+        base,
+        profile=profile,
+        seed=o.get("seed", base.seed),
+        projection=replace(
+            p,
+            steps=o.get("projection_steps", p.steps),
+            w_plus=o.get("w_plus", p.w_plus),
+            lpips_net=o.get("projection_lpips", p.lpips_net),
+        ),
+        tuning=replace(
+            t, steps=o.get("tuning_steps", t.steps), lpips_threshold=o.get("lpips_threshold", t.lpips_threshold)
+        ),
+    )
 
 
 def option_defaults(profile: str = "full") -> dict:

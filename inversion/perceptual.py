@@ -5,6 +5,7 @@ without weights and filled from the registry's verified file.  A missing file is
 error (fetched first on demand), never a silently random network.  Tests may ask for a
 random backbone explicitly with `random_backbone=True`.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,10 +24,16 @@ BACKBONES = {"alex": "lpips-alex", "vgg": "lpips-vgg16"}
 class Perceptual(nn.Module):
     """LPIPS distance between images in [-1, 1], area-downsampled to at most `resolution`."""
 
-    def __init__(self, net: str = "alex", backbone_path: Optional[str] = None, random_backbone: bool = False,
-                 resolution: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        net: str = "alex",
+        backbone_path: Optional[str] = None,
+        random_backbone: bool = False,
+        resolution: Optional[int] = None,
+    ) -> None:
         super().__init__()
         import lpips
+
         if net not in BACKBONES:
             raise ValueError(f"unknown LPIPS network {net!r}; choose {', '.join(BACKBONES)}")
         if backbone_path is None and not random_backbone:

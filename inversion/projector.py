@@ -6,6 +6,7 @@ first 75% of the steps, LPIPS(VGG) on images downsampled to 256, and the generat
 noise maps optimised too, with multi-scale noise regularisation and renormalised
 after every step.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,8 @@ StepCallback = Callable[[int, Dict[str, float]], None]
 
 @dataclass
 class Projection:
-    w: torch.Tensor                      # [1, num_ws, w_dim]
-    noise: Dict[str, torch.Tensor]       # noise_const buffer name -> map (as optimised)
+    w: torch.Tensor  # [1, num_ws, w_dim]
+    noise: Dict[str, torch.Tensor]  # noise_const buffer name -> map (as optimised)
     steps: int
     lpips: float
     mse: float
@@ -72,8 +73,14 @@ def noise_regularization(noises: List[torch.Tensor]) -> torch.Tensor:
     return reg
 
 
-def project(G: Generator, target: torch.Tensor, cfg: ProjectionConfig, perceptual: Perceptual,
-            seed: int = 0, callback: Optional[StepCallback] = None) -> Projection:
+def project(
+    G: Generator,
+    target: torch.Tensor,
+    cfg: ProjectionConfig,
+    perceptual: Perceptual,
+    seed: int = 0,
+    callback: Optional[StepCallback] = None,
+) -> Projection:
     """Find w for `target` ([1, 3, R, R] in [-1, 1]).  G's noise buffers are optimised in place
     when `cfg.optimize_noise`; pass a copy of the generator if the original must stay untouched."""
     device = target.device
@@ -124,5 +131,11 @@ def project(G: Generator, target: torch.Tensor, cfg: ProjectionConfig, perceptua
         img = G.synthesis(w, noise_mode="const", force_fp32=True)
         final_lpips = float(perceptual(img, target))
         final_mse = float(F.mse_loss(img, target))
-    return Projection(w=w, noise={k: v.detach().clone() for k, v in bufs.items()}, steps=cfg.steps,
-                      lpips=final_lpips, mse=final_mse, history=history)
+    return Projection(
+        w=w,
+        noise={k: v.detach().clone() for k, v in bufs.items()},
+        steps=cfg.steps,
+        lpips=final_lpips,
+        mse=final_mse,
+        history=history,
+    )

@@ -1,4 +1,5 @@
 """invert.json as a typed record, and the check that the tuned generator it names is still readable."""
+
 from __future__ import annotations
 
 import json
@@ -59,5 +60,6 @@ class InversionRecord(StageRecord):
 
     def is_fresh(self, model_sha256: str, config: InversionConfig) -> bool:
         """Made with this model and these options (the aligned image is checked by `read_intact`)."""
-        return (self.data.get("model", {}).get("sha256") == model_sha256
-                and self.data.get("config") == json.loads(json.dumps(config.to_dict())))
+        return self.data.get("model", {}).get("sha256") == model_sha256 and self.data.get("config") == json.loads(
+            json.dumps(config.to_dict())
+        )

@@ -5,6 +5,7 @@ entry, or generator.safetensors with --no-cache), invert.json (model, config, me
 seconds, cache hit/miss, the aligned image it was made for), reconstruction.png and
 compare.png (aligned photo | projection | PTI reconstruction).
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +64,13 @@ def compare_image(panels, labels) -> Image.Image:
 PROFILE_YAW = 0.6  # yaw_ratio below this: a face turned away (see align.identity.yaw_ratio)
 
 
-def likely_causes(face_px: Optional[float], out_size: int, landmarks: Optional[np.ndarray],
-                  tuning_steps: Optional[int], stopped_early: Optional[bool]) -> List[str]:
+def likely_causes(
+    face_px: Optional[float],
+    out_size: int,
+    landmarks: Optional[np.ndarray],
+    tuning_steps: Optional[int],
+    stopped_early: Optional[bool],
+) -> List[str]:
     """Why identity may have drifted: small face, profile view, too few tuning steps."""
     causes = []
     if face_px is not None and face_px < out_size / 2:
@@ -76,9 +82,18 @@ def likely_causes(face_px: Optional[float], out_size: int, landmarks: Optional[n
     return causes or ["no obvious cause: try --w-plus or more projection steps"]
 
 
-def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha256: str,
-               config: InversionConfig, perceptual: PerceptualFactory, cache: Optional[InversionCache],
-               store_fp16: bool = False, progress: bool = True, on_step=None) -> InversionResult:
+def run_invert(
+    run_dir: Path,
+    generator: Generator,
+    model_name: str,
+    model_sha256: str,
+    config: InversionConfig,
+    perceptual: PerceptualFactory,
+    cache: Optional[InversionCache],
+    store_fp16: bool = False,
+    progress: bool = True,
+    on_step=None,
+) -> InversionResult:
     """Invert RUN_DIR/align/aligned.png and write RUN_DIR/invert/ all at once."""
     run = RunFolder(Path(run_dir))
     align = AlignRecord.load(run.path)
@@ -88,8 +103,18 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
         raise UsageError(f"{run.stage('align')}/aligned.png does not match its align.json; re-run align")
     landmarks = align.aligned_landmarks
     t0 = time.perf_counter()
-    res = invert(aligned, generator, config, perceptual=perceptual, cache=cache, model_sha256=model_sha256,
-                 store_fp16=store_fp16, progress=progress, face_landmarks=landmarks, on_step=on_step)
+    res = invert(
+        aligned,
+        generator,
+        config,
+        perceptual=perceptual,
+        cache=cache,
+        model_sha256=model_sha256,
+        store_fp16=store_fp16,
+        progress=progress,
+        face_landmarks=landmarks,
+        on_step=on_step,
+    )
     seconds = round(time.perf_counter() - t0, 2)
     projected = _render(_with_noise(generator, res.pivot.noise), res.pivot.w)
     recon = _render(res.generator, res.pivot.w)
@@ -97,35 +122,53 @@ def run_invert(run_dir: Path, generator: Generator, model_name: str, model_sha25
     identity = identity_report(aligned, recon)
     warnings = []
     if identity["distance"] is None or not identity["same_person"]:
-        causes = likely_causes(align.crop_px, generator.img_resolution, align.landmarks,
-                               m["tuning"].get("steps"), m["tuning"].get("stopped_early"))
-        what = ("no face was found in the reconstruction" if identity["distance"] is None else
-                f"the reconstruction may not look like the same person (identity distance "
-                f"{identity['distance']:.2f} >= {identity['threshold']})")
+        causes = likely_causes(
+            align.crop_px,
+            generator.img_resolution,
+            align.landmarks,
+            m["tuning"].get("steps"),
+            m["tuning"].get("stopped_early"),
+        )
+        what = (
+            "no face was found in the reconstruction"
+            if identity["distance"] is None
+            else f"the reconstruction may not look like the same person (identity distance "
+            f"{identity['distance']:.2f} >= {identity['threshold']})"
+        )
         warnings.append(f"{what}; likely: {'; '.join(causes)}")
-    labels = ["aligned photo",
-              f"projection  LPIPS {m['projection']['lpips']:.3f}",
-              f"PTI  LPIPS {m['tuning']['lpips']:.3f}"]
+    labels = [
+        "aligned photo",
+        f"projection  LPIPS {m['projection']['lpips']:.3f}",
+        f"PTI  LPIPS {m['tuning']['lpips']:.3f}",
+    ]
     record = {
         "format_version": FORMAT_VERSION,
         "aligned_sha256": aligned_sha,
-        "model": {"name": model_name, "sha256": model_sha256, "resolution": generator.img_resolution,
-                  "init_kwargs": generator.init_kwargs},
+        "model": {
+            "name": model_name,
+            "sha256": model_sha256,
+            "resolution": generator.img_resolution,
+            "init_kwargs": generator.init_kwargs,
+        },
         "config": config.to_dict(),
-        "profile": config.profile,          # "full" (PTI's schedule) or "preview" (fewer steps)
+        "profile": config.profile,  # "full" (PTI's schedule) or "preview" (fewer steps)
         "w_plus": config.projection.w_plus,
-        "projection": m["projection"], "tuning": m["tuning"], "metric": m.get("metric"),
+        "projection": m["projection"],
+        "tuning": m["tuning"],
+        "metric": m.get("metric"),
         "seconds": dict(m.get("seconds", {}), stage=seconds),
-        "cache": {"hit": res.cache_hit, "key": res.cache_key,
-                  "entry": str(res.cache_path) if res.cache_path else None},
+        "cache": {"hit": res.cache_hit, "key": res.cache_key, "entry": str(res.cache_path) if res.cache_path else None},
         "identity": dict(identity, compared="aligned photo vs PTI reconstruction (dlib face recognition)"),
         "warnings": warnings,
     }
     with atomic_dir(run.stage("invert")) as tmp:
         res.pivot.save(tmp / "pivot.safetensors")
         if res.cache_path is not None:
-            (tmp / "generator.json").write_text(json.dumps(
-                {"cache_key": res.cache_key, "path": str(res.cache_path / "generator.safetensors")}, indent=2))
+            (tmp / "generator.json").write_text(
+                json.dumps(
+                    {"cache_key": res.cache_key, "path": str(res.cache_path / "generator.safetensors")}, indent=2
+                )
+            )
         else:
             save_generator(res.generator, tmp / "generator.safetensors", fp16=store_fp16)
         Image.fromarray(recon).save(tmp / "reconstruction.png")
@@ -145,8 +188,9 @@ def load_inversion(run_dir: Path, device="cpu"):
     run = RunFolder(Path(run_dir))
     record = InversionRecord.load(run.path)
     if record.aligned_sha256 != run.file_sha256("align", "aligned.png"):
-        raise UsageError(f"{run.stage('invert')} was made for another aligned image; "
-                         f"re-run `photodrag invert {run.path}`")
+        raise UsageError(
+            f"{run.stage('invert')} was made for another aligned image; re-run `photodrag invert {run.path}`"
+        )
     try:
         with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
             w = fh.get_tensor("w")
@@ -156,8 +200,9 @@ def load_inversion(run_dir: Path, device="cpu"):
     if pointer.is_file():
         problem = generator_problem(run.path)
         if problem is not None:
-            raise UsageError(f"the tuned generator of {run.stage('invert')}: {problem}; "
-                             f"re-run `photodrag invert {run.path}`")
+            raise UsageError(
+                f"the tuned generator of {run.stage('invert')}: {problem}; re-run `photodrag invert {run.path}`"
+            )
         path = Path(json.loads(pointer.read_text())["path"])
     else:
         path = run.require("invert", "generator.safetensors")

@@ -5,6 +5,7 @@ L2 + LPIPS(alex) and training stops as soon as LPIPS falls below the threshold. 
 optional locality regulariser (off by default, as in PTI) keeps images of latents near
 the pivot unchanged.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,15 +25,21 @@ StepCallback = Callable[[int, Dict[str, float]], None]
 @dataclass
 class Tuning:
     generator: Generator
-    steps: int                 # optimisation steps actually run
+    steps: int  # optimisation steps actually run
     stopped_early: bool
-    lpips: float               # LPIPS(alex) of G_tuned(pivot) vs target, after tuning
+    lpips: float  # LPIPS(alex) of G_tuned(pivot) vs target, after tuning
     mse: float
     history: List[float]
 
 
-def _locality_loss(G: Generator, G_frozen: Generator, pivot: torch.Tensor, cfg: TuningConfig,
-                   perceptual: Perceptual, gen: torch.Generator) -> torch.Tensor:
+def _locality_loss(
+    G: Generator,
+    G_frozen: Generator,
+    pivot: torch.Tensor,
+    cfg: TuningConfig,
+    perceptual: Perceptual,
+    gen: torch.Generator,
+) -> torch.Tensor:
     z = torch.randn([1, G.z_dim], generator=gen).to(pivot.device)
     with torch.no_grad():
         w_z = G_frozen.mapping(z)
@@ -40,12 +47,18 @@ def _locality_loss(G: Generator, G_frozen: Generator, pivot: torch.Tensor, cfg: 
         w_near = pivot + cfg.locality_alpha * direction / direction.norm()
         ref = G_frozen.synthesis(w_near, noise_mode="const", force_fp32=True)
     img = G.synthesis(w_near, noise_mode="const", force_fp32=True)
-    return (F.mse_loss(img, ref) * cfg.locality_l2_weight
-            + perceptual(img, ref) * cfg.locality_lpips_weight)
+    return F.mse_loss(img, ref) * cfg.locality_l2_weight + perceptual(img, ref) * cfg.locality_lpips_weight
 
 
-def tune(G: Generator, pivot: torch.Tensor, target: torch.Tensor, cfg: TuningConfig, perceptual: Perceptual,
-         seed: int = 0, callback: Optional[StepCallback] = None) -> Tuning:
+def tune(
+    G: Generator,
+    pivot: torch.Tensor,
+    target: torch.Tensor,
+    cfg: TuningConfig,
+    perceptual: Perceptual,
+    seed: int = 0,
+    callback: Optional[StepCallback] = None,
+) -> Tuning:
     """Return a tuned copy of `G`; `G` itself is never modified."""
     G_frozen = G
     G = copy.deepcopy(G).train(False).requires_grad_(True)
@@ -80,5 +93,4 @@ def tune(G: Generator, pivot: torch.Tensor, target: torch.Tensor, cfg: TuningCon
         img = G.synthesis(pivot, noise_mode="const", force_fp32=True)
         final_lpips = float(perceptual(img, target))
         final_mse = float(F.mse_loss(img, target))
-    return Tuning(generator=G, steps=steps, stopped_early=stopped, lpips=final_lpips, mse=final_mse,
-                  history=history)
+    return Tuning(generator=G, steps=steps, stopped_early=stopped, lpips=final_lpips, mse=final_mse, history=history)

@@ -6,6 +6,7 @@ unchanged is skipped), hands them to an executor (local: one after the other in 
 ray: one actor per worker that keeps the networks loaded), and records every result in
 OUT_DIR/album.json as it arrives, so an interrupted album resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,6 +30,7 @@ INSTALL_HINT = "--cluster ray needs Ray: pip install -e '.[cluster]'"
 @dataclass(frozen=True)
 class PhotoTask:
     """One photo of the album and where its edit goes."""
+
     photo: Path
     output: Path
     sha256: str
@@ -37,6 +39,7 @@ class PhotoTask:
 @dataclass(frozen=True)
 class EditOptions:
     """What every worker needs besides the recipe (plain values, so they travel to Ray workers)."""
+
     home: Path
     device: str = "auto"
     jpeg_quality: Optional[int] = None
@@ -46,6 +49,7 @@ class EditOptions:
 @dataclass(frozen=True)
 class PhotoResult:
     """How one photo went: status is done, skipped or failed (with its one-line reason)."""
+
     output: str
     photo: str
     status: str
@@ -66,8 +70,10 @@ def check_album_recipe(recipe: Recipe, n_photos: int) -> None:
     Presets are derived from each photo's own landmarks, so a presets-only recipe suits any album.
     """
     if n_photos > 1 and recipe.coords in ("photo", "relative") and not recipe.presets_only:
-        raise UsageError(f'a recipe with "{recipe.coords}" coordinates cannot be applied to {n_photos} photos '
-                         '(its points land on a different part of each face); use "coords": "aligned" or presets')
+        raise UsageError(
+            f'a recipe with "{recipe.coords}" coordinates cannot be applied to {n_photos} photos '
+            '(its points land on a different part of each face); use "coords": "aligned" or presets'
+        )
 
 
 def recipe_sha256(recipe: Recipe, options: EditOptions) -> str:
@@ -80,12 +86,18 @@ def recipe_sha256(recipe: Recipe, options: EditOptions) -> str:
 
 def is_finished(entry: Optional[dict], output_exists: bool, photo_sha: str, recipe_sha: str) -> bool:
     """The skip rule: the output is there and album.json says it came from this photo and this recipe."""
-    return (output_exists and entry is not None and entry.get("status") in ("done", "skipped")
-            and entry.get("sha256") == photo_sha and entry.get("recipe_sha256") == recipe_sha)
+    return (
+        output_exists
+        and entry is not None
+        and entry.get("status") in ("done", "skipped")
+        and entry.get("sha256") == photo_sha
+        and entry.get("recipe_sha256") == recipe_sha
+    )
 
 
-def plan(photos: Sequence[Path], out_dir: Path, recipe_sha: str, previous: Dict[str, dict],
-         force: bool = False) -> Tuple[List[PhotoTask], List[PhotoResult]]:
+def plan(
+    photos: Sequence[Path], out_dir: Path, recipe_sha: str, previous: Dict[str, dict], force: bool = False
+) -> Tuple[List[PhotoTask], List[PhotoResult]]:
     """Split the album into tasks to run and results known now (skipped, or failed: unreadable file)."""
     tasks, known = [], []
     for photo in photos:
@@ -93,13 +105,22 @@ def plan(photos: Sequence[Path], out_dir: Path, recipe_sha: str, previous: Dict[
         try:
             sha = sha256_file(photo)
         except OSError as exc:
-            known.append(PhotoResult(out.name, str(photo), "failed",
-                                     reason=f"cannot read {photo}: {exc.strerror or exc}"))
+            known.append(
+                PhotoResult(out.name, str(photo), "failed", reason=f"cannot read {photo}: {exc.strerror or exc}")
+            )
             continue
         entry = previous.get(out.name)
         if not force and is_finished(entry, out.is_file(), sha, recipe_sha):
-            known.append(PhotoResult(out.name, str(photo), "skipped", identity_distance=entry.get("identity_distance"),
-                                     sha256=sha, recipe_sha256=recipe_sha))
+            known.append(
+                PhotoResult(
+                    out.name,
+                    str(photo),
+                    "skipped",
+                    identity_distance=entry.get("identity_distance"),
+                    sha256=sha,
+                    recipe_sha256=recipe_sha,
+                )
+            )
         else:
             tasks.append(PhotoTask(Path(photo), out, sha))
     return tasks, known
@@ -139,13 +160,19 @@ class AlbumLog:
         return out
 
     def write(self) -> None:
-        write_json(self.path, {"version": VERSION, "recipe": self.recipe.to_json(),
-                               "recipe_sha256": self.recipe_sha, "photos": self.photos})
+        write_json(
+            self.path,
+            {
+                "version": VERSION,
+                "recipe": self.recipe.to_json(),
+                "recipe_sha256": self.recipe_sha,
+                "photos": self.photos,
+            },
+        )
 
 
 # one photo -------------------------------------------------------------------
-def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None, store=None,
-             cache=None) -> PhotoResult:
+def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None, store=None, cache=None) -> PhotoResult:
     """Edit one photo exactly like a single `edit`; an input error fails this photo alone.
 
     A worker passes the same `models`, `store` and `cache` for all its photos, so networks are
@@ -156,20 +183,35 @@ def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None,
     store = store or _store(options)
     cache = cache or _cache(options)
     t0 = time.perf_counter()
-    base = dict(output=task.output.name, photo=str(task.photo), sha256=task.sha256,
-                recipe_sha256=None)
+    base = dict(output=task.output.name, photo=str(task.photo), sha256=task.sha256, recipe_sha256=None)
     try:
-        summary = run_edit(task.photo, recipe, task.output, home=options.home,
-                           device=resolve_device(options.device),
-                           store=store, cache=cache,
-                           from_stage=options.from_stage, jpeg_quality=options.jpeg_quality,
-                           progress=False, models=models)
+        summary = run_edit(
+            task.photo,
+            recipe,
+            task.output,
+            home=options.home,
+            device=resolve_device(options.device),
+            store=store,
+            cache=cache,
+            from_stage=options.from_stage,
+            jpeg_quality=options.jpeg_quality,
+            progress=False,
+            models=models,
+        )
     except PhotodragError as exc:
-        return PhotoResult(**base, status="failed", seconds=round(time.perf_counter() - t0, 2),
-                           reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return PhotoResult(
+            **base,
+            status="failed",
+            seconds=round(time.perf_counter() - t0, 2),
+            reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
     distance = summary.identity.get("photo vs edited")
-    return PhotoResult(**base, status="done", seconds=round(time.perf_counter() - t0, 2),
-                       identity_distance=None if distance is None else round(float(distance), 4))
+    return PhotoResult(
+        **base,
+        status="done",
+        seconds=round(time.perf_counter() - t0, 2),
+        identity_distance=None if distance is None else round(float(distance), 4),
+    )
 
 
 # executors -------------------------------------------------------------------
@@ -178,16 +220,19 @@ ModelsFactory = Callable[[], object]
 
 def _store(options: EditOptions):
     from weights.store import WeightStore
+
     return WeightStore(options.home, progress=False)
 
 
 def _cache(options: EditOptions):
     from inversion.cache import InversionCache
+
     return InversionCache(Path(options.home) / "cache" / "inversion")
 
 
 def _default_models():
     from pipeline.models import LoadedModels
+
     return LoadedModels()
 
 
@@ -218,6 +263,7 @@ class _Worker:
         import os
 
         import pipeline
+
         return {"pid": os.getpid(), "pipeline": pipeline.__file__}
 
 
@@ -233,8 +279,13 @@ class RayExecutor:
 
     RETRIES = 3
 
-    def __init__(self, address: Optional[str] = None, workers: Optional[int] = None,
-                 models_factory: ModelsFactory = _default_models, init_kwargs: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        workers: Optional[int] = None,
+        models_factory: ModelsFactory = _default_models,
+        init_kwargs: Optional[dict] = None,
+    ) -> None:
         self.address, self.workers = address, workers
         self.models_factory = models_factory
         self.init_kwargs = dict(init_kwargs or {})
@@ -256,8 +307,9 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UsageError(f"cannot reach the Ray cluster {self.address or ''}: {_one_line(exc)}".replace(
-                    "  ", " ")) from None
+                raise UsageError(
+                    f"cannot reach the Ray cluster {self.address or ''}: {_one_line(exc)}".replace("  ", " ")
+                ) from None
         actors, pending = [], {}
         try:
             if not tasks:
@@ -265,8 +317,12 @@ class RayExecutor:
             resources = ray.cluster_resources()
             gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
             n = min(self.workers or (gpus or cpus), len(tasks))
-            Worker = ray.remote(num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0,
-                                max_restarts=self.RETRIES, max_task_retries=self.RETRIES)(_Worker)
+            Worker = ray.remote(
+                num_cpus=0 if gpus else 1,
+                num_gpus=1 if gpus else 0,
+                max_restarts=self.RETRIES,
+                max_task_retries=self.RETRIES,
+            )(_Worker)
             actors = [Worker.remote(recipe, options, self.models_factory) for _ in range(n)]
             queue = iter(tasks)
 
@@ -283,11 +339,21 @@ class RayExecutor:
                 try:
                     result = ray.get(ready[0])
                 except ray.exceptions.RayTaskError as exc:  # the edit raised (not an input error)
-                    result = PhotoResult(task.output.name, str(task.photo), "failed", sha256=task.sha256,
-                                         reason=f"internal error: {_one_line(exc)}")
+                    result = PhotoResult(
+                        task.output.name,
+                        str(task.photo),
+                        "failed",
+                        sha256=task.sha256,
+                        reason=f"internal error: {_one_line(exc)}",
+                    )
                 except ray.exceptions.RayError as exc:  # the worker died every time
-                    result = PhotoResult(task.output.name, str(task.photo), "failed", sha256=task.sha256,
-                                         reason=f"the worker died {self.RETRIES + 1} times: {_one_line(exc)}")
+                    result = PhotoResult(
+                        task.output.name,
+                        str(task.photo),
+                        "failed",
+                        sha256=task.sha256,
+                        reason=f"the worker died {self.RETRIES + 1} times: {_one_line(exc)}",
+                    )
                 yield result
                 submit(actor)
         finally:
@@ -310,8 +376,10 @@ class AlbumSummary:
 
     def line(self) -> str:
         total = self.done + self.skipped + self.failed
-        return (f"album: {total} photos: {self.done} done, {self.skipped} skipped, {self.failed} failed "
-                f"in {self.seconds:.1f} s; {self.album_json}")
+        return (
+            f"album: {total} photos: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+            f"in {self.seconds:.1f} s; {self.album_json}"
+        )
 
 
 def _remove_partial(tasks: Iterable[PhotoTask]) -> None:
@@ -321,8 +389,15 @@ def _remove_partial(tasks: Iterable[PhotoTask]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def run_album(photos: Sequence[Path], recipe: Recipe, out_dir: Path, options: EditOptions, executor,
-              progress: bool = True, on_result: Callable[[PhotoResult], None] = lambda r: None) -> AlbumSummary:
+def run_album(
+    photos: Sequence[Path],
+    recipe: Recipe,
+    out_dir: Path,
+    options: EditOptions,
+    executor,
+    progress: bool = True,
+    on_result: Callable[[PhotoResult], None] = lambda r: None,
+) -> AlbumSummary:
     """Edit every photo into OUT_DIR/<name>_edited.<ext>, skipping finished ones, recording album.json."""
     check_album_recipe(recipe, len(photos))
     names = [output_path(out_dir, p).name for p in photos]
@@ -367,4 +442,5 @@ def run_album(photos: Sequence[Path], recipe: Recipe, out_dir: Path, options: Ed
 
 def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
+
     return tqdm(total=total, unit="photo", desc="album", disable=not enabled, dynamic_ncols=True)

@@ -5,6 +5,7 @@ with a feathered mask that covers the face region of both the original and the e
 face (the edit may move the jaw, the mouth or the hair) and every dragged point.  Where
 the mask is zero the output pixels are the input photo's pixels, byte for byte.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,15 @@ from common.run import RunFolder
 from drag.record import DragRecord
 
 # where each format's encoder is told to keep quality
-EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
-              ".tif": "TIFF", ".tiff": "TIFF"}
+EXTENSIONS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 BROWS = slice(17, 27)
 
 
@@ -41,8 +49,9 @@ def face_polygon(landmarks: np.ndarray) -> np.ndarray:
     return np.vstack([lm, forehead])
 
 
-def blend_mask(size: int, polygons: Iterable[np.ndarray], points: Sequence[Sequence[float]],
-               feather: Optional[float] = None) -> np.ndarray:
+def blend_mask(
+    size: int, polygons: Iterable[np.ndarray], points: Sequence[Sequence[float]], feather: Optional[float] = None
+) -> np.ndarray:
     """Feathered mask in aligned pixels (size x size, float32 in [0, 1]).
 
     Union of the convex hulls of `polygons` and discs around `points`, dilated by a margin,
@@ -71,8 +80,8 @@ def blend_mask(size: int, polygons: Iterable[np.ndarray], points: Sequence[Seque
 
 @dataclass(frozen=True)
 class Composite:
-    image: np.ndarray       # H x W x 3 uint8, the edited photo
-    mask: np.ndarray        # H x W float32 in [0, 1], in photo pixels
+    image: np.ndarray  # H x W x 3 uint8, the edited photo
+    mask: np.ndarray  # H x W float32 in [0, 1], in photo pixels
 
 
 def composite(photo_rgb: np.ndarray, edited: np.ndarray, matrix: np.ndarray, mask_aligned: np.ndarray) -> Composite:
@@ -151,8 +160,7 @@ class CompositeRecord(StageRecord):
         return int(self.data["mask_pixels"])
 
 
-def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None,
-                  photo: Optional[Photo] = None) -> dict:
+def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None, photo: Optional[Photo] = None) -> dict:
     """RUN_DIR/drag/edited.png -> OUT (the whole photo) + RUN_DIR/composite/{blend_mask,compare}.png.
 
     `photo` is the aligned photo already decoded (by `edit`); else it is read from align.json's path.
@@ -175,9 +183,14 @@ def run_composite(run_dir: Path, out: Path, jpeg_quality: Optional[int] = None,
         polygons.append(face_polygon(edited_faces))
     mask = blend_mask(align.size, polygons, drag.aligned_points)
     comp = composite(photo.rgb, edited, align.matrix, mask)
-    record = CompositeRecord({"output": str(Path(out).resolve()), "format": output_format(out, photo),
-                              "edited_face_found": edited_faces is not None,
-                              "mask_pixels": int((comp.mask > 0).sum())})
+    record = CompositeRecord(
+        {
+            "output": str(Path(out).resolve()),
+            "format": output_format(out, photo),
+            "edited_face_found": edited_faces is not None,
+            "mask_pixels": int((comp.mask > 0).sum()),
+        }
+    )
     with atomic_dir(run.stage("composite")) as tmp:
         Image.fromarray((comp.mask * 255).round().astype(np.uint8)).save(tmp / "blend_mask.png")
         Image.fromarray(side_by_side(photo.rgb, comp.image)).save(tmp / "compare.png")

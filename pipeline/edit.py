@@ -6,6 +6,7 @@ anything upstream that ran again invalidates the stages after it.  `from_stage` 
 recompute from that stage on.  Each stage writes its folder atomically, so an interrupted
 edit leaves complete stages that the next run picks up.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,23 @@ from weights.models import model_for, resolve_model_path
 from weights.registry import REGISTRY
 
 
-def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, device, store, cache,
-             run_dir: Optional[Path] = None, from_stage: Optional[str] = None, jpeg_quality: Optional[int] = None,
-             progress: bool = True, log: Callable[[str], None] = lambda msg: None,
-             overwrite_input: bool = False, models=None) -> EditSummary:
+def run_edit(
+    photo_path: Path,
+    recipe: Recipe,
+    output: Path,
+    *,
+    home: Path,
+    device,
+    store,
+    cache,
+    run_dir: Optional[Path] = None,
+    from_stage: Optional[str] = None,
+    jpeg_quality: Optional[int] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda msg: None,
+    overwrite_input: bool = False,
+    models=None,
+) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
     (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
     `models` (a pipeline.models.LoadedModels) supplies already-loaded networks, kept between photos."""
@@ -52,7 +66,8 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
     model_sha = store.hashes(model_path)
     generator = functools.lru_cache(maxsize=1)(  # loaded once, if needed
-        lambda: models.generator(model_path, device) if models is not None else load_generator(model_path, device))
+        lambda: models.generator(model_path, device) if models is not None else load_generator(model_path, device)
+    )
     size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
@@ -71,18 +86,31 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
     summary.warnings.extend(align.warnings)  # also when reused: a small face stays small
     summary.face = align.describe()
     pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
-    pts, mask = map_to_aligned(pairs, recipe.coords, align.matrix, size, photo.size, recipe.mask_circle,
-                               recipe.mask_path, presets=recipe.presets,
-                               landmarks=align.aligned_landmarks if align.has_landmarks else None)
+    pts, mask = map_to_aligned(
+        pairs,
+        recipe.coords,
+        align.matrix,
+        size,
+        photo.size,
+        recipe.mask_circle,
+        recipe.mask_path,
+        presets=recipe.presets,
+        landmarks=align.aligned_landmarks if align.has_landmarks else None,
+    )
 
     config = recipe.inversion_config()
     summary.profile = config.profile
-    perceptual = ((lambda net, r: models.perceptual(net, store, r, device)) if models is not None
-                  else (lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(device)))
+    perceptual = (
+        (lambda net, r: models.perceptual(net, store, r, device))
+        if models is not None
+        else (lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(device))
+    )
     fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
-    result = stages.stage("invert", fresh_invert,
-                          lambda: run_invert(run.path, generator(), model, model_sha, config,
-                                             perceptual, cache, progress=progress))
+    result = stages.stage(
+        "invert",
+        fresh_invert,
+        lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual, cache, progress=progress),
+    )
     inversion = InversionRecord.load(run.path)
     summary.cache_hit = inversion.cache_hit if result is None else result.cache_hit
     summary.warnings.extend(result.warnings if result is not None else [])
@@ -90,9 +118,20 @@ def run_edit(photo_path: Path, recipe: Recipe, output: Path, *, home: Path, devi
 
     drag_cfg = recipe.drag_config()
     request = drag_request(pts, mask, drag_cfg, recipe.presets)
-    ran = stages.stage("drag", lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
-                       lambda: drag_stage.run_drag(run.path, pts, mask, drag_cfg, device=device, progress=progress,
-                                                   extra_record={"request": request}, presets=recipe.presets))
+    ran = stages.stage(
+        "drag",
+        lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
+        lambda: drag_stage.run_drag(
+            run.path,
+            pts,
+            mask,
+            drag_cfg,
+            device=device,
+            progress=progress,
+            extra_record={"request": request},
+            presets=recipe.presets,
+        ),
+    )
     dragged = DragRecord.load(run.path)
     summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
     summary.identity["photo vs edited"] = dragged.identity_distance

@@ -4,6 +4,7 @@
 from here instead of loading them for every photo.  The generator is only read by the
 stages (inversion and drag work on copies), so one loaded copy serves every photo.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,7 @@ class LoadedModels:
         key = (str(Path(model_path).resolve()), str(device))
         if key not in self._generators:
             from weights.checkpoint import load_generator
+
             self._generators[key] = load_generator(model_path, device)
         return self._generators[key]
 
@@ -33,4 +35,5 @@ class LoadedModels:
     def load_perceptual(self, net: str, store, resolution: Optional[int]):
         """Load one LPIPS net from the weights store (tests override this with a random backbone)."""
         from inversion.perceptual import load_perceptual
+
         return load_perceptual(net, store, resolution)

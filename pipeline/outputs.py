@@ -1,4 +1,5 @@
 """Where an edit writes: the default run folder, the refusal to overwrite inputs, the kept original."""
+
 from __future__ import annotations
 
 from pathlib import Path

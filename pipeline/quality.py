@@ -5,6 +5,7 @@
   handles, those of another the targets; after the drag, the mean distance of the result's
   landmarks to the targets is reported (1, 5 and 68 points).
 """
+
 from __future__ import annotations
 
 from typing import Sequence

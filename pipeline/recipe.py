@@ -18,6 +18,7 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
       "drag": {"steps", "lr", "lambda_mask", "r1", "r2"}   # defaults: drag/config.py (DragConfig)
     }
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,15 @@ from weights.registry import REGISTRY
 
 VERSION = 1
 COORDS = ("photo", "relative", "aligned")
-_INVERT_KEYS = {"profile": str, "w_plus": bool, "projection_steps": int, "tuning_steps": int,
-                "lpips_threshold": (int, float),
-                "projection_lpips": str, "seed": int}
+_INVERT_KEYS = {
+    "profile": str,
+    "w_plus": bool,
+    "projection_steps": int,
+    "tuning_steps": int,
+    "lpips_threshold": (int, float),
+    "projection_lpips": str,
+    "seed": int,
+}
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
 _DRAG_DEFAULTS = {k: getattr(DragConfig(), k) for k in _DRAG_KEYS}  # the defaults live in DragConfig
 
@@ -53,14 +60,18 @@ class Recipe:
     mask_path: Optional[str] = None
     face: Any = "largest"
     size: Optional[int] = None
-    invert: Dict[str, Any] = field(default_factory=dict)    # only the options given; see make_config
+    invert: Dict[str, Any] = field(default_factory=dict)  # only the options given; see make_config
     drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
 
     def to_json(self) -> dict:
-        out = {"version": VERSION, "coords": self.coords,
-               "drags": [{"handle": list(h), "target": list(t)} for h, t in self.drags],
-               "align": {"face": self.face, "size": self.size},
-               "invert": dict(self.invert), "drag": dict(self.drag)}
+        out = {
+            "version": VERSION,
+            "coords": self.coords,
+            "drags": [{"handle": list(h), "target": list(t)} for h, t in self.drags],
+            "align": {"face": self.face, "size": self.size},
+            "invert": dict(self.invert),
+            "drag": dict(self.drag),
+        }
         if self.presets:
             out["presets"] = dict(self.presets)
         if self.photo:
@@ -87,8 +98,11 @@ class Recipe:
     def as_ran(self, photo: Path, model: str, config: InversionConfig) -> dict:
         """RUN_DIR/recipe.json: this recipe with absolute paths and every inversion option spelled out."""
         ran = self.to_json()
-        ran.update(photo=str(Path(photo).resolve()), model=model if model in REGISTRY else str(Path(model).resolve()),
-                   invert=config.options())
+        ran.update(
+            photo=str(Path(photo).resolve()),
+            model=model if model in REGISTRY else str(Path(model).resolve()),
+            invert=config.options(),
+        )
         if self.mask_path:
             ran["mask"] = {"path": str(Path(self.mask_path).resolve())}
         return ran
@@ -135,7 +149,7 @@ def with_presets(recipe: Recipe, amounts: Dict[str, float]) -> Recipe:
 
 
 def _presets(value, where: str) -> Dict[str, float]:
-    """"presets": {name: amount}, each name known and each amount a number in its range."""
+    """ "presets": {name: amount}, each name known and each amount a number in its range."""
     if not isinstance(value, dict):
         _fail(where, '"presets" must be an object {"name": amount}, e.g. {"smile": 0.5}')
     out = {}
@@ -165,16 +179,20 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     presets = _presets(data.get("presets", {}), where)
     drags = data.get("drags", [] if presets else None)
     if not isinstance(drags, list) or not (drags or presets):
-        _fail(where, '"drags" must be a non-empty list of {"handle": [x, y], "target": [x, y]} '
-                     '(or give "presets": {"smile": 0.5, ...})')
+        _fail(
+            where,
+            '"drags" must be a non-empty list of {"handle": [x, y], "target": [x, y]} '
+            '(or give "presets": {"smile": 0.5, ...})',
+        )
     if not drags and not any(presets.values()):
         _fail(where, 'nothing to drag: every "presets" amount is 0 and there are no "drags"')
     pairs: List = []
     for i, d in enumerate(drags):
         if not isinstance(d, dict) or set(d) != {"handle", "target"}:
             _fail(where, f'drags[{i}] must be {{"handle": [x, y], "target": [x, y]}}')
-        pairs.append((_num_pair(d["handle"], f"{where} drags[{i}].handle"),
-                      _num_pair(d["target"], f"{where} drags[{i}].target")))
+        pairs.append(
+            (_num_pair(d["handle"], f"{where} drags[{i}].handle"), _num_pair(d["target"], f"{where} drags[{i}].target"))
+        )
     circle = path = None
     mask = data.get("mask")
     if mask is not None:
@@ -207,9 +225,19 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     except UsageError as exc:
         _fail(where, f'"invert": {exc}')
     drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
-    return Recipe(drags=tuple(pairs), presets=presets, coords=coords, photo=data.get("photo"),
-                  model=data.get("model"),
-                  mask_circle=circle, mask_path=path, face=face, size=size, invert=inv, drag=drag)
+    return Recipe(
+        drags=tuple(pairs),
+        presets=presets,
+        coords=coords,
+        photo=data.get("photo"),
+        model=data.get("model"),
+        mask_circle=circle,
+        mask_path=path,
+        face=face,
+        size=size,
+        invert=inv,
+        drag=drag,
+    )
 
 
 def _no_constant(name: str):

@@ -1,4 +1,5 @@
 """What an edit reports: per-stage time or reuse, the face, the drag's distances, identity, warnings."""
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,8 @@ class EditSummary:
     warnings: List[str] = field(default_factory=list)
     identity: Dict[str, Optional[float]] = field(default_factory=dict)
     profile: str = "full"
-    face: Optional[str] = None                                     # the face's size in the photo
-    presets: List[str] = field(default_factory=list)               # requested vs achieved, from DragRecord
+    face: Optional[str] = None  # the face's size in the photo
+    presets: List[str] = field(default_factory=list)  # requested vs achieved, from DragRecord
 
     def lines(self) -> List[str]:
         out = []
@@ -34,21 +35,27 @@ class EditSummary:
                 if st == "invert" and not self.reused.get(st) and self.cache_hit:
                     how += " (cache hit)"
                 if st == "invert" and self.profile != "full":
-                    how += (f" ({self.profile} profile: fewer steps, a rougher likeness; "
-                            "drop --preview for the final edit)")
+                    how += (
+                        f" ({self.profile} profile: fewer steps, a rougher likeness; drop --preview for the final edit)"
+                    )
                 out.append(f"  {st:10s} {how}")
         if self.face:
             out.insert(0, f"  face       {self.face}")
         if self.distances_photo:
-            out.append(f"  drag stopped ({self.stop_reason}); distance to targets: "
-                       + ", ".join(f"{d:.1f}" for d in self.distances_photo) + " px in the photo")
+            out.append(
+                f"  drag stopped ({self.stop_reason}); distance to targets: "
+                + ", ".join(f"{d:.1f}" for d in self.distances_photo)
+                + " px in the photo"
+            )
         if self.presets:
             out.append("  presets, requested vs achieved (landmarks detected again on the edited face):")
             out.extend("  " + line for line in self.presets)
         for what, d in self.identity.items():
             if d is not None:
-                out.append(f"  identity distance, {what}: {d:.3f} ({'same person' if d < SAME_PERSON else 'DIFFERENT?'}"
-                           f" by dlib's {SAME_PERSON} rule)")
+                out.append(
+                    f"  identity distance, {what}: {d:.3f} ({'same person' if d < SAME_PERSON else 'DIFFERENT?'}"
+                    f" by dlib's {SAME_PERSON} rule)"
+                )
         out.append(f"  run folder: {self.run_dir}")
         out.append(f"  output:     {self.output}")
         return out

@@ -1,5 +1,6 @@
 """Album test set-up shared by the local and the Ray tests: a tiny model, a recipe, the photos,
 and networks that Ray workers can build on their own (deterministic random-backbone LPIPS)."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ class RandomLpipsModels(LoadedModels):
         import torch
 
         from inversion.perceptual import Perceptual
+
         state = torch.random.get_rng_state()
         torch.manual_seed(1234)
         try:
@@ -47,13 +49,19 @@ class CrashOnceModels(RandomLpipsModels):
 
 def write_model(path: Path) -> Path:
     from weights.checkpoint import save_generator
+
     save_generator(tiny_generator(res=64, dim=32), path)
     return path
 
 
 def album_recipe(model: Path, **over) -> dict:
-    r = {"model": str(model), "coords": "aligned", "drags": [{"handle": [38, 45], "target": [40, 43]}],
-         "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0}, "drag": {"steps": 3}}
+    r = {
+        "model": str(model),
+        "coords": "aligned",
+        "drags": [{"handle": [38, 45], "target": [40, 43]}],
+        "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0},
+        "drag": {"steps": 3},
+    }
     r.update(over)
     return r
 

@@ -24,6 +24,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def lp():
     from inversion.perceptual import Perceptual
+
     return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
 
 
@@ -36,21 +37,28 @@ def env(tmp_path, home, monkeypatch, lp):
     save_generator(tiny_generator(res=64, dim=32), model)
     monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: lp[net])
     import inversion.api as api
+
     calls = {"project": 0}
     real = api.project
 
     def counted(*a, **k):
         calls["project"] += 1
         return real(*a, **k)
+
     monkeypatch.setattr(api, "project", counted)
 
     def recipe(**over):
-        r = {"model": str(model), "drags": [{"handle": list(MOUTH_RIGHT), "target": [390, 550]}],
-             "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0}, "drag": {"steps": 3}}
+        r = {
+            "model": str(model),
+            "drags": [{"handle": list(MOUTH_RIGHT), "target": [390, 550]}],
+            "invert": {"projection_steps": 4, "tuning_steps": 2, "lpips_threshold": 0.0},
+            "drag": {"steps": 3},
+        }
         r.update(over)
         path = tmp_path / f"recipe{len(list(tmp_path.glob('recipe*.json')))}.json"
         path.write_text(json.dumps(r))
         return path
+
     return {"model": model, "calls": calls, "recipe": recipe, "tmp": tmp_path, "home": home}
 
 
@@ -59,13 +67,19 @@ BAD_INPUTS = "test_bad_inputs.py"
 
 def pytest_terminal_summary(terminalreporter):
     """Report the bad-input corpus (tests/test_bad_inputs.py) as cases tried / passed."""
-    reports = [r for key in ("passed", "failed", "skipped", "error") for r in terminalreporter.stats.get(key, [])
-               if getattr(r, "nodeid", "").split("::")[0].endswith(BAD_INPUTS)
-               and getattr(r, "when", "call") in ("call", "setup")]
+    reports = [
+        r
+        for key in ("passed", "failed", "skipped", "error")
+        for r in terminalreporter.stats.get(key, [])
+        if getattr(r, "nodeid", "").split("::")[0].endswith(BAD_INPUTS)
+        and getattr(r, "when", "call") in ("call", "setup")
+    ]
     tried = {r.nodeid for r in reports if not (r.when == "setup" and r.passed)}
     if not tried:
         return
     passed = {r.nodeid for r in reports if r.when == "call" and r.passed}
     skipped = {r.nodeid for r in reports if r.skipped}
-    terminalreporter.write_line(f"bad-input corpus: {len(tried)} cases tried, {len(passed)} passed, "
-                                f"{len(skipped)} skipped, {len(tried) - len(passed) - len(skipped)} failed")
+    terminalreporter.write_line(
+        f"bad-input corpus: {len(tried)} cases tried, {len(passed)} passed, "
+        f"{len(skipped)} skipped, {len(tried) - len(passed) - len(skipped)} failed"
+    )

@@ -1,4 +1,5 @@
 """Test helpers: tiny real-architecture generators and checkpoints in other projects' layouts."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,7 @@ MOUTH_RIGHT = (371, 569)  # a landmark of TOM (dlib point 54), inside the face c
 def cli(capsys, *argv, opts=("--quiet", "--device", "cpu")):
     """Run the command line in process: (exit code, stdout, stderr).  `opts` go before the command."""
     from run_pipeline import main
+
     with pytest.raises(SystemExit) as exc:
         main([*opts, *argv])
     out, err = capsys.readouterr() if capsys is not None else ("", "")
@@ -35,14 +37,20 @@ def run(argv, capsys):
     """`cli` with exactly the arguments given (no --quiet / --device)."""
     return cli(capsys, *argv, opts=())
 
+
 BUFFER_NAMES = ("w_avg", "resample_filter", "noise_const")
 
 
 def tiny_generator(res: int = 32, seed: int = 0, dim: int = 32) -> Generator:
     """A small generator of the real architecture with random, non-trivial weights."""
     torch.manual_seed(seed)
-    G = Generator(z_dim=dim, w_dim=dim, img_resolution=res, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=res * 8, channel_max=dim, conv_clamp=256))
+    G = Generator(
+        z_dim=dim,
+        w_dim=dim,
+        img_resolution=res,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=res * 8, channel_max=dim, conv_clamp=256),
+    )
     with torch.no_grad():
         for name, p in G.named_parameters():
             if name.endswith("noise_strength") or name.endswith("bias"):
@@ -58,6 +66,7 @@ def fake_nvidia_modules() -> Iterator[types.SimpleNamespace]:
     They exist only while *writing* a pickle in NVIDIA's layout; the loader under test
     must work without them (and without NVIDIA's code anywhere).
     """
+
     def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never run
         raise AssertionError("the real reconstruct function must never be called")
 
@@ -77,8 +86,7 @@ def fake_nvidia_modules() -> Iterator[types.SimpleNamespace]:
     util.EasyDict = EasyDict
     dnnlib = types.ModuleType("dnnlib")
     dnnlib.util = util
-    mods = {"torch_utils": torch_utils, "torch_utils.persistence": persistence, "dnnlib": dnnlib,
-            "dnnlib.util": util}
+    mods = {"torch_utils": torch_utils, "torch_utils.persistence": persistence, "dnnlib": dnnlib, "dnnlib.util": util}
     saved = {k: sys.modules.get(k) for k in mods}
     sys.modules.update(mods)
     try:
@@ -98,18 +106,18 @@ class _Persistent:
         self.fns, self.class_name, self.state, self.module_src = fns, class_name, state, module_src
 
     def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name,
-                    state=self.state)
+        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
         return (self.fns.reconstruct, (meta,))
 
 
-def _module_tree(fns, sd: Dict[str, torch.Tensor], prefix: str, class_name: str, init_kwargs: dict,
-                 module_src: str) -> _Persistent:
+def _module_tree(
+    fns, sd: Dict[str, torch.Tensor], prefix: str, class_name: str, init_kwargs: dict, module_src: str
+) -> _Persistent:
     params, buffers, children = OrderedDict(), OrderedDict(), OrderedDict()
     for key, value in sd.items():
         if not key.startswith(prefix):
             continue
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         if "." in rest:
             children.setdefault(rest.split(".", 1)[0], None)
         elif rest in BUFFER_NAMES:
@@ -117,22 +125,31 @@ def _module_tree(fns, sd: Dict[str, torch.Tensor], prefix: str, class_name: str,
         else:
             params[rest] = torch.nn.Parameter(value.clone())
     modules = OrderedDict((c, _module_tree(fns, sd, f"{prefix}{c}.", c, {}, module_src)) for c in children)
-    state = dict(training=False, _parameters=params, _buffers=buffers, _modules=modules,
-                 _non_persistent_buffers_set=set(), _forward_hooks=OrderedDict(),
-                 _init_args=(), _init_kwargs=fns.EasyDict(init_kwargs))
+    state = dict(
+        training=False,
+        _parameters=params,
+        _buffers=buffers,
+        _modules=modules,
+        _non_persistent_buffers_set=set(),
+        _forward_hooks=OrderedDict(),
+        _init_args=(),
+        _init_kwargs=fns.EasyDict(init_kwargs),
+    )
     return _Persistent(fns, class_name, state, module_src)
 
 
 NVIDIA_LIKE_SOURCE = "import torch\n\nclass Generator(torch.nn.Module):\n    pass\n"
 
 
-def write_nvidia_pickle(path: Path, G: Generator, module_src: str = NVIDIA_LIKE_SOURCE,
-                        key: str = "G_ema") -> Path:
+def write_nvidia_pickle(path: Path, G: Generator, module_src: str = NVIDIA_LIKE_SOURCE, key: str = "G_ema") -> Path:
     """Write `G` as an NVIDIA stylegan2-ada-pytorch network pickle ({'G', 'D', 'G_ema', ...})."""
     with fake_nvidia_modules() as fns:
         kwargs = G.init_kwargs
-        kwargs = dict(kwargs, mapping_kwargs=fns.EasyDict(kwargs["mapping_kwargs"]),
-                      synthesis_kwargs=fns.EasyDict(kwargs["synthesis_kwargs"]))
+        kwargs = dict(
+            kwargs,
+            mapping_kwargs=fns.EasyDict(kwargs["mapping_kwargs"]),
+            synthesis_kwargs=fns.EasyDict(kwargs["synthesis_kwargs"]),
+        )
         rec = _module_tree(fns, G.state_dict(), "", "Generator", kwargs, module_src)
         data = {key: rec, "D": None, "augment_pipe": None, "training_set_kwargs": fns.EasyDict(resolution=32)}
         path.write_bytes(pickle.dumps(data, protocol=4))

@@ -10,6 +10,7 @@
 The writers install throw-away stand-ins for NVIDIA's modules only while pickling; the
 loaders under test never see them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,18 +30,26 @@ import torch
 from helpers import _module_tree, fake_nvidia_modules, nvidia_to_rosinality
 from weights.networks import Generator
 
-NGC_SOURCE = ('"""Network architectures from the paper\n"Analyzing and Improving the Image Quality of StyleGAN".\n'
-              'Matches the original implementation of configs E-F by Karras et al. at\n'
-              'https://github.com/NVlabs/stylegan2/blob/master/training/networks_stylegan2.py"""\n'
-              "import torch\nfrom torch_utils import persistence\n")
+NGC_SOURCE = (
+    '"""Network architectures from the paper\n"Analyzing and Improving the Image Quality of StyleGAN".\n'
+    "Matches the original implementation of configs E-F by Karras et al. at\n"
+    'https://github.com/NVlabs/stylegan2/blob/master/training/networks_stylegan2.py"""\n'
+    "import torch\nfrom torch_utils import persistence\n"
+)
 
 
 def _real_class(name: str, top: str) -> str:
     """The class NVIDIA's networks_stylegan2 uses for a sub-module attribute name."""
     block = "DiscriminatorBlock" if top == "Discriminator" else "SynthesisBlock"
-    for pattern, cls in ((r"mapping", "MappingNetwork"), (r"synthesis", "SynthesisNetwork"),
-                         (r"b\d+", block), (r"conv[01]", "SynthesisLayer"), (r"torgb", "ToRGBLayer"),
-                         (r"fromrgb", "Conv2dLayer"), (r"fc\d+|affine|out", "FullyConnectedLayer")):
+    for pattern, cls in (
+        (r"mapping", "MappingNetwork"),
+        (r"synthesis", "SynthesisNetwork"),
+        (r"b\d+", block),
+        (r"conv[01]", "SynthesisLayer"),
+        (r"torgb", "ToRGBLayer"),
+        (r"fromrgb", "Conv2dLayer"),
+        (r"fc\d+|affine|out", "FullyConnectedLayer"),
+    ):
         if re.fullmatch(pattern, name):
             return cls
     raise AssertionError(name)
@@ -49,16 +58,31 @@ def _real_class(name: str, top: str) -> str:
 def ngc_kwargs(G: Generator, **extra: Any) -> dict:
     """The Generator init kwargs as the StyleGAN3 codebase stores them: synthesis options flat."""
     cfg = G.config
-    kw = dict(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
-              img_channels=cfg.img_channels, mapping_kwargs={"num_layers": cfg.mapping_layers},
-              channel_base=cfg.channel_base, channel_max=cfg.channel_max, num_fp16_res=cfg.num_fp16_res,
-              conv_clamp=cfg.conv_clamp, fused_modconv_default="inference_only")
+    kw = dict(
+        z_dim=cfg.z_dim,
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.img_resolution,
+        img_channels=cfg.img_channels,
+        mapping_kwargs={"num_layers": cfg.mapping_layers},
+        channel_base=cfg.channel_base,
+        channel_max=cfg.channel_max,
+        num_fp16_res=cfg.num_fp16_res,
+        conv_clamp=cfg.conv_clamp,
+        fused_modconv_default="inference_only",
+    )
     kw.update(extra)
     return kw
 
 
-def write_ngc_pickle(path: Path, G: Generator, kwargs: Optional[dict] = None, with_training_state: bool = True,
-                     training_set_kwargs: Optional[dict] = None, augment_buffers: Optional[dict] = None) -> Path:
+def write_ngc_pickle(
+    path: Path,
+    G: Generator,
+    kwargs: Optional[dict] = None,
+    with_training_state: bool = True,
+    training_set_kwargs: Optional[dict] = None,
+    augment_buffers: Optional[dict] = None,
+) -> Path:
     """Write G as an NGC `stylegan2-ffhq-*.pkl` does (G_ema; optionally G, D, augment_pipe, training set)."""
     with fake_nvidia_modules() as fns:
         kw = kwargs if kwargs is not None else ngc_kwargs(G)
@@ -73,21 +97,45 @@ def write_ngc_pickle(path: Path, G: Generator, kwargs: Optional[dict] = None, wi
         data: Dict[str, Any] = {}
         if with_training_state:
             data["G"] = record("Generator", sd, kw)
-            d_sd = {"b8.fromrgb.weight": torch.randn(4, 3, 1, 1), "b8.fromrgb.bias": torch.zeros(4),
-                    "b4.out.weight": torch.randn(1, 4), "b4.out.bias": torch.zeros(1)}
-            data["D"] = record("Discriminator", d_sd, dict(c_dim=0, img_resolution=G.img_resolution, img_channels=3,
-                                                          channel_base=kw.get("channel_base"),
-                                                          channel_max=kw.get("channel_max")))
+            d_sd = {
+                "b8.fromrgb.weight": torch.randn(4, 3, 1, 1),
+                "b8.fromrgb.bias": torch.zeros(4),
+                "b4.out.weight": torch.randn(1, 4),
+                "b4.out.bias": torch.zeros(1),
+            }
+            data["D"] = record(
+                "Discriminator",
+                d_sd,
+                dict(
+                    c_dim=0,
+                    img_resolution=G.img_resolution,
+                    img_channels=3,
+                    channel_base=kw.get("channel_base"),
+                    channel_max=kw.get("channel_max"),
+                ),
+            )
         data["G_ema"] = record("Generator", sd, kw)
         if with_training_state:
             aug = _module_tree(fns, {}, "", "AugmentPipe", dict(xflip=1, rotate90=1, xint=1), "import torch\n")
-            aug.state["_buffers"].update(augment_buffers if augment_buffers is not None else
-                                         {"p": torch.zeros([]), "Hz_geom": torch.randn(27),
-                                          "Hz_fbank": torch.randn(4, 28)})
+            aug.state["_buffers"].update(
+                augment_buffers
+                if augment_buffers is not None
+                else {"p": torch.zeros([]), "Hz_geom": torch.randn(27), "Hz_fbank": torch.randn(4, 28)}
+            )
             data["augment_pipe"] = aug
-            data["training_set_kwargs"] = fns.EasyDict(training_set_kwargs if training_set_kwargs is not None else dict(
-                class_name="training.dataset.ImageFolderDataset", path="ffhq.zip", use_labels=False,
-                max_size=70000, xflip=True, resolution=np.int64(G.img_resolution), random_seed=np.int32(0)))
+            data["training_set_kwargs"] = fns.EasyDict(
+                training_set_kwargs
+                if training_set_kwargs is not None
+                else dict(
+                    class_name="training.dataset.ImageFolderDataset",
+                    path="ffhq.zip",
+                    use_labels=False,
+                    max_size=70000,
+                    xflip=True,
+                    resolution=np.int64(G.img_resolution),
+                    random_seed=np.int32(0),
+                )
+            )
         path.write_bytes(pickle.dumps(data, protocol=4))
     return path
 
@@ -102,6 +150,7 @@ def _rename_classes(rec, top: str) -> None:
 @contextlib.contextmanager
 def fake_tf_network_module() -> Iterator[type]:
     """A stand-in `dnnlib.tflib.network.Network` that pickles its state the way the real one does."""
+
     class Network:
         def __init__(self, state: dict) -> None:
             self._state = state
@@ -115,8 +164,13 @@ def fake_tf_network_module() -> Iterator[type]:
     mod.Network = Network
     names = ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")
     saved = {k: sys.modules.get(k) for k in names}
-    sys.modules.update({"dnnlib": types.ModuleType("dnnlib"), "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
-                        "dnnlib.tflib.network": mod})
+    sys.modules.update(
+        {
+            "dnnlib": types.ModuleType("dnnlib"),
+            "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
+            "dnnlib.tflib.network": mod,
+        }
+    )
     try:
         yield Network
     finally:
@@ -163,21 +217,37 @@ def nvidia_to_tf_variables(G: Generator) -> Dict[str, Dict[str, np.ndarray]]:
 
 def tf_static_kwargs(G: Generator) -> dict:
     cfg = G.config
-    return dict(num_channels=3, resolution=cfg.img_resolution, label_size=0, latent_size=cfg.z_dim,
-                dlatent_size=cfg.w_dim, mapping_layers=cfg.mapping_layers, fmap_base=cfg.channel_base // 2,
-                fmap_max=cfg.channel_max, truncation_psi=0.7)
+    return dict(
+        num_channels=3,
+        resolution=cfg.img_resolution,
+        label_size=0,
+        latent_size=cfg.z_dim,
+        dlatent_size=cfg.w_dim,
+        mapping_layers=cfg.mapping_layers,
+        fmap_base=cfg.channel_base // 2,
+        fmap_max=cfg.channel_max,
+        truncation_psi=0.7,
+    )
 
 
-def write_tf_pickle(path: Path, G: Generator, static_kwargs: Optional[dict] = None,
-                    extra_state: Optional[dict] = None) -> Path:
+def write_tf_pickle(
+    path: Path, G: Generator, static_kwargs: Optional[dict] = None, extra_state: Optional[dict] = None
+) -> Path:
     """Write G as NVIDIA's TensorFlow StyleGAN2 pickle: (G, D, Gs) Networks, protocol 3, numpy 1.x names."""
     kw = static_kwargs if static_kwargs is not None else tf_static_kwargs(G)
     var = nvidia_to_tf_variables(G)
     with fake_tf_network_module() as Network:
+
         def net(name, variables, components=None):
-            state = dict(version=4, name=name, static_kwargs=dict(kw), components=components or {},
-                         build_module_src="def G_main(*args, **kwargs):\n    raise SystemExit('never run')\n",
-                         build_func_name=name, variables=list(variables.items()))
+            state = dict(
+                version=4,
+                name=name,
+                static_kwargs=dict(kw),
+                components=components or {},
+                build_module_src="def G_main(*args, **kwargs):\n    raise SystemExit('never run')\n",
+                build_func_name=name,
+                variables=list(variables.items()),
+            )
             state.update(extra_state or {})
             return Network(state)
 
@@ -199,12 +269,39 @@ def write_rosinality_training_checkpoint(path: Path, G: Generator) -> Path:
     sd = G.state_dict()
     rsd = nvidia_to_rosinality(sd, num_mapping=G.config.mapping_layers)
     d = OrderedDict([("convs.0.0.weight", torch.randn(8, 3, 1, 1)), ("final_linear.1.bias", torch.zeros(1))])
-    adam = {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
-            "param_groups": [{"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "weight_decay": 0,
-                              "amsgrad": False, "params": [0]}]}
-    args = argparse.Namespace(path="lmdb", iter=800000, batch=16, n_sample=64, size=G.img_resolution, r1=10,
-                              path_regularize=2, mixing=0.9, ckpt=None, lr=0.002, channel_multiplier=2,
-                              latent=G.w_dim, n_mlp=G.config.mapping_layers, start_iter=0, distributed=False)
-    torch.save({"g": {k: v + 0 for k, v in rsd.items()}, "d": d, "g_ema": rsd, "g_optim": adam, "d_optim": adam,
-                "args": args, "latent_avg": sd["mapping.w_avg"]}, path)
+    adam = {
+        "state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
+        "param_groups": [
+            {"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "params": [0]}
+        ],
+    }
+    args = argparse.Namespace(
+        path="lmdb",
+        iter=800000,
+        batch=16,
+        n_sample=64,
+        size=G.img_resolution,
+        r1=10,
+        path_regularize=2,
+        mixing=0.9,
+        ckpt=None,
+        lr=0.002,
+        channel_multiplier=2,
+        latent=G.w_dim,
+        n_mlp=G.config.mapping_layers,
+        start_iter=0,
+        distributed=False,
+    )
+    torch.save(
+        {
+            "g": {k: v + 0 for k, v in rsd.items()},
+            "d": d,
+            "g_ema": rsd,
+            "g_optim": adam,
+            "d_optim": adam,
+            "args": args,
+            "latent_avg": sd["mapping.w_avg"],
+        },
+        path,
+    )
     return path

@@ -1,4 +1,5 @@
 """Albums without Ray: the skip rule, album.json, the recipe rule, and `edit --cluster local` end to end."""
+
 import json
 import sys
 
@@ -25,15 +26,18 @@ R = parse_recipe({"coords": "aligned", "drags": [{"handle": [10, 10], "target": 
 
 
 # the skip rule ---------------------------------------------------------------
-@pytest.mark.parametrize("entry,exists,expected", [
-    ({"status": "done", "sha256": "p", "recipe_sha256": "r"}, True, True),
-    ({"status": "skipped", "sha256": "p", "recipe_sha256": "r"}, True, True),
-    ({"status": "done", "sha256": "p", "recipe_sha256": "r"}, False, False),   # output deleted
-    ({"status": "done", "sha256": "other", "recipe_sha256": "r"}, True, False),  # photo changed
-    ({"status": "done", "sha256": "p", "recipe_sha256": "old"}, True, False),  # recipe changed
-    ({"status": "failed", "sha256": "p", "recipe_sha256": "r"}, True, False),  # failures are retried
-    (None, True, False),                                                       # output not ours
-])
+@pytest.mark.parametrize(
+    "entry,exists,expected",
+    [
+        ({"status": "done", "sha256": "p", "recipe_sha256": "r"}, True, True),
+        ({"status": "skipped", "sha256": "p", "recipe_sha256": "r"}, True, True),
+        ({"status": "done", "sha256": "p", "recipe_sha256": "r"}, False, False),  # output deleted
+        ({"status": "done", "sha256": "other", "recipe_sha256": "r"}, True, False),  # photo changed
+        ({"status": "done", "sha256": "p", "recipe_sha256": "old"}, True, False),  # recipe changed
+        ({"status": "failed", "sha256": "p", "recipe_sha256": "r"}, True, False),  # failures are retried
+        (None, True, False),  # output not ours
+    ],
+)
 def test_skip_rule(entry, exists, expected):
     assert is_finished(entry, exists, "p", "r") is expected
 
@@ -54,6 +58,7 @@ def test_plan_skips_finished_and_fails_unreadable(tmp_path):
     out.mkdir()
     (out / "a_edited.jpg").write_bytes(b"edited")
     from common.fileio import sha256_file
+
     prev = {"a_edited.jpg": {"status": "done", "sha256": sha256_file(a), "recipe_sha256": "r"}}
     tasks, known = plan([a, b, tmp_path / "gone.jpg"], out, "r", prev)
     assert [t.photo for t in tasks] == [b]
@@ -65,8 +70,9 @@ def test_plan_skips_finished_and_fails_unreadable(tmp_path):
 
 def test_album_json_is_rewritten_per_result_and_read_back(tmp_path):
     log = AlbumLog(tmp_path, R, "r", {"old_edited.jpg": {"status": "done"}})
-    log.record(PhotoResult("a_edited.jpg", "/p/a.jpg", "done", 1.5, identity_distance=0.2, sha256="s",
-                           recipe_sha256="r"))
+    log.record(
+        PhotoResult("a_edited.jpg", "/p/a.jpg", "done", 1.5, identity_distance=0.2, sha256="s", recipe_sha256="r")
+    )
     log.record(PhotoResult("b_edited.jpg", "/p/b.jpg", "failed", 0.1, reason="no face found"))
     data = json.loads((tmp_path / ALBUM_FILE).read_text())
     assert data["recipe_sha256"] == "r" and data["recipe"]["coords"] == "aligned"
@@ -106,17 +112,18 @@ def test_cluster_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypat
     monkeypatch.setitem(sys.modules, "ray", None)
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"coords": "aligned", "drags": [{"handle": [10, 10], "target": [12, 12]}]}))
-    code, _, err = cli(capsys, "edit", str(tmp_path / "a.jpg"), "--recipe", str(recipe), "-o", str(tmp_path / "o"),
-                       "--cluster", "ray")
+    code, _, err = cli(
+        capsys, "edit", str(tmp_path / "a.jpg"), "--recipe", str(recipe), "-o", str(tmp_path / "o"), "--cluster", "ray"
+    )
     assert code == 2 and err.strip() == "photodrag: error: --cluster ray needs Ray: pip install -e '.[cluster]'"
 
 
 def test_relative_batch_is_refused_in_one_line(tmp_path, capsys):
     recipe = tmp_path / "r.json"
-    recipe.write_text(json.dumps({"coords": "relative", "drags": [{"handle": [.4, .5], "target": [.45, .5]}]}))
+    recipe.write_text(json.dumps({"coords": "relative", "drags": [{"handle": [0.4, 0.5], "target": [0.45, 0.5]}]}))
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     code, _, err = cli(capsys, "edit", str(a), str(b), "--recipe", str(recipe), "-o", str(tmp_path / "o"))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "use \"coords\": \"aligned\"" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and 'use "coords": "aligned"' in err
     assert not (tmp_path / "o").exists()
 
 
@@ -125,6 +132,7 @@ def local_album(tmp_path, home, monkeypatch):
     if not all(p.exists() for p in ALBUM_PHOTOS):
         pytest.skip(NO_SHARED)
     from album_helpers import RandomLpipsModels
+
     monkeypatch.setattr("pipeline.models.LoadedModels.load_perceptual", RandomLpipsModels.load_perceptual)
     model = write_model(tmp_path / "tiny.safetensors")
     return {"model": model, "recipe": write_recipe(tmp_path / "r.json", model), "out": tmp_path / "album"}
@@ -138,8 +146,7 @@ def test_local_album_fails_the_faceless_photo_alone_then_skips_and_recomputes(lo
     assert code == 2 and "dogs.jpg: failed: no face found" in err and "1 of 3 photos failed" in err
     done = sorted(p.name for p in env["out"].iterdir())
     assert done == sorted([ALBUM_FILE, "Tom_Cruise_avp_2014_4_edited.jpg", "2008_001009_edited.jpg"])
-    assert out.split() == [str(env["out"] / n) for n in ("Tom_Cruise_avp_2014_4_edited.jpg",
-                                                          "2008_001009_edited.jpg")]
+    assert out.split() == [str(env["out"] / n) for n in ("Tom_Cruise_avp_2014_4_edited.jpg", "2008_001009_edited.jpg")]
     album = json.loads((env["out"] / ALBUM_FILE).read_text())["photos"]
     assert album[FACELESS]["status"] == "failed" and "no face found" in album[FACELESS]["reason"]
     assert {album[n]["status"] for n in album if n != FACELESS} == {"done"}
@@ -161,6 +168,7 @@ def test_local_album_fails_the_faceless_photo_alone_then_skips_and_recomputes(lo
 
 def test_ctrl_c_closes_the_executor_and_leaves_no_partial_output(tmp_path):
     from pipeline.album import run_album
+
     photos = []
     for name in "abc":
         photos.append(tmp_path / f"{name}.jpg")

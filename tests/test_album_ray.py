@@ -1,5 +1,6 @@
 """Albums on a local Ray with 2 CPUs (marked `ray`; deselect with -m "not ray"): the same bytes as a
 local album, the face-less photo failing alone, a killed worker retried, reruns skipped."""
+
 import filecmp
 import functools
 import json
@@ -23,8 +24,14 @@ def cluster():
     """One local Ray for the module; its workers import this checkout (and tests/ for the test models)."""
     if not all(p.exists() for p in ALBUM_PHOTOS):
         pytest.skip(NO_SHARED)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
-             logging_level="error", runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=80 * 2**20,
+        log_to_driver=False,
+        logging_level="error",
+        runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}},
+    )
     yield
     ray.shutdown()
 
@@ -42,14 +49,22 @@ def test_workers_run_this_checkout(cluster):
     @ray.remote
     def where():
         import pipeline.album
+
         return pipeline.album.__file__
+
     assert ray.get(where.remote()) == str(ROOT / "pipeline" / "album.py")
 
 
 def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, tmp_path):
     recipe = parse_recipe(album_recipe(model))
-    local = run_album(ALBUM_PHOTOS, recipe, tmp_path / "local", EditOptions(home=tmp_path / "h1", device="cpu"),
-                      LocalExecutor(RandomLpipsModels), progress=False)
+    local = run_album(
+        ALBUM_PHOTOS,
+        recipe,
+        tmp_path / "local",
+        EditOptions(home=tmp_path / "h1", device="cpu"),
+        LocalExecutor(RandomLpipsModels),
+        progress=False,
+    )
     opts = EditOptions(home=tmp_path / "h2", device="cpu")
     ex = RayExecutor(models_factory=RandomLpipsModels)
     first = run_album(ALBUM_PHOTOS, recipe, tmp_path / "ray", opts, ex, progress=False)
@@ -72,8 +87,14 @@ def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model
 def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, tmp_path):
     marker = tmp_path / "killed.pid"
     ex = RayExecutor(models_factory=functools.partial(CrashOnceModels, str(marker)))
-    summary = run_album(ALBUM_PHOTOS[:2], parse_recipe(album_recipe(model)), tmp_path / "out",
-                        EditOptions(home=tmp_path / "h", device="cpu"), ex, progress=False)
+    summary = run_album(
+        ALBUM_PHOTOS[:2],
+        parse_recipe(album_recipe(model)),
+        tmp_path / "out",
+        EditOptions(home=tmp_path / "h", device="cpu"),
+        ex,
+        progress=False,
+    )
     assert marker.read_text().isdigit()  # a worker process did exit mid-album
     assert (summary.done, summary.failed) == (2, 0)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([ALBUM_FILE, *FACES])

@@ -1,4 +1,5 @@
 """Align stage on real photos: dlib detection, FFHQ crop, exact inverse, inputs, errors."""
+
 import json
 import os
 
@@ -23,8 +24,6 @@ def photo(name):
     if not path.exists():
         pytest.skip(NO_SHARED)
     return path
-
-
 
 
 def ffhq_quad_by_hand(lm: np.ndarray) -> np.ndarray:
@@ -85,7 +84,7 @@ def test_two_faces_listed_and_face_1_picks_the_other(tmp_path, capsys):
 
 def _psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / mse)
+    return 10 * np.log10(255.0**2 / mse)
 
 
 def test_round_trip_through_the_inverse_reproduces_the_face():
@@ -111,7 +110,7 @@ def test_landmarks_round_trip_and_warp_is_consistent():
     # the similarity written out by hand: along the quad's top and left edges, scaled to the crop
     q0, u, v = res.quad[0], res.quad[3] - res.quad[0], res.quad[1] - res.quad[0]
     side = np.hypot(*u)
-    by_hand = np.stack([(lm - q0) @ u, (lm - q0) @ v], axis=1) / side ** 2 * 512 - 0.5
+    by_hand = np.stack([(lm - q0) @ u, (lm - q0) @ v], axis=1) / side**2 * 512 - 0.5
     np.testing.assert_allclose(res.to_aligned(lm), by_hand, atol=1e-6)
     # independent check of the warp: landmarks found again in the aligned image map back near the originals
     again = find_faces(res.aligned)[0].landmarks
@@ -191,10 +190,16 @@ def test_image_modes_and_formats_all_align(tmp_path):
         assert len(find_faces(ph.rgb)) == 1, name
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("missing", "not found"), ("empty", "is empty"), ("text", "not an image"),
-    ("truncated", "truncated"), ("huge", "limit"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("missing", "not found"),
+        ("empty", "is empty"),
+        ("text", "not an image"),
+        ("truncated", "truncated"),
+        ("huge", "limit"),
+    ],
+)
 def test_bad_inputs_are_one_line_exit_2_and_write_nothing(kind, message, tmp_path, capsys, monkeypatch):
     path = tmp_path / "in.jpg"
     if kind == "empty":
@@ -214,20 +219,19 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(kind, message, tmp_pat
 
 
 def test_small_face_warns(tmp_path, capsys):
-    code, _, err = run(["align", str(photo("2008_002506.jpg")), "--out", str(tmp_path / "r"), "--size", "1024"],
-                       capsys)
+    code, _, err = run(["align", str(photo("2008_002506.jpg")), "--out", str(tmp_path / "r"), "--size", "1024"], capsys)
     assert code == 0 and "warning" in err and "blurry" in err
 
 
 def test_bad_size_is_refused(tmp_path, capsys):
-    code, _, err = run(["align", str(photo("2008_002506.jpg")), "--out", str(tmp_path / "r"), "--size", "300"],
-                       capsys)
+    code, _, err = run(["align", str(photo("2008_002506.jpg")), "--out", str(tmp_path / "r"), "--size", "300"], capsys)
     assert code == 2 and "power of two" in err
 
 
 def test_failure_while_writing_leaves_no_stage_folder(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
+
     monkeypatch.setattr("align.stage.draw_alignment", boom)
     with pytest.raises(RuntimeError):
         run_align(photo("2008_002506.jpg"), tmp_path / "run", size=128)

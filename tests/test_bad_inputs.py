@@ -4,6 +4,7 @@ Every case runs the real command (in process, through `run_pipeline.main`) or po
 real app, and checks the promise of design.md's Reliability section: one line, exit code 2,
 nothing lost and nothing half-written.  The terminal summary counts the cases tried and passed.
 """
+
 import io
 import json
 import math
@@ -32,8 +33,23 @@ def one_line_refusal(code, err, *needles):
 
 
 def edit_args(env, photo, out, *extra):
-    return ["edit", str(photo), "-o", str(out), "--model", str(env["model"]), "--projection-steps", "3",
-            "--tuning-steps", "1", "--lpips-threshold", "0", "--steps", "2", *extra]
+    return [
+        "edit",
+        str(photo),
+        "-o",
+        str(out),
+        "--model",
+        str(env["model"]),
+        "--projection-steps",
+        "3",
+        "--tuning-steps",
+        "1",
+        "--lpips-threshold",
+        "0",
+        "--steps",
+        "2",
+        *extra,
+    ]
 
 
 # 1. the user's photo is never overwritten ------------------------------------------------------
@@ -74,8 +90,9 @@ def test_overwrite_input_keeps_the_original_in_the_run_folder(env, capsys):
     photo.write_bytes(TOM.read_bytes())
     original = photo.read_bytes()
     run = env["tmp"] / "run"
-    code, _, err = cli(capsys, *edit_args(env, photo, photo, "--drag", "371,569:390,550", "--run-dir", str(run),
-                                          "--overwrite-input"))
+    code, _, err = cli(
+        capsys, *edit_args(env, photo, photo, "--drag", "371,569:390,550", "--run-dir", str(run), "--overwrite-input")
+    )
     assert code == 0, err
     assert photo.read_bytes() != original  # the edit was written where asked
     kept = list((run / "input").iterdir())
@@ -101,8 +118,9 @@ def test_damaged_cache_entry_is_recomputed_on_a_plain_rerun(env, capsys):
     assert env["calls"]["project"] == 2  # recomputed
     assert os.path.getsize(entry) == len(data)
     # a fresh run folder with the same recipe: the repaired entry is a cache hit
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out),
-                       "--run-dir", str(env["tmp"] / "fresh"))
+    code, _, err = cli(
+        capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out), "--run-dir", str(env["tmp"] / "fresh")
+    )
     assert code == 0 and env["calls"]["project"] == 2, err
 
 
@@ -110,9 +128,11 @@ def test_deleted_stage_files_rerun_their_stage_and_those_after(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"
     recipe = env["recipe"]()
     assert cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
-    for victim, reruns in [("drag/w_edited.safetensors", ["drag"]),
-                           ("invert/pivot.safetensors", ["invert", "drag"]),
-                           ("align/aligned.png", ["align", "invert", "drag"])]:
+    for victim, reruns in [
+        ("drag/w_edited.safetensors", ["drag"]),
+        ("invert/pivot.safetensors", ["invert", "drag"]),
+        ("align/aligned.png", ["align", "invert", "drag"]),
+    ]:
         stamps = {st: (run / st / f"{st}.json").stat().st_mtime_ns for st in ("align", "invert", "drag")}
         (run / victim).unlink()
         code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))
@@ -140,8 +160,26 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
     out, run = env["tmp"] / "o.png", env["tmp"] / "run"
     with pytest.raises(SystemExit) as exc:
         from run_pipeline import main
-        main(["--device", "cpu", *edit_args(env, TOM, out, "--drag", "371,569:390,550", "--run-dir", str(run),
-                                             "--preview", "--seed", "3", "--w-plus")])
+
+        main(
+            [
+                "--device",
+                "cpu",
+                *edit_args(
+                    env,
+                    TOM,
+                    out,
+                    "--drag",
+                    "371,569:390,550",
+                    "--run-dir",
+                    str(run),
+                    "--preview",
+                    "--seed",
+                    "3",
+                    "--w-plus",
+                ),
+            ]
+        )
     _, err = capsys.readouterr()
     assert exc.value.code == 0, err
     inv = json.loads((run / "invert" / "invert.json").read_text())
@@ -157,6 +195,7 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
 def test_every_option_the_warnings_recommend_exists(env):
     import run_pipeline
     from inversion.stage import likely_causes
+
     texts = likely_causes(10, 512, None, 20, False) + likely_causes(None, 512, None, None, None)
     named = set(re.findall(r"--[a-z][a-z0-9-]*", " ".join(texts)))
     assert {"--tuning-steps", "--w-plus"} <= named
@@ -167,6 +206,7 @@ def test_every_option_the_warnings_recommend_exists(env):
 
 def test_progress_bars_show_an_eta():
     from inversion.api import _bar
+
     bar, step = _bar(10, "projection", True)
     with bar:
         step(0, {"loss": 1.0})
@@ -182,8 +222,21 @@ def test_small_face_warns_in_align_json_and_the_summary(env, capsys):
     run = env["tmp"] / "run"
     with pytest.raises(SystemExit) as exc:
         from run_pipeline import main
-        main(["--device", "cpu", "edit", str(small), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.png"),
-              "--run-dir", str(run)])
+
+        main(
+            [
+                "--device",
+                "cpu",
+                "edit",
+                str(small),
+                "--recipe",
+                str(recipe),
+                "-o",
+                str(env["tmp"] / "o.png"),
+                "--run-dir",
+                str(run),
+            ]
+        )
     _, err = capsys.readouterr()
     assert exc.value.code == 0, err
     align = json.loads((run / "align" / "align.json").read_text())
@@ -193,11 +246,14 @@ def test_small_face_warns_in_align_json_and_the_summary(env, capsys):
 
 
 # 9. points, recipes and usage errors ------------------------------------------------------------
-@pytest.mark.parametrize("drags,needles", [
-    (["371,569:390,550", "371,569:380,560"], ["both move the handle (371, 569)", "one target"]),
-    (["371,569:373,569"], ["under half an aligned pixel"]),
-    (["5,5:10,10"], ["outside the aligned face crop"]),
-])
+@pytest.mark.parametrize(
+    "drags,needles",
+    [
+        (["371,569:390,550", "371,569:380,560"], ["both move the handle (371, 569)", "one target"]),
+        (["371,569:373,569"], ["under half an aligned pixel"]),
+        (["5,5:10,10"], ["outside the aligned face crop"]),
+    ],
+)
 def test_bad_drags_are_refused(env, capsys, drags, needles):
     args = ["edit", str(TOM), "-o", str(env["tmp"] / "o.jpg"), "--model", str(env["model"])]
     for d in drags:
@@ -214,14 +270,17 @@ def test_relative_points_are_rounded_in_messages(env, capsys):
     one_line_refusal(code, err, "outside", f"({round(0.013 * w, 2):g}, {round(0.017 * h, 2):g})")
 
 
-@pytest.mark.parametrize("presets,needles", [
-    (["grin=0.5"], ["unknown preset 'grin'", "known presets: smile"]),
-    (["smile=abc"], ["smile=abc", "not a number"]),
-    (["smile=nan"], ["finite"]),
-    (["smile=3"], ["outside -1..1"]),
-    (["smile=0"], ["nothing to drag"]),
-    (["smile=0.5", "smile=0.2"], ["twice"]),
-])
+@pytest.mark.parametrize(
+    "presets,needles",
+    [
+        (["grin=0.5"], ["unknown preset 'grin'", "known presets: smile"]),
+        (["smile=abc"], ["smile=abc", "not a number"]),
+        (["smile=nan"], ["finite"]),
+        (["smile=3"], ["outside -1..1"]),
+        (["smile=0"], ["nothing to drag"]),
+        (["smile=0.5", "smile=0.2"], ["twice"]),
+    ],
+)
 def test_bad_presets_are_refused_before_anything_is_written(env, capsys, presets, needles):
     run, out = env["tmp"] / "run", env["tmp"] / "o.jpg"
     args = ["edit", str(TOM), "-o", str(out), "--model", str(env["model"]), "--run-dir", str(run)]
@@ -232,19 +291,33 @@ def test_bad_presets_are_refused_before_anything_is_written(env, capsys, presets
     assert not run.exists() and not out.exists()
 
 
-@pytest.mark.parametrize("presets,needles", [
-    ('{"grin": 0.5}', ["known presets"]),
-    ('{"smile": "0.5"}', ["must be a number"]),
-    ('{"smile": NaN}', ["NaN"]),
-    ('{"smile": -2}', ["outside -1..1"]),
-    ('{"smile": 0}', ["nothing to drag"]),
-])
+@pytest.mark.parametrize(
+    "presets,needles",
+    [
+        ('{"grin": 0.5}', ["known presets"]),
+        ('{"smile": "0.5"}', ["must be a number"]),
+        ('{"smile": NaN}', ["NaN"]),
+        ('{"smile": -2}', ["outside -1..1"]),
+        ('{"smile": 0}', ["nothing to drag"]),
+    ],
+)
 def test_bad_presets_in_a_recipe_are_refused_before_align(env, capsys, presets, needles):
     recipe = env["tmp"] / "r.json"
-    recipe.write_text('{"presets": ' + presets + '}')
+    recipe.write_text('{"presets": ' + presets + "}")
     run = env["tmp"] / "run"
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"),
-                       "--model", str(env["model"]), "--run-dir", str(run))
+    code, _, err = cli(
+        capsys,
+        "edit",
+        str(TOM),
+        "--recipe",
+        str(recipe),
+        "-o",
+        str(env["tmp"] / "o.jpg"),
+        "--model",
+        str(env["model"]),
+        "--run-dir",
+        str(run),
+    )
     one_line_refusal(code, err, "recipe", *needles)
     assert not run.exists()
 
@@ -254,8 +327,19 @@ def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, te
     recipe = env["tmp"] / "r.json"
     recipe.write_text('{"drags": [{"handle": [' + text + ', 569], "target": [390, 550]}]}')
     run = env["tmp"] / "run"
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"),
-                       "--model", str(env["model"]), "--run-dir", str(run))
+    code, _, err = cli(
+        capsys,
+        "edit",
+        str(TOM),
+        "--recipe",
+        str(recipe),
+        "-o",
+        str(env["tmp"] / "o.jpg"),
+        "--model",
+        str(env["model"]),
+        "--run-dir",
+        str(run),
+    )
     one_line_refusal(code, err, "recipe")
     assert not run.exists()
 
@@ -264,26 +348,29 @@ def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, te
 def test_non_finite_options_in_a_recipe_are_refused(env, capsys, section):
     recipe = env["tmp"] / "r.json"
     key = "lpips_threshold" if section == "invert" else "lr"
-    recipe.write_text('{"drags": [{"handle": [371, 569], "target": [390, 550]}], '
-                      f'"{section}": {{"{key}": NaN}}}}')
+    recipe.write_text(f'{{"drags": [{{"handle": [371, 569], "target": [390, 550]}}], "{section}": {{"{key}": NaN}}}}')
     code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"))
     one_line_refusal(code, err, "NaN")
     from common.errors import UsageError
     from pipeline.recipe import parse_recipe
+
     with pytest.raises(UsageError, match="finite"):  # a recipe built in Python is checked too
         parse_recipe({"drags": [{"handle": [1, 2], "target": [3, 4]}], section: {key: math.nan}})
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["edit", "--bogus"], ["No such option", "photodrag edit --help"]),
-    (["edit", "x.jpg"], ["Missing option", "-o"]),
-    (["invert", "run", "--projection-steps", "abc"], ["--projection-steps", "not a valid integer"]),
-    (["edit", "x.jpg", "-o", "y.jpg", "--tuning-steps", "-1"], ["--tuning-steps"]),
-    (["edit", "x.jpg", "-o", "y.jpg", "--drag", "1,2:3,4", "--lpips-threshold", "nan"], ["LPIPS threshold"]),
-    (["serve", "--seed", "x"], ["--seed"]),
-    (["nosuchcommand"], ["No such command"]),
-    (["--device", "tpu", "edit"], ["--device"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["edit", "--bogus"], ["No such option", "photodrag edit --help"]),
+        (["edit", "x.jpg"], ["Missing option", "-o"]),
+        (["invert", "run", "--projection-steps", "abc"], ["--projection-steps", "not a valid integer"]),
+        (["edit", "x.jpg", "-o", "y.jpg", "--tuning-steps", "-1"], ["--tuning-steps"]),
+        (["edit", "x.jpg", "-o", "y.jpg", "--drag", "1,2:3,4", "--lpips-threshold", "nan"], ["LPIPS threshold"]),
+        (["serve", "--seed", "x"], ["--seed"]),
+        (["nosuchcommand"], ["No such command"]),
+        (["--device", "tpu", "edit"], ["--device"]),
+    ],
+)
 def test_usage_errors_share_the_tool_style(capsys, argv, needles):
     code, _, err = cli(capsys, *argv)
     one_line_refusal(code, err, *needles)
@@ -297,11 +384,19 @@ def photos(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("case,needles", [
-    ("missing", ["not found"]), ("empty", [""]), ("truncated", [""]), ("text", ["not an image"]),
-    ("dogs", ["no face found"]), ("face index", ["out of range"]), ("size", ["power of two"]),
-    ("directory", [""]),
-])
+@pytest.mark.parametrize(
+    "case,needles",
+    [
+        ("missing", ["not found"]),
+        ("empty", [""]),
+        ("truncated", [""]),
+        ("text", ["not an image"]),
+        ("dogs", ["no face found"]),
+        ("face index", ["out of range"]),
+        ("size", ["power of two"]),
+        ("directory", [""]),
+    ],
+)
 def test_bad_photos_and_align_options(photos, capsys, case, needles):
     path, extra = photos / "p.jpg", []
     if case == "empty":
@@ -361,13 +456,20 @@ def web(tmp_path):
     from pipeline.webui.app import create_app
     from pipeline.webui.session import Services, SessionManager
     from weights.checkpoint import save_generator
+
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64, dim=32), model)
     nets = {n: Perceptual(n, random_backbone=True) for n in ("alex",)}
-    svc = Services(model_name=str(model), model_path=model, model_sha256="tiny", resolution=64,
-                   device=torch.device("cpu"), cache=InversionCache(tmp_path / "cache"),
-                   perceptual=lambda n, r: nets[n],
-                   inversion_config=make_config("preview", projection_steps=3, tuning_steps=1))
+    svc = Services(
+        model_name=str(model),
+        model_path=model,
+        model_sha256="tiny",
+        resolution=64,
+        device=torch.device("cpu"),
+        cache=InversionCache(tmp_path / "cache"),
+        perceptual=lambda n, r: nets[n],
+        inversion_config=make_config("preview", projection_steps=3, tuning_steps=1),
+    )
     with TestClient(create_app(SessionManager(tmp_path / "ui", svc)), raise_server_exceptions=False) as client:
         r = client.post("/api/session", files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")})
         assert r.status_code == 200
@@ -392,7 +494,7 @@ WRONG_BODIES = [
     ("drag", {"drags": "371,569:390,550"}, "drags"),
     ("drag", {"drags": [5]}, "drags"),
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "mask": 5}, "mask"),
-    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 10 ** 9}, "steps"),
+    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 10**9}, "steps"),
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "speed": 3}, "speed"),
     ("drag", None, "body"),
     ("drag", {"presets": {"smile": "0.5"}}, "presets"),
@@ -424,8 +526,9 @@ def test_bodies_posted_to_endpoints_that_take_none_are_not_500(web, endpoint):
     for body in ({"x": "abc"}, [1, 2], "junk"):
         r = client.post(f"/api/session/{sid}/{endpoint}", json=body)
         assert r.status_code < 500, r.text
-    r = client.post(f"/api/session/{sid}/{endpoint}", content=b"\xff\xfe not json",
-                    headers={"Content-Type": "application/json"})
+    r = client.post(
+        f"/api/session/{sid}/{endpoint}", content=b"\xff\xfe not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code < 500
 
 
@@ -455,10 +558,12 @@ def test_serve_sets_the_web_editors_options(env, capsys, monkeypatch):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     from fastapi.testclient import TestClient
+
     seen = {}
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(app=app))
-    code, _, err = cli(capsys, "serve", "--model", str(env["model"]), "--preview", "--tuning-steps", "7",
-                       "--w-plus", "--r2", "9")
+    code, _, err = cli(
+        capsys, "serve", "--model", str(env["model"]), "--preview", "--tuning-steps", "7", "--w-plus", "--r2", "9"
+    )
     assert code == 0, err
     with TestClient(seen["app"]) as client:
         inv = client.get("/api/info").json()["inversion"]

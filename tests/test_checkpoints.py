@@ -1,4 +1,5 @@
 """NVIDIA pickles and rosinality .pt files load safely; hostile files run nothing."""
+
 import argparse
 import os
 import pickle
@@ -22,6 +23,7 @@ def test_nvidia_pickle_loads_without_nvidia_code(tmp_path):
     G = tiny_generator(res=32)
     path = write_nvidia_pickle(tmp_path / "net.pkl", G)
     import sys
+
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
     assert detect_format(path) == "nvidia-pickle"
     rec = generator_record(path.read_bytes())
@@ -46,12 +48,15 @@ class _Hostile:
         return (self.func, self.args)
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: _Hostile(os.system, f"touch {m}"),
-    lambda m: _Hostile(eval, f"open({str(m)!r}, 'w')"),
-    lambda m: _Hostile(exec, f"open({str(m)!r}, 'w')"),
-    lambda m: {"G_ema": _Hostile(os.system, f"touch {m}")},
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: _Hostile(os.system, f"touch {m}"),
+        lambda m: _Hostile(eval, f"open({str(m)!r}, 'w')"),
+        lambda m: _Hostile(exec, f"open({str(m)!r}, 'w')"),
+        lambda m: {"G_ema": _Hostile(os.system, f"touch {m}")},
+    ],
+)
 def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path, make):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"

@@ -1,4 +1,5 @@
 """The command line: weights registry commands, generate, and one-line errors with exit codes."""
+
 import os
 import pickle
 import urllib.error
@@ -17,6 +18,7 @@ from weights.registry import REGISTRY
 def offline(monkeypatch):
     def no_network(url, offset, timeout):
         raise urllib.error.URLError("network is unreachable (test)")
+
     monkeypatch.setattr("weights.download._open", no_network)
 
 
@@ -55,8 +57,10 @@ def test_generate_from_pickle_path_matches_direct_computation(home, tmp_path, ca
     G = tiny_generator(res=32)
     pkl = write_nvidia_pickle(tmp_path / "tiny.pkl", G)
     out_png = tmp_path / "sample.png"
-    code, out, err = run(["--device", "cpu", "generate", "--model", str(pkl), "--seed", "7", "--trunc", "0.7",
-                          "-o", str(out_png)], capsys)
+    code, out, err = run(
+        ["--device", "cpu", "generate", "--model", str(pkl), "--seed", "7", "--trunc", "0.7", "-o", str(out_png)],
+        capsys,
+    )
     assert code == 0, err
     with torch.no_grad():
         expected = to_uint8(G(z_from_seed(7, G.z_dim), truncation_psi=0.7))[0]
@@ -116,8 +120,9 @@ def test_import_real_architecture_generator_then_generate_and_verify(home, tmp_p
     code, out, _ = run(["weights", "list"], capsys)
     assert "present" in next(l for l in out.splitlines() if l.startswith("ffhq-256 "))
     png = tmp_path / "s.png"
-    code, _, err = run(["--quiet", "--device", "cpu", "generate", "--model", "ffhq-256", "--seed", "3",
-                        "-o", str(png)], capsys)
+    code, _, err = run(
+        ["--quiet", "--device", "cpu", "generate", "--model", "ffhq-256", "--seed", "3", "-o", str(png)], capsys
+    )
     assert code == 0, err
     with torch.no_grad():
         expected = to_uint8(G(z_from_seed(3, 512)))[0]
@@ -138,6 +143,7 @@ def test_import_real_architecture_generator_then_generate_and_verify(home, tmp_p
 @pytest.mark.slow
 def test_backbone_with_wrong_hash_needs_allow_unverified(home, tmp_path, capsys):
     import torchvision
+
     path = tmp_path / "alex.pth"
     torch.save(torchvision.models.alexnet().state_dict(), path)
     code, _, err = run(["weights", "import", "lpips-alex", str(path)], capsys)

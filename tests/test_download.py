@@ -1,4 +1,5 @@
 """Downloads resume, verify size and hash, and never leave a bad file in place (local server only)."""
+
 import hashlib
 import http.server
 import threading
@@ -13,7 +14,7 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    mode = "good"          # good | truncate | error | norange
+    mode = "good"  # good | truncate | error | norange
     ranges_seen: list = []
 
     def log_message(self, *args):

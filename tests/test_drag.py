@@ -87,7 +87,7 @@ class _FieldSynthesis(torch.nn.Module):
     def features(self, ws, block, noise_mode="const"):
         c = 64 + 400 * ws[0, 0, :2]
         rel = self.grid - c
-        env = torch.exp(-rel.square().sum(-1) / (2 * 18.0 ** 2))
+        env = torch.exp(-rel.square().sum(-1) / (2 * 18.0**2))
         waves = torch.cos(rel @ self.freq.t() + self.phase)  # [128, 128, 8]
         return (waves * env[..., None]).permute(2, 0, 1)[None]
 
@@ -132,8 +132,10 @@ def test_stall_is_detected():
     class Frozen(_FieldSynthesis):
         def features(self, ws, block, noise_mode="const"):
             return super().features(ws * 0, block) + 0 * ws.sum()
-    engine = DragEngine(_Field(Frozen()), torch.zeros(1, 8, 2), [[64, 64]], [[72, 64]],
-                        config=DragConfig(steps=300, stall_steps=10))
+
+    engine = DragEngine(
+        _Field(Frozen()), torch.zeros(1, 8, 2), [[64, 64]], [[72, 64]], config=DragConfig(steps=300, stall_steps=10)
+    )
     state = engine.run()
     assert state.reason == "stalled" and state.step < 20
 

@@ -1,4 +1,5 @@
 """The drag stage on disk and its command line, on a real photo with a tiny generator."""
+
 import json
 import shutil
 
@@ -20,13 +21,16 @@ def inverted(tmp_path_factory):
     from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
     from inversion.perceptual import Perceptual
     from inversion.stage import run_invert
+
     base = tmp_path_factory.mktemp("inverted")
     run_align(PHOTO, base / "run", size=128)
     lp = {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
-    cfg = InversionConfig(projection=ProjectionConfig(steps=5, w_avg_samples=100),
-                          tuning=TuningConfig(steps=3, lpips_threshold=0.0))
-    run_invert(base / "run", tiny_generator(res=128, dim=32), "tiny", "sha", cfg, lambda n, r: lp[n], None,
-               progress=False)
+    cfg = InversionConfig(
+        projection=ProjectionConfig(steps=5, w_avg_samples=100), tuning=TuningConfig(steps=3, lpips_threshold=0.0)
+    )
+    run_invert(
+        base / "run", tiny_generator(res=128, dim=32), "tiny", "sha", cfg, lambda n, r: lp[n], None, progress=False
+    )
     return base / "run"
 
 
@@ -37,7 +41,6 @@ def run_dir(inverted, tmp_path):
     return dst
 
 
-
 def mouth_corners(run_dir):
     lm = json.loads((run_dir / "align" / "align.json").read_text())["landmarks"]
     return lm[48], lm[54]
@@ -46,12 +49,18 @@ def mouth_corners(run_dir):
 def test_drag_in_photo_coordinates_writes_every_file(run_dir, capsys):
     (lx, ly), (rx, ry) = mouth_corners(run_dir)
     drags = [f"{rx},{ry}:{rx + 20},{ry - 20}", f"{lx},{ly}:{lx - 15},{ly - 10}"]
-    code, out, err = cli(capsys, "drag", str(run_dir), "--drag", drags[0], "--drag", drags[1], "--steps", "8",
-                         "--animate", "steps.gif")
+    code, out, err = cli(
+        capsys, "drag", str(run_dir), "--drag", drags[0], "--drag", drags[1], "--steps", "8", "--animate", "steps.gif"
+    )
     assert code == 0, err
     d = run_dir / "drag"
-    assert sorted(p.name for p in d.iterdir()) == ["drag.json", "edited.png", "preview.png", "steps.gif",
-                                                   "w_edited.safetensors"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "drag.json",
+        "edited.png",
+        "preview.png",
+        "steps.gif",
+        "w_edited.safetensors",
+    ]
     rec = json.loads((d / "drag.json").read_text())
     assert rec["stop_reason"] in ("max_steps", "stalled", "reached") and rec["steps"] <= 8
     np.testing.assert_allclose(rec["points"][0]["photo"]["handle"], [rx, ry], atol=0.01)
@@ -66,29 +75,50 @@ def test_drag_in_photo_coordinates_writes_every_file(run_dir, capsys):
 
 def test_drag_with_masks(run_dir, capsys, tmp_path):
     (lx, ly), _ = mouth_corners(run_dir)
-    code, _, err = cli(capsys, "drag", str(run_dir), "--drag", f"{lx},{ly}:{lx - 10},{ly}", "--steps", "3",
-                       "--mask-circle", f"{lx},{ly},60")
+    code, _, err = cli(
+        capsys,
+        "drag",
+        str(run_dir),
+        "--drag",
+        f"{lx},{ly}:{lx - 10},{ly}",
+        "--steps",
+        "3",
+        "--mask-circle",
+        f"{lx},{ly},60",
+    )
     assert code == 0, err
     assert json.loads((run_dir / "drag" / "drag.json").read_text())["mask"] is True
     w, h = Image.open(PHOTO).size
     mask = np.zeros((h, w), np.uint8)
-    mask[int(ly) - 50:int(ly) + 50, int(lx) - 50:int(lx) + 50] = 255
+    mask[int(ly) - 50 : int(ly) + 50, int(lx) - 50 : int(lx) + 50] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    code, _, err = cli(capsys, "drag", str(run_dir), "--drag", f"{lx},{ly}:{lx - 10},{ly}", "--steps", "3",
-                       "--mask", str(tmp_path / "mask.png"))
+    code, _, err = cli(
+        capsys,
+        "drag",
+        str(run_dir),
+        "--drag",
+        f"{lx},{ly}:{lx - 10},{ly}",
+        "--steps",
+        "3",
+        "--mask",
+        str(tmp_path / "mask.png"),
+    )
     assert code == 0, err
     assert (run_dir / "drag" / "mask.png").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--drag", "1,2,3"], "X1,Y1:X2,Y2"),
-    (["--drag", "5000,5000:5010,5000"], "outside the aligned face crop"),
-    (["--drag", "300,500:300,500"], "under half an aligned pixel"),
-    (["--drag", "300,500:310,500", "--mask-circle", "1,2"], "X,Y,R"),
-    (["--drag", "300,500:310,500", "--mask-circle", "300,500,10", "--mask", "m.png"], "not both"),
-    (["--drag", "300,500:310,500", "--mask", "missing.png"], "not found"),
-    (["--drag", "300,500:310,500", "--animate", "steps.avi"], ".gif or .mp4"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--drag", "1,2,3"], "X1,Y1:X2,Y2"),
+        (["--drag", "5000,5000:5010,5000"], "outside the aligned face crop"),
+        (["--drag", "300,500:300,500"], "under half an aligned pixel"),
+        (["--drag", "300,500:310,500", "--mask-circle", "1,2"], "X,Y,R"),
+        (["--drag", "300,500:310,500", "--mask-circle", "300,500,10", "--mask", "m.png"], "not both"),
+        (["--drag", "300,500:310,500", "--mask", "missing.png"], "not found"),
+        (["--drag", "300,500:310,500", "--animate", "steps.avi"], ".gif or .mp4"),
+    ],
+)
 def test_bad_drag_input_is_one_line_exit_2(run_dir, capsys, args, message, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "drag", str(run_dir), *args)
@@ -104,6 +134,7 @@ def test_wrong_size_mask_is_refused(run_dir, capsys, tmp_path):
 
 def test_drag_refuses_a_stale_inversion(run_dir, capsys):
     from align.stage import run_align
+
     run_align(PHOTOS / "2008_001009.jpg", run_dir, size=128)
     code, _, err = cli(capsys, "drag", str(run_dir), "--drag", "171,251:176,251", "--steps", "2")
     assert code == 2 and "another aligned image" in err
@@ -111,6 +142,7 @@ def test_drag_refuses_a_stale_inversion(run_dir, capsys):
 
 def test_drag_without_invert_says_what_to_run(tmp_path, capsys):
     from align.stage import run_align
+
     if not PHOTO.exists():
         pytest.skip(NO_SHARED)
     run_align(PHOTO, tmp_path / "r", size=128)
@@ -123,6 +155,7 @@ def test_animation_writers(tmp_path, suffix):
     import cv2
 
     from drag.stage import write_animation
+
     frames = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(4)]
     path = tmp_path / f"steps{suffix}"
     write_animation(path, frames)

@@ -1,4 +1,5 @@
 """The end-to-end `edit` command on real photos with a tiny generator (marked slow; runs in CI)."""
+
 import json
 from pathlib import Path
 
@@ -16,14 +17,17 @@ def test_edit_end_to_end_png_keeps_outside_pixels(env, capsys):
     Image.open(TOM).save(src)
     out = env["tmp"] / "out.png"
     run_dir = env["tmp"] / "run"
-    code, stdout, err = cli(capsys, "edit", str(src), "--recipe", str(env["recipe"]()), "-o", str(out),
-                            "--run-dir", str(run_dir))
+    code, stdout, err = cli(
+        capsys, "edit", str(src), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
+    )
     assert code == 0, err
     assert stdout.strip() == str(out)
-    for stage, files in {"align": ["align.json", "aligned.png", "preview.png"],
-                         "invert": ["invert.json", "pivot.safetensors"],
-                         "drag": ["drag.json", "edited.png", "preview.png"],
-                         "composite": ["blend_mask.png", "compare.png"]}.items():
+    for stage, files in {
+        "align": ["align.json", "aligned.png", "preview.png"],
+        "invert": ["invert.json", "pivot.safetensors"],
+        "drag": ["drag.json", "edited.png", "preview.png"],
+        "composite": ["blend_mask.png", "compare.png"],
+    }.items():
         for f in files:
             assert (run_dir / stage / f).is_file(), f"{stage}/{f}"
     assert (run_dir / "recipe.json").is_file()
@@ -51,8 +55,9 @@ def test_second_edit_with_other_points_skips_inversion(env, capsys):
     drag = json.loads((runs[0] / "drag" / "drag.json").read_text())
     assert drag["points"][0]["photo"]["handle"] == [168.0, 544.0]
     # a fresh run folder still hits the inversion cache
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out2),
-                       "--run-dir", str(env["tmp"] / "fresh"))
+    code, _, err = cli(
+        capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out2), "--run-dir", str(env["tmp"] / "fresh")
+    )
     assert code == 0, err
     assert env["calls"]["project"] == 1
     inv = json.loads((env["tmp"] / "fresh" / "invert" / "invert.json").read_text())
@@ -75,12 +80,22 @@ def test_changed_options_invalidate_later_stages(env, capsys):
 def test_recipe_replay_is_exact(env, capsys):
     run_dir = env["tmp"] / "run"
     out1, out2 = env["tmp"] / "one.png", env["tmp"] / "two.png"
-    assert cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out1),
-               "--run-dir", str(run_dir))[0] == 0
+    assert (
+        cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out1), "--run-dir", str(run_dir))[0]
+        == 0
+    )
     ran = json.loads((run_dir / "recipe.json").read_text())
     assert ran["photo"] == str(TOM.resolve())
-    code, _, err = cli(capsys, "edit", "--recipe", str(run_dir / "recipe.json"), "-o", str(out2),
-                       "--run-dir", str(env["tmp"] / "replay"))
+    code, _, err = cli(
+        capsys,
+        "edit",
+        "--recipe",
+        str(run_dir / "recipe.json"),
+        "-o",
+        str(out2),
+        "--run-dir",
+        str(env["tmp"] / "replay"),
+    )
     assert code == 0, err
     np.testing.assert_array_equal(np.asarray(Image.open(out1)), np.asarray(Image.open(out2)))
 
@@ -91,37 +106,44 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr("drag.stage.run_drag", interrupted)
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out),
-                       "--run-dir", str(run_dir))
+    code, _, err = cli(
+        capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
+    )
     assert code == 130 and "interrupted" in err
     assert not out.exists() and not (run_dir / "drag").exists()
     assert (run_dir / "invert" / "invert.json").exists()
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
     monkeypatch.undo()
     import inversion.api as api  # undo removed the counter too: count again
+
     calls = {"n": 0}
     real = api.project
     monkeypatch.setattr(api, "project", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
     monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda *a, **k: pytest.fail("no LPIPS needed"))
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out),
-                       "--run-dir", str(run_dir))
+    code, _, err = cli(
+        capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
+    )
     assert code == 0, err
     assert calls["n"] == 0 and out.exists()
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"drags": []}, "non-empty list"),
-    ({"drags": [{"handle": [1, 2]}]}, "drags[0]"),
-    ({"drags": [{"handle": [1, "x"], "target": [3, 4]}]}, "two finite numbers"),
-    ({"coords": "inches"}, "coords"),
-    ({"invert": {"tuning_steps": "many"}}, "wrong type"),
-    ({"drag": {"speed": 3}}, "unknown"),
-    ({"colour": "red"}, "unknown keys"),
-    ({"mask": {"circle": [1, 2]}}, "mask.circle"),
-    ({"align": {"size": 300}}, "power of two"),
-    ({"version": 7}, "version 7"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"drags": []}, "non-empty list"),
+        ({"drags": [{"handle": [1, 2]}]}, "drags[0]"),
+        ({"drags": [{"handle": [1, "x"], "target": [3, 4]}]}, "two finite numbers"),
+        ({"coords": "inches"}, "coords"),
+        ({"invert": {"tuning_steps": "many"}}, "wrong type"),
+        ({"drag": {"speed": 3}}, "unknown"),
+        ({"colour": "red"}, "unknown keys"),
+        ({"mask": {"circle": [1, 2]}}, "mask.circle"),
+        ({"align": {"size": 300}}, "power of two"),
+        ({"version": 7}, "version 7"),
+    ],
+)
 def test_recipe_validation(env, capsys, bad, message):
     out = env["tmp"] / "o.jpg"
     code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"](**bad)), "-o", str(out))
@@ -136,10 +158,16 @@ def test_malformed_recipe_file(env, capsys):
     assert code == 2 and "not valid JSON" in err
 
 
-@pytest.mark.parametrize("case,message", [
-    ("missing", "not found"), ("text", "not an image"), ("dogs", "no face found"), ("outside", "outside"),
-    ("extension", "unknown output extension"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing", "not found"),
+        ("text", "not an image"),
+        ("dogs", "no face found"),
+        ("outside", "outside"),
+        ("extension", "unknown output extension"),
+    ],
+)
 def test_bad_input_through_edit_is_one_line_exit_2(env, capsys, case, message):
     photo, out = TOM, env["tmp"] / "o.jpg"
     drags = [f"{MOUTH_RIGHT[0]},{MOUTH_RIGHT[1]}:390,550"]
@@ -167,6 +195,7 @@ def test_missing_weights_stop_before_anything_is_written(env, capsys, monkeypatc
 
     def offline(url, offset, timeout):
         raise urllib.error.URLError("offline (test)")
+
     monkeypatch.setattr("weights.download._open", offline)
     out = env["tmp"] / "o.jpg"
     code, _, err = cli(capsys, "edit", str(TOM), "--drag", "371,569:390,550", "-o", str(out))
@@ -186,8 +215,11 @@ def test_batch_with_aligned_coordinates_and_alpha(env, capsys):
     outdir.mkdir()
     code, out, err = cli(capsys, "edit", str(TOM), str(rgba), "--recipe", str(aligned), "-o", str(outdir))
     assert code == 0, err
-    assert sorted(p.name for p in outdir.iterdir()) == ["Tom_Cruise_avp_2014_4_edited.jpg", "album.json",
-                                                        "tom_alpha_edited.png"]
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "Tom_Cruise_avp_2014_4_edited.jpg",
+        "album.json",
+        "tom_alpha_edited.png",
+    ]
     res = Image.open(outdir / "tom_alpha_edited.png")
     assert res.mode == "RGBA" and res.size == (w, h)
     np.testing.assert_array_equal(np.asarray(res)[..., 3], alpha)
@@ -231,9 +263,28 @@ def test_edit_with_a_preset_runs_all_stages_and_records_requested_vs_achieved(en
     from drag.record import DragRecord
 
     run_dir, out = env["tmp"] / "run", env["tmp"] / "smile.jpg"
-    code, stdout, err = cli(capsys, "edit", str(TOM), "--preset", "smile=0.5", "-o", str(out),
-                            "--run-dir", str(run_dir), "--model", str(env["model"]), "--projection-steps", "3",
-                            "--tuning-steps", "1", "--lpips-threshold", "0", "--steps", "2", opts=("--device", "cpu"))
+    code, stdout, err = cli(
+        capsys,
+        "edit",
+        str(TOM),
+        "--preset",
+        "smile=0.5",
+        "-o",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+        "--model",
+        str(env["model"]),
+        "--projection-steps",
+        "3",
+        "--tuning-steps",
+        "1",
+        "--lpips-threshold",
+        "0",
+        "--steps",
+        "2",
+        opts=("--device", "cpu"),
+    )
     assert code == 0, err
     assert stdout.strip() == str(out) and out.is_file()
     for stage in ("align", "invert", "drag", "composite"):
@@ -271,15 +322,25 @@ def test_preset_recipe_round_trips_and_replays_with_the_other_photos_landmarks(e
 
     recipe = _preset_recipe(env, presets={"smile": 0.5, "eyebrows": 0.8})
     run1 = env["tmp"] / "run1"
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "a.jpg"),
-                       "--run-dir", str(run1))
+    code, _, err = cli(
+        capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "a.jpg"), "--run-dir", str(run1)
+    )
     assert code == 0, err
     ran = load_recipe(run1 / "recipe.json")
     assert ran.presets == {"smile": 0.5, "eyebrows": 0.8} and ran.presets_only
     other = PHOTOS / "2008_001009.jpg"
     run2 = env["tmp"] / "run2"
-    code, _, err = cli(capsys, "edit", str(other), "--recipe", str(run1 / "recipe.json"), "-o",
-                       str(env["tmp"] / "b.jpg"), "--run-dir", str(run2))
+    code, _, err = cli(
+        capsys,
+        "edit",
+        str(other),
+        "--recipe",
+        str(run1 / "recipe.json"),
+        "-o",
+        str(env["tmp"] / "b.jpg"),
+        "--run-dir",
+        str(run2),
+    )
     assert code == 0, err
     for run in (run1, run2):
         align = AlignRecord.load(run)
@@ -296,8 +357,18 @@ def test_presets_and_drags_mix_and_an_explicit_mask_overrides(env, capsys):
     from drag.record import DragRecord
 
     run_dir = env["tmp"] / "run"
-    base = ["edit", str(TOM), "-o", str(env["tmp"] / "o.jpg"), "--run-dir", str(run_dir),
-            "--recipe", str(env["recipe"]()), "--preset", "eyebrows=0.5"]
+    base = [
+        "edit",
+        str(TOM),
+        "-o",
+        str(env["tmp"] / "o.jpg"),
+        "--run-dir",
+        str(run_dir),
+        "--recipe",
+        str(env["recipe"]()),
+        "--preset",
+        "eyebrows=0.5",
+    ]
     assert cli(capsys, *base)[0] == 0
     points = DragRecord.load(run_dir).data["points"]
     assert points[0]["photo"]["handle"] == list(map(float, MOUTH_RIGHT)) and len(points) == 11  # 1 + 10 brows

@@ -1,4 +1,5 @@
 """Atomic writes: a failed write leaves neither a partial file nor a temp file behind."""
+
 import pytest
 
 from common.fileio import atomic_open, write_json
@@ -28,6 +29,7 @@ def test_unwritable_folder_is_a_usage_error(tmp_path):
     import os
 
     from common.errors import UsageError
+
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)

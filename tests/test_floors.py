@@ -2,6 +2,7 @@
 
 Read with `ast`, so function-local imports count too.  A lower floor never imports a higher one.
 """
+
 import ast
 from pathlib import Path
 
@@ -13,7 +14,7 @@ ALLOWED = {
     "common": {"common"},
     "weights": {"common", "weights"},
     "align": {"common", "weights", "align"},
-    "inversion": {"common", "weights", "align", "inversion"},   # align: the face models (identity)
+    "inversion": {"common", "weights", "align", "inversion"},  # align: the face models (identity)
     "drag": {"common", "weights", "align", "inversion", "drag"},  # inversion: load_inversion (its files)
     "pipeline": {"common", "weights", "align", "inversion", "drag", "pipeline"},
 }
@@ -38,8 +39,12 @@ def project_imports(path: Path):
 def test_a_floor_imports_only_the_floors_below_it(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files
-    bad = [f"{f.relative_to(ROOT)}:{line} imports {top}" for f in files for line, top in project_imports(f)
-           if top not in ALLOWED[package]]
+    bad = [
+        f"{f.relative_to(ROOT)}:{line} imports {top}"
+        for f in files
+        for line, top in project_imports(f)
+        if top not in ALLOWED[package]
+    ]
     assert not bad, "\n".join(bad)
 
 

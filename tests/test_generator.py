@@ -1,4 +1,5 @@
 """The generator computes what NVIDIA's reference computes, with NVIDIA's names and shapes."""
+
 import json
 
 import numpy as np
@@ -34,11 +35,14 @@ def test_mapping_matches_reference(reference):
         assert (G.mapping(io["z"], truncation_psi=0.7) - io["ws_trunc07"]).abs().max() < TOL
 
 
-@pytest.mark.parametrize("ws_key,img_key,noise_mode", [
-    ("ws", "img_const", "const"),
-    ("ws_trunc07", "img_trunc07_const", "const"),
-    ("ws", "img_nonoise", "none"),
-])
+@pytest.mark.parametrize(
+    "ws_key,img_key,noise_mode",
+    [
+        ("ws", "img_const", "const"),
+        ("ws_trunc07", "img_trunc07_const", "const"),
+        ("ws", "img_nonoise", "none"),
+    ],
+)
 def test_synthesis_matches_reference(reference, ws_key, img_key, noise_mode):
     G, io = reference
     with torch.no_grad():

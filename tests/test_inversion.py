@@ -1,4 +1,5 @@
 """PTI on tiny real-architecture generators: projection, tuning, cache, stage files, CLI."""
+
 import copy
 import json
 import os
@@ -36,8 +37,10 @@ def factory(lp):
 
 
 def fast_config(proj_steps=20, tune_steps=10, threshold=0.0, w_plus=False):
-    return InversionConfig(projection=ProjectionConfig(steps=proj_steps, w_plus=w_plus, w_avg_samples=200),
-                           tuning=TuningConfig(steps=tune_steps, lpips_threshold=threshold))
+    return InversionConfig(
+        projection=ProjectionConfig(steps=proj_steps, w_plus=w_plus, w_avg_samples=200),
+        tuning=TuningConfig(steps=tune_steps, lpips_threshold=threshold),
+    )
 
 
 def real_face(res):
@@ -46,6 +49,7 @@ def real_face(res):
         pytest.skip(NO_SHARED)
     from align.align import align_face
     from common.images import load_photo
+
     return align_face(load_photo(path).rgb, size=res).aligned
 
 
@@ -74,12 +78,13 @@ def test_w_and_w_plus_shapes_and_determinism(lp):
     target = torch.rand(1, 3, 32, 32) * 2 - 1
     a = project(copy.deepcopy(G), target, ProjectionConfig(steps=5, w_avg_samples=50), lp["alex"], seed=1)
     b = project(copy.deepcopy(G), target, ProjectionConfig(steps=5, w_avg_samples=50), lp["alex"], seed=1)
-    plus = project(copy.deepcopy(G), target, ProjectionConfig(steps=5, w_plus=True, w_avg_samples=50),
-                   lp["alex"], seed=1)
+    plus = project(
+        copy.deepcopy(G), target, ProjectionConfig(steps=5, w_plus=True, w_avg_samples=50), lp["alex"], seed=1
+    )
     assert a.w.shape == plus.w.shape == (1, G.num_ws, G.w_dim)
-    assert torch.equal(a.w, a.w[:, :1].expand_as(a.w))          # W: one vector for every layer
+    assert torch.equal(a.w, a.w[:, :1].expand_as(a.w))  # W: one vector for every layer
     assert not torch.equal(plus.w, plus.w[:, :1].expand_as(plus.w))  # W+: layers differ
-    torch.testing.assert_close(a.w, b.w, rtol=0, atol=0)       # deterministic on CPU for a seed
+    torch.testing.assert_close(a.w, b.w, rtol=0, atol=0)  # deterministic on CPU for a seed
     assert set(a.noise) == {n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")}
 
 
@@ -113,8 +118,10 @@ def test_locality_regularization_changes_the_tuning(lp):
     G = tiny_generator(res=32)
     target = torch.rand(1, 3, 32, 32) * 2 - 1
     pivot = G.mapping(torch.zeros(1, G.z_dim))
-    tuned = {on: tune(G, pivot, target, TuningConfig(steps=3, lpips_threshold=0.0, locality_regularization=on),
-                      lp["alex"]) for on in (False, True)}
+    tuned = {
+        on: tune(G, pivot, target, TuningConfig(steps=3, lpips_threshold=0.0, locality_regularization=on), lp["alex"])
+        for on in (False, True)
+    }
     assert tuned[True].steps == tuned[False].steps == 3
     a, b = (dict(tuned[on].generator.named_parameters()) for on in (False, True))
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -123,12 +130,14 @@ def test_locality_regularization_changes_the_tuning(lp):
 class _Counter:
     def __init__(self, monkeypatch):
         import inversion.api as api
+
         self.calls = 0
         real = api.project
 
         def counted(*a, **k):
             self.calls += 1
             return real(*a, **k)
+
         monkeypatch.setattr(api, "project", counted)
 
 
@@ -146,8 +155,7 @@ def test_cache_hit_miss_and_invalidation(lp, tmp_path, monkeypatch):
     z = torch.randn(1, G.z_dim)
     with torch.no_grad():
         torch.testing.assert_close(second.generator(z), first.generator(z), rtol=0, atol=0)
-    invert(img, G, fast_config(tune_steps=11), perceptual=factory(lp), cache=cache, model_sha256="m1",
-           progress=False)
+    invert(img, G, fast_config(tune_steps=11), perceptual=factory(lp), cache=cache, model_sha256="m1", progress=False)
     assert counter.calls == 2  # other config
     img2 = img.copy()
     img2[0, 0, 0] ^= 1
@@ -183,6 +191,7 @@ def test_concurrent_writers_leave_one_intact_entry(tmp_path):
             pivot.save(folder / "pivot.safetensors")
             time.sleep(delay)
             save_generator(G, folder / "generator.safetensors")
+
         cache.put("k" * 64, write, {"who": delay})
 
     threads = [threading.Thread(target=writer, args=(d,)) for d in (0.05, 0.1, 0.0)]
@@ -217,6 +226,7 @@ def test_eviction_respects_the_limit_and_recency(tmp_path):
 
 def _aligned_run(tmp_path, res):
     from align.stage import run_align
+
     path = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
     if not path.exists():
         pytest.skip(NO_SHARED)
@@ -227,11 +237,15 @@ def _aligned_run(tmp_path, res):
 def test_stage_files_and_staleness(lp, tmp_path):
     run = _aligned_run(tmp_path, 64)
     G = tiny_generator(res=64)
-    res = run_invert(run, G, "tiny", "sha", fast_config(), factory(lp), InversionCache(tmp_path / "c"),
-                     progress=False)
+    res = run_invert(run, G, "tiny", "sha", fast_config(), factory(lp), InversionCache(tmp_path / "c"), progress=False)
     d = run / "invert"
-    assert sorted(p.name for p in d.iterdir()) == ["compare.png", "generator.json", "invert.json",
-                                                   "pivot.safetensors", "reconstruction.png"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "compare.png",
+        "generator.json",
+        "invert.json",
+        "pivot.safetensors",
+        "reconstruction.png",
+    ]
     rec = json.loads((d / "invert.json").read_text())
     assert rec["model"]["name"] == "tiny" and rec["projection"]["steps"] == 20 and rec["tuning"]["steps"] == 10
     assert rec["cache"]["hit"] is False and rec["cache"]["key"] == res.cache_key
@@ -240,6 +254,7 @@ def test_stage_files_and_staleness(lp, tmp_path):
     assert w.shape == (1, G.num_ws, G.w_dim)
     # a re-aligned (different) image makes the inversion stale
     from align.stage import run_align
+
     run_align(PHOTOS / "2008_001009.jpg", run, size=64)
     with pytest.raises(UsageError, match="another aligned image"):
         load_inversion(run)
@@ -272,6 +287,7 @@ def test_backbone_file_is_loaded_into_lpips(tmp_path):
     """Our loader puts a torchvision AlexNet file into LPIPS exactly as torchvision's own weights would sit."""
     import lpips
     import torchvision
+
     torch.manual_seed(0)
     tv = torchvision.models.alexnet()
     path = tmp_path / "alex.pth"
@@ -291,6 +307,7 @@ def test_backbone_file_is_loaded_into_lpips(tmp_path):
 
 def test_cli_invert_twice_is_a_cache_hit_and_cache_commands(lp, tmp_path, home, monkeypatch, capsys):
     from run_pipeline import main
+
     run = _aligned_run(tmp_path, 64)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64), model)
@@ -302,8 +319,20 @@ def test_cli_invert_twice_is_a_cache_hit_and_cache_commands(lp, tmp_path, home, 
         out, err = capsys.readouterr()
         return exc.value.code, out, err
 
-    args = ["--device", "cpu", "invert", str(run), "--model", str(model), "--projection-steps", "5",
-            "--tuning-steps", "3", "--lpips-threshold", "0"]
+    args = [
+        "--device",
+        "cpu",
+        "invert",
+        str(run),
+        "--model",
+        str(model),
+        "--projection-steps",
+        "5",
+        "--tuning-steps",
+        "3",
+        "--lpips-threshold",
+        "0",
+    ]
     code, out, err = cli(*args)
     assert code == 0, err
     assert json.loads((run / "invert" / "invert.json").read_text())["cache"]["hit"] is False

@@ -1,5 +1,6 @@
 """Every StyleGAN2 layout that exists in the world loads; NVIDIA's own files draw NVIDIA's pictures;
 training state is skipped but a hostile object hidden in it is still refused before it runs."""
+
 import dataclasses
 import os
 import pickle
@@ -37,8 +38,21 @@ def test_reference_files_draw_nvidias_pictures(name, home, tmp_path, capsys):
         pytest.skip(NO_SHARED)
     for seed in (0, 1):
         png = tmp_path / f"{name}_{seed}.png"
-        code, _, err = run(["--quiet", "--device", "cpu", "generate", "--model", str(REFERENCE / f"{name}.pkl"),
-                            "--seed", str(seed), "-o", str(png)], capsys)
+        code, _, err = run(
+            [
+                "--quiet",
+                "--device",
+                "cpu",
+                "generate",
+                "--model",
+                str(REFERENCE / f"{name}.pkl"),
+                "--seed",
+                str(seed),
+                "-o",
+                str(png),
+            ],
+            capsys,
+        )
         assert code == 0, err
         got = np.asarray(Image.open(png)).astype(int)
         want = np.asarray(Image.open(REFERENCE / f"{name}_seed{seed}.png").convert("RGB")).astype(int)
@@ -46,8 +60,10 @@ def test_reference_files_draw_nvidias_pictures(name, home, tmp_path, capsys):
         assert np.abs(got - want).max() <= 1, f"{name} seed {seed}: max difference {np.abs(got - want).max()}"
 
 
-@pytest.mark.skipif(not (REFERENCE / "tf_layout_small.pkl").is_file()
-                    or not (REFERENCE / "ngc_layout_small.pkl").is_file(), reason=NO_SHARED)
+@pytest.mark.skipif(
+    not (REFERENCE / "tf_layout_small.pkl").is_file() or not (REFERENCE / "ngc_layout_small.pkl").is_file(),
+    reason=NO_SHARED,
+)
 def test_reference_files_inspect(capsys):
     code, out, _ = run(["weights", "inspect", str(REFERENCE / "ngc_layout_small.pkl")], capsys)
     assert code == 0
@@ -55,8 +71,12 @@ def test_reference_files_inspect(capsys):
     assert rows["layout"].strip().startswith("ngc:") and "networks_stylegan2" in rows["layout"]
     assert rows["resolution"].strip() == "64" and rows["z_dim / w_dim"].strip() == "64 / 64"
     assert rows["channel base / max"].strip() == "1,024 / 32" and rows["mapping layers"].strip() == "2"
-    for net in ("G_ema (Generator, used)", "D (Discriminator, skipped)", "augment_pipe (AugmentPipe, skipped)",
-                "training_set_kwargs"):
+    for net in (
+        "G_ema (Generator, used)",
+        "D (Discriminator, skipped)",
+        "augment_pipe (AugmentPipe, skipped)",
+        "training_set_kwargs",
+    ):
         assert net in rows["networks"]
     assert rows["status"].strip() == "loads"
     code, out, _ = run(["weights", "inspect", str(REFERENCE / "tf_layout_small.pkl")], capsys)
@@ -101,8 +121,17 @@ def test_tf_layout_loads_and_matches(tmp_path):
 
 def test_tf_layout_missing_or_foreign_variables_are_named(tmp_path):
     G = tiny_generator(res=16)
-    bad_kw = dict(num_channels=3, resolution=16, latent_size=32, dlatent_size=32, mapping_layers=2, fmap_base=64,
-                  fmap_max=32, label_size=0, something_new=3)
+    bad_kw = dict(
+        num_channels=3,
+        resolution=16,
+        latent_size=32,
+        dlatent_size=32,
+        mapping_layers=2,
+        fmap_base=64,
+        fmap_max=32,
+        label_size=0,
+        something_new=3,
+    )
     with pytest.raises(CheckpointError, match="something_new"):
         load_generator(write_tf_pickle(tmp_path / "a.pkl", G, static_kwargs=bad_kw))
     bad_kw = dict(bad_kw, something_new=None, label_size=10)
@@ -121,6 +150,7 @@ def test_rosinality_training_checkpoint_loads(tmp_path):
 
 def test_stylegan2_ada_and_safetensors_still_load(tmp_path):
     from weights.checkpoint import save_generator
+
     G = tiny_generator(res=32)
     assert read_checkpoint(write_nvidia_pickle(tmp_path / "ffhq.pkl", G)).layout == "stylegan2-ada"
     _same_output(G, load_generator(tmp_path / "ffhq.pkl"), atol=0)
@@ -139,14 +169,17 @@ def test_flat_and_nested_kwargs_give_the_same_config():
     assert normalise_config(with_numpy, "f.pkl") == G.config
 
 
-@pytest.mark.parametrize("change, named", [
-    (dict(architecture="resnet"), "architecture='resnet'"),
-    (dict(c_dim=10), "c_dim=10"),
-    (dict(use_noise=False), "use_noise=False"),
-    (dict(num_critical=2, conv_kernel=3), "networks_stylegan3"),
-    (dict(mapping_kwargs={"num_layers": 2, "embed_features": 7}), "embed_features=7"),
-    (dict(mystery_option=1), "mystery_option"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(architecture="resnet"), "architecture='resnet'"),
+        (dict(c_dim=10), "c_dim=10"),
+        (dict(use_noise=False), "use_noise=False"),
+        (dict(num_critical=2, conv_kernel=3), "networks_stylegan3"),
+        (dict(mapping_kwargs={"num_layers": 2, "embed_features": 7}), "embed_features=7"),
+        (dict(mystery_option=1), "mystery_option"),
+    ],
+)
 def test_options_that_change_the_network_are_refused_with_one_line(tmp_path, change, named):
     G = tiny_generator(res=16)
     path = write_ngc_pickle(tmp_path / "odd.pkl", G, kwargs=ngc_kwargs(G, **change), with_training_state=False)
@@ -158,8 +191,13 @@ def test_options_that_change_the_network_are_refused_with_one_line(tmp_path, cha
 
 def test_harmless_switches_are_ignored(tmp_path):
     G = tiny_generator(res=16)
-    kw = ngc_kwargs(G, fused_modconv_default=True, fp16_channels_last=True, architecture="skip",
-                    mapping_kwargs={"num_layers": 2, "w_avg_beta": 0.995, "activation": "lrelu"})
+    kw = ngc_kwargs(
+        G,
+        fused_modconv_default=True,
+        fp16_channels_last=True,
+        architecture="skip",
+        mapping_kwargs={"num_layers": 2, "w_avg_beta": 0.995, "activation": "lrelu"},
+    )
     _same_output(G, load_generator(write_ngc_pickle(tmp_path / "ok.pkl", G, kwargs=kw)), atol=0)
 
 
@@ -189,8 +227,9 @@ def _hostile_ngc_in_training_set(path, marker):
 
 
 def _hostile_ngc_in_augment_pipe(path, marker):
-    return write_ngc_pickle(path, tiny_generator(res=16), augment_buffers={"p": torch.zeros([]),
-                                                                           "Hz_geom": _Hostile(marker)})
+    return write_ngc_pickle(
+        path, tiny_generator(res=16), augment_buffers={"p": torch.zeros([]), "Hz_geom": _Hostile(marker)}
+    )
 
 
 def _hostile_tf_state(path, marker):
@@ -201,16 +240,19 @@ def _hostile_tf_variable(path, marker):
     return write_tf_pickle(path, tiny_generator(res=16), extra_state={"variables": [("w", _Hostile(marker))]})
 
 
-@pytest.mark.parametrize("write", [_hostile_ngc_in_training_set, _hostile_ngc_in_augment_pipe, _hostile_tf_state,
-                                   _hostile_tf_variable])
+@pytest.mark.parametrize(
+    "write", [_hostile_ngc_in_training_set, _hostile_ngc_in_augment_pipe, _hostile_tf_state, _hostile_tf_variable]
+)
 @pytest.mark.parametrize("command", ["generate", "inspect", "import"])
 def test_hostile_object_in_training_state_is_refused_and_runs_nothing(home, tmp_path, capsys, write, command):
     marker = tmp_path / "pwned"
     path = write(tmp_path / "evil.pkl", marker)
     out_png = tmp_path / "o.png"
-    argv = {"generate": ["--device", "cpu", "generate", "--model", str(path), "-o", str(out_png)],
-            "inspect": ["weights", "inspect", str(path)],
-            "import": ["weights", "import", "ffhq-256", str(path)]}[command]
+    argv = {
+        "generate": ["--device", "cpu", "generate", "--model", str(path), "-o", str(out_png)],
+        "inspect": ["weights", "inspect", str(path)],
+        "import": ["weights", "import", "ffhq-256", str(path)],
+    }[command]
     code, out, err = run(argv, capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "refusing to load" in err and "posix.system" in err
@@ -241,8 +283,13 @@ def test_full_size_ngc_config_imports_and_inspects(home, tmp_path, capsys, name,
     entry = REGISTRY[name]
     res = entry.resolution
     torch.manual_seed(0)
-    G = Generator(z_dim=512, w_dim=512, img_resolution=res, mapping_kwargs=dict(num_layers=8),
-                  synthesis_kwargs=dict(channel_base=channel_base, channel_max=512, num_fp16_res=4, conv_clamp=256))
+    G = Generator(
+        z_dim=512,
+        w_dim=512,
+        img_resolution=res,
+        mapping_kwargs=dict(num_layers=8),
+        synthesis_kwargs=dict(channel_base=channel_base, channel_max=512, num_fp16_res=4, conv_clamp=256),
+    )
     path = write_ngc_pickle(tmp_path / entry.filename, G, with_training_state=False)
     code, out, err = run(["weights", "inspect", str(path)], capsys)
     assert code == 0, err
@@ -264,8 +311,13 @@ def test_full_size_ngc_config_imports_and_inspects(home, tmp_path, capsys, name,
 
 
 def test_import_names_a_w_size_mismatch(home, tmp_path, capsys):
-    G = Generator(z_dim=64, w_dim=64, img_resolution=256, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=1024, channel_max=16))
+    G = Generator(
+        z_dim=64,
+        w_dim=64,
+        img_resolution=256,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=1024, channel_max=16),
+    )
     path = write_ngc_pickle(tmp_path / "small.pkl", G, with_training_state=False)
     code, _, err = run(["weights", "import", "ffhq-256", str(path)], capsys)
     assert code == 2 and "differs: w_dim 64 (needs 512)" in err and "resolution" not in err.split("differs")[1]

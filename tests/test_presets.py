@@ -1,4 +1,5 @@
 """Edits by name: drags and masks derived from real landmarks, checked against hand-computed positions."""
+
 import json
 
 import numpy as np
@@ -20,6 +21,7 @@ def run_dir(tmp_path_factory):
     if not TOM.exists():
         pytest.skip(NO_SHARED)
     from align.stage import run_align
+
     run = tmp_path_factory.mktemp("run")
     run_align(TOM, run, size=SIZE)
     return run
@@ -74,14 +76,17 @@ def test_smile_matches_hand_computed_corners(lm):
     assert d[0, 0] < -2 and d[0, 1] < -2 and d[1, 0] > 2 and d[1, 1] < -2
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("mouth_open", {57: (0, 0.25), 66: (0, 0.25), 51: (0, -0.06), 62: (0, -0.06)}),
-    ("eyes_open", {37: (0, -0.06), 38: (0, -0.06), 43: (0, -0.06), 44: (0, -0.06)}),
-    ("eyebrows", {i: (0, -0.10) for i in range(17, 27)}),
-    ("jaw_width", {**{i: (-0.08, 0) for i in range(3, 7)}, **{i: (0.08, 0) for i in range(10, 14)}}),
-    ("head_yaw", {27: (0.05, 0), 30: (0.12, 0), 33: (0.10, 0), 51: (0.08, 0), 57: (0.08, 0), 8: (0.08, 0)}),
-    ("head_pitch", {30: (0, -0.10), 33: (0, -0.10), 51: (0, -0.08), 57: (0, -0.08), 8: (0, -0.08)}),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mouth_open", {57: (0, 0.25), 66: (0, 0.25), 51: (0, -0.06), 62: (0, -0.06)}),
+        ("eyes_open", {37: (0, -0.06), 38: (0, -0.06), 43: (0, -0.06), 44: (0, -0.06)}),
+        ("eyebrows", {i: (0, -0.10) for i in range(17, 27)}),
+        ("jaw_width", {**{i: (-0.08, 0) for i in range(3, 7)}, **{i: (0.08, 0) for i in range(10, 14)}}),
+        ("head_yaw", {27: (0.05, 0), 30: (0.12, 0), 33: (0.10, 0), 51: (0.08, 0), 57: (0.08, 0), 8: (0.08, 0)}),
+        ("head_pitch", {30: (0, -0.10), 33: (0, -0.10), 51: (0, -0.08), 57: (0, -0.08), 8: (0, -0.08)}),
+    ],
+)
 def test_each_preset_matches_its_documented_motion(lm, name, expected):
     iod, ex, ey = axes(lm)
     amount = 0.7
@@ -172,16 +177,19 @@ def test_default_mask_covers_the_drags_and_leaves_the_far_side(lm):
     np.testing.assert_array_equal(both, expected)
 
 
-@pytest.mark.parametrize("amounts, words", [
-    ({"frown": 0.5}, ["unknown preset 'frown'", *PRESETS]),
-    ({"smile": float("nan")}, ["smile", "finite"]),
-    ({"smile": float("inf")}, ["smile", "finite"]),
-    ({"smile": 1.5}, ["smile", "1.5", "-1..1"]),
-    ({"eyebrows": -1.01}, ["eyebrows", "-1..1"]),
-    ({"smile": "0.5"}, ["smile", "number"]),
-    ({"smile": True}, ["smile", "number"]),
-    ({"smile": 0.001}, ["smile", "half a pixel"]),
-])
+@pytest.mark.parametrize(
+    "amounts, words",
+    [
+        ({"frown": 0.5}, ["unknown preset 'frown'", *PRESETS]),
+        ({"smile": float("nan")}, ["smile", "finite"]),
+        ({"smile": float("inf")}, ["smile", "finite"]),
+        ({"smile": 1.5}, ["smile", "1.5", "-1..1"]),
+        ({"eyebrows": -1.01}, ["eyebrows", "-1..1"]),
+        ({"smile": "0.5"}, ["smile", "number"]),
+        ({"smile": True}, ["smile", "number"]),
+        ({"smile": 0.001}, ["smile", "half a pixel"]),
+    ],
+)
 def test_bad_amounts_are_one_line_errors(lm, amounts, words):
     msg = one_line_error(preset_drags, lm, amounts, SIZE)
     for w in words:
@@ -227,8 +235,9 @@ def test_cli_lists_every_preset(capsys):
 
 def test_cli_preview_draws_mask_and_arrows(run_dir, capsys):
     out_png = run_dir / "presets_preview.png"
-    code, out, err = cli(capsys, "presets", "--preview", str(run_dir), "--preset", "smile=0.5",
-                         "--preset", "eyebrows=0.3")
+    code, out, err = cli(
+        capsys, "presets", "--preview", str(run_dir), "--preset", "smile=0.5", "--preset", "eyebrows=0.3"
+    )
     assert code == 0, err
     assert out.strip() == str(out_png)
     img = np.asarray(Image.open(out_png).convert("RGB")).astype(int)
@@ -248,13 +257,16 @@ def json_lm(run_dir):
     return np.array(rec["landmarks"]) @ m[:2, :2].T + m[:2, 2]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--preset", "smile=2"], "-1..1"),
-    (["--preset", "smile=nan"], "finite"),
-    (["--preset", "grin=0.5"], "known presets"),
-    (["--preset", "smile"], "NAME=AMOUNT"),
-    ([], "at least one --preset"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--preset", "smile=2"], "-1..1"),
+        (["--preset", "smile=nan"], "finite"),
+        (["--preset", "grin=0.5"], "known presets"),
+        (["--preset", "smile"], "NAME=AMOUNT"),
+        ([], "at least one --preset"),
+    ],
+)
 def test_cli_bad_presets_exit_2_with_one_line(run_dir, tmp_path, capsys, args, words):
     target = tmp_path / "run"
     (target / "align").mkdir(parents=True)
@@ -287,6 +299,7 @@ def test_cli_preview_refuses_a_run_without_landmarks(run_dir, tmp_path, capsys):
 # wiring: stacking with explicit drags, the default mask, the measurement, recipes ---------------
 def test_with_presets_stacks_after_explicit_drags_and_uses_the_default_mask(lm):
     from drag.presets import with_presets
+
     explicit = np.array([[[100.0, 100.0], [110.0, 95.0]]])
     pts, mask = with_presets(explicit, None, lm, {"smile": 0.5}, SIZE)
     handles, targets = preset_drags(lm, {"smile": 0.5}, SIZE)
@@ -311,6 +324,7 @@ def test_preset_order_does_not_change_the_drags(lm):
 
 def test_measure_presets_projects_the_achieved_motion_on_the_requested_direction(lm):
     from drag.presets import measure_presets
+
     iod, _, _ = axes(lm)
     idx, disp = preset_motion(lm, "smile", 0.5)
     req = np.linalg.norm(disp, axis=1).mean()
@@ -329,21 +343,26 @@ def test_measure_presets_projects_the_achieved_motion_on_the_requested_direction
     assert m.achieved_px == pytest.approx(-0.5 * req, abs=1e-3) and m.requested_px == pytest.approx(req, abs=1e-3)
 
 
-@pytest.mark.parametrize("presets, words", [
-    ({"grin": 0.5}, "known presets"),
-    ({"smile": "0.5"}, "must be a number"),
-    ({"smile": 1.5}, "-1..1"),
-    ({"smile": True}, "must be a number"),
-    ({"smile": 0}, "nothing to drag"),
-    ([["smile", 0.5]], '"presets" must be an object'),
-])
+@pytest.mark.parametrize(
+    "presets, words",
+    [
+        ({"grin": 0.5}, "known presets"),
+        ({"smile": "0.5"}, "must be a number"),
+        ({"smile": 1.5}, "-1..1"),
+        ({"smile": True}, "must be a number"),
+        ({"smile": 0}, "nothing to drag"),
+        ([["smile", 0.5]], '"presets" must be an object'),
+    ],
+)
 def test_recipe_presets_are_validated(presets, words):
     from pipeline.recipe import parse_recipe
+
     assert words in one_line_error(parse_recipe, {"presets": presets})
 
 
 def test_recipe_presets_round_trip_and_make_drags_optional():
     from pipeline.recipe import parse_recipe
+
     r = parse_recipe({"presets": {"smile": 0.5, "eyebrows": -0.2}})
     assert r.drags == () and r.presets == {"smile": 0.5, "eyebrows": -0.2} and r.presets_only
     assert parse_recipe(json.loads(json.dumps(r.to_json()))) == r
@@ -369,6 +388,7 @@ def test_preset_report_detects_the_landmarks_again_and_the_record_prints_the_tab
     """On the unedited aligned face the achieved motion is about 0; the requested one is the formula's."""
     from drag.record import DragRecord
     from drag.stage import preset_report
+
     aligned = np.asarray(Image.open(run_dir / "align" / "aligned.png").convert("RGB"))
     report = preset_report(lm, aligned, {"smile": 0.5, "eyebrows": -0.3})
     assert report["face_found"] and set(report["measured"]) == {"smile", "eyebrows"}

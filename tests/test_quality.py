@@ -36,7 +36,7 @@ def test_identity_self_resized_and_other_person():
     face = find_faces(bald)[0]
     l, t, r, b = (int(v) for v in face.box)
     pad = (r - l) // 2
-    other = np.ascontiguousarray(bald[max(0, t - pad):b + pad, max(0, l - pad):r + pad])
+    other = np.ascontiguousarray(bald[max(0, t - pad) : b + pad, max(0, l - pad) : r + pad])
     assert float(np.linalg.norm(describe(tom).vector - describe(other).vector)) > SAME_PERSON
 
 
@@ -90,9 +90,11 @@ def test_quality_benchmark_says_when_weights_are_missing(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-    res = subprocess.run([sys.executable, str(script), "--home", str(tmp_path)], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(script), "--home", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("quality benchmark not run: missing weights ffhq-512")

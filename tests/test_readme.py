@@ -1,4 +1,5 @@
 """The README's set-up is what a new user can run, and CI runs exactly its test command."""
+
 import re
 from pathlib import Path
 
@@ -23,7 +24,10 @@ def test_setup_installs_before_testing_and_takes_the_users_photo():
 
 def test_ci_runs_exactly_the_readme_test_command():
     _, blocks = setup_commands()
-    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
-             if ln.strip() and not ln.strip().startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+        if ln.strip() and not ln.strip().startswith("#")
+    ]
     assert lines[-1] == blocks[1]
     assert not [ln for ln in lines[:-1] if "pytest" in ln]

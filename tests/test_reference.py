@@ -4,6 +4,7 @@ Tolerance: every compared tensor (block features, image, gradients) agrees to wi
 TOL times the largest magnitude of the plain path's tensor (float32 on CPU; the paths
 sum in different orders, so bit-equality is not expected).
 """
+
 import json
 
 import pytest
@@ -134,8 +135,11 @@ def test_plain_mapping_matches_fast(pair):
     z = torch.randn(3, G.z_dim)
     with torch.no_grad():
         assert_near(G.mapping(z), P.mapping(z), "mapping")
-        assert_near(G.mapping(z, truncation_psi=0.5, truncation_cutoff=2),
-                    P.mapping(z, truncation_psi=0.5, truncation_cutoff=2), "truncated mapping")
+        assert_near(
+            G.mapping(z, truncation_psi=0.5, truncation_cutoff=2),
+            P.mapping(z, truncation_psi=0.5, truncation_cutoff=2),
+            "truncated mapping",
+        )
 
 
 def test_plain_path_shares_the_parameters(pair):
@@ -159,9 +163,11 @@ def test_plain_path_matches_nvidia_golden_outputs():
     with torch.no_grad():
         assert (P.mapping(io["z"]) - io["ws"]).abs().max() < 1e-4
         assert (P.mapping(io["z"], truncation_psi=0.7) - io["ws_trunc07"]).abs().max() < 1e-4
-        for ws_key, img_key, noise_mode in (("ws", "img_const", "const"),
-                                            ("ws_trunc07", "img_trunc07_const", "const"),
-                                            ("ws", "img_nonoise", "none")):
+        for ws_key, img_key, noise_mode in (
+            ("ws", "img_const", "const"),
+            ("ws_trunc07", "img_trunc07_const", "const"),
+            ("ws", "img_nonoise", "none"),
+        ):
             img = P.synthesis(io[ws_key], noise_mode=noise_mode)
             assert (img - io[img_key]).abs().max() < 1e-4, img_key
 
@@ -176,8 +182,17 @@ def test_both_style_forms_give_the_same_values_and_gradients(up):
     results = []
     for fold in (True, False):
         leaves = [t.clone().requires_grad_(True) for t in (x, weight, styles)]
-        out = modulated_conv2d(*leaves, up=up, resample_filter=setup_filter(), noise=noise, bias=bias,
-                               act="lrelu", gain=2 ** 0.5, clamp=1.5, fold_styles=fold)
+        out = modulated_conv2d(
+            *leaves,
+            up=up,
+            resample_filter=setup_filter(),
+            noise=noise,
+            bias=bias,
+            act="lrelu",
+            gain=2**0.5,
+            clamp=1.5,
+            fold_styles=fold,
+        )
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         results.append([out.detach()] + [t.grad for t in leaves])
     for i, (a, b) in enumerate(zip(*results)):

@@ -4,6 +4,7 @@ The refactor of issue #14 must not change any output; this is its check that nee
 digest: the end-to-end command, the four stage commands and the web editor all run the same
 stage code and must agree byte for byte.
 """
+
 import hashlib
 import shutil
 
@@ -27,6 +28,7 @@ def digest(path) -> str:
 @pytest.fixture(scope="module")
 def nets():
     from inversion.perceptual import Perceptual
+
     torch.manual_seed(0)
     return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
 
@@ -50,9 +52,23 @@ def run_cli(*argv):
 
 def edit_output(model, photo, tmp):
     out = tmp / "edit.jpg"
-    run_cli("--home", str(tmp / "home-edit"), "edit", str(photo), "--model", str(model), "--drag",
-            f"{HANDLE[0]},{HANDLE[1]}:{TARGET[0]},{TARGET[1]}", "--steps", str(DRAG_STEPS), *INVERT,
-            "-o", str(out), "--run-dir", str(tmp / "run-edit"))
+    run_cli(
+        "--home",
+        str(tmp / "home-edit"),
+        "edit",
+        str(photo),
+        "--model",
+        str(model),
+        "--drag",
+        f"{HANDLE[0]},{HANDLE[1]}:{TARGET[0]},{TARGET[1]}",
+        "--steps",
+        str(DRAG_STEPS),
+        *INVERT,
+        "-o",
+        str(out),
+        "--run-dir",
+        str(tmp / "run-edit"),
+    )
     return out
 
 
@@ -63,8 +79,15 @@ def test_edit_equals_the_stage_commands(setup):
     home = ["--home", str(tmp / "home-stages")]
     run_cli(*home, "align", str(photo), "--out", str(run), "--size", "64")
     run_cli(*home, "invert", str(run), "--model", str(model), *INVERT)
-    run_cli(*home, "drag", str(run), "--drag", f"{HANDLE[0]},{HANDLE[1]}:{TARGET[0]},{TARGET[1]}",
-            "--steps", str(DRAG_STEPS))
+    run_cli(
+        *home,
+        "drag",
+        str(run),
+        "--drag",
+        f"{HANDLE[0]},{HANDLE[1]}:{TARGET[0]},{TARGET[1]}",
+        "--steps",
+        str(DRAG_STEPS),
+    )
     run_cli(*home, "composite", str(run), "-o", str(out))
     for f in ("align/aligned.png", "drag/edited.png", "composite/blend_mask.png"):
         assert digest(tmp / "run-edit" / f) == digest(run / f), f
@@ -77,13 +100,20 @@ def test_edit_equals_the_web_session(setup, nets):
     from inversion.cache import InversionCache
     from inversion.config import make_config
     from pipeline.webui.session import Services, SessionManager
+
     model, photo, tmp = setup
     edited = edit_output(model, photo, tmp)
-    svc = Services(model_name=str(model), model_path=model, model_sha256="tiny", resolution=64,
-                   device=torch.device("cpu"), cache=InversionCache(tmp / "web-cache"),
-                   perceptual=lambda n, r: nets[n],
-                   inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
-                   drag_config=DragConfig())
+    svc = Services(
+        model_name=str(model),
+        model_path=model,
+        model_sha256="tiny",
+        resolution=64,
+        device=torch.device("cpu"),
+        cache=InversionCache(tmp / "web-cache"),
+        perceptual=lambda n, r: nets[n],
+        inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
+        drag_config=DragConfig(),
+    )
     session = SessionManager(tmp / "ui", svc).create(photo.read_bytes(), "tom.jpg")
     session.choose_face(0)
     session.thread.join(timeout=120)

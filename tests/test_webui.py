@@ -1,4 +1,5 @@
 """The local web editor: session isolation, upload limits and errors, and a real browser run."""
+
 import os
 import shutil
 import socket
@@ -39,12 +40,20 @@ def manager(tmp_path, nets):
         pytest.skip(NO_SHARED)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=128, dim=32), model)
-    cfg = InversionConfig(projection=ProjectionConfig(steps=6, w_avg_samples=100),
-                          tuning=TuningConfig(steps=3, lpips_threshold=0.0))
-    svc = Services(model_name=str(model), model_path=model, model_sha256="tiny", resolution=128,
-                   device=torch.device("cpu"), cache=InversionCache(tmp_path / "cache"),
-                   perceptual=lambda n, r: nets[n], inversion_config=cfg,
-                   drag_config=DragConfig(stall_steps=10 ** 6))  # long drags must run until stopped
+    cfg = InversionConfig(
+        projection=ProjectionConfig(steps=6, w_avg_samples=100), tuning=TuningConfig(steps=3, lpips_threshold=0.0)
+    )
+    svc = Services(
+        model_name=str(model),
+        model_path=model,
+        model_sha256="tiny",
+        resolution=128,
+        device=torch.device("cpu"),
+        cache=InversionCache(tmp_path / "cache"),
+        perceptual=lambda n, r: nets[n],
+        inversion_config=cfg,
+        drag_config=DragConfig(stall_steps=10**6),
+    )  # long drags must run until stopped
     return SessionManager(tmp_path / "ui", svc)
 
 
@@ -70,14 +79,16 @@ def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
         c.post(f"/api/session/{a['id']}/invert", json={"face": 0})
         assert wait(c, a["id"])["state"] == "ready"
         assert c.get(f"/api/session/{b['id']}/status").json()["state"] == "uploaded"  # b untouched
-        r = c.post(f"/api/session/{a['id']}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
-                                                          "steps": 4})
+        r = c.post(
+            f"/api/session/{a['id']}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 4}
+        )
         assert r.status_code == 200
         st = wait(c, a["id"])
         assert st["state"] == "ready" and st["rounds"] == 1
         res = c.get(f"/api/session/{a['id']}/result")
         assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg"
         from io import BytesIO
+
         assert Image.open(BytesIO(res.content)).size == Image.open(TOM).size
         assert c.get(f"/api/session/{a['id']}/recipe").json()["drags"][0]["handle"] == [371.0, 569.0]
         assert c.get(f"/api/session/{a['id']}/run.zip").status_code == 200
@@ -119,11 +130,14 @@ def test_bad_drag_requests_and_one_drag_at_a_time(manager):
         bad = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [5, 5], "target": [9, 9]}]})
         assert bad.status_code == 400 and "outside the aligned face crop" in bad.json()["error"]
         assert c.post(f"/api/session/{sid}/drag", json={"drags": []}).status_code == 400
-        mask = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
-                                                        "mask": "data:text/plain;base64,aGk="})
+        mask = c.post(
+            f"/api/session/{sid}/drag",
+            json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "mask": "data:text/plain;base64,aGk="},
+        )
         assert mask.status_code == 400 and "PNG" in mask.json()["error"]
-        ok = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
-                                                      "steps": 1000})
+        ok = c.post(
+            f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 1000}
+        )
         assert ok.status_code == 200
         busy = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}]})
         assert busy.status_code == 400 and "busy" in busy.json()["error"]
@@ -138,6 +152,7 @@ def test_preset_sliders_give_the_same_drags_as_the_cli(manager, capsys, tmp_path
 
     from drag.record import DragRecord
     from helpers import cli
+
     with TestClient(create_app(manager)) as c:
         sid = upload(c).json()["id"]
         early = c.post(f"/api/session/{sid}/presets", json={"presets": {"smile": 0.5}})
@@ -182,8 +197,9 @@ def test_a_closed_tab_stops_its_drag(manager):
         sid = upload(c).json()["id"]
         c.post(f"/api/session/{sid}/invert", json={"face": 0})
         wait(c, sid)
-        c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}],
-                                                 "steps": 1000})
+        c.post(
+            f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 1000}
+        )
         session = manager.get(sid)
         session.thread.join(timeout=120)  # nobody polls: the reaper stops it
         assert not session.thread.is_alive()
@@ -221,9 +237,19 @@ def test_real_browser_edit(manager, tmp_path):
         time.sleep(0.05)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chrome'}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
         opts.add_argument(arg)
     browser = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
@@ -240,9 +266,11 @@ def test_real_browser_edit(manager, tmp_path):
         w, h = overlay.size["width"], overlay.size["height"]
         pw, ph = Image.open(TOM).size
         for x, y in ((371, 569), (390, 550)):  # photo pixels -> offsets from the canvas centre
-            ActionChains(browser).move_to_element_with_offset(overlay, x * w / pw - w / 2, y * h / ph - h / 2) \
-                .click().perform()
+            ActionChains(browser).move_to_element_with_offset(
+                overlay, x * w / pw - w / 2, y * h / ph - h / 2
+            ).click().perform()
         import re
+
         got = [int(v) for v in re.findall(r"-?\d+", browser.find_element(By.ID, "points").text)]
         assert got[0] == 1 and np.abs(np.array(got[1:5]) - [371, 569, 390, 550]).max() <= 2  # whole-pixel clicks
         browser.find_element(By.ID, "start").click()
@@ -253,6 +281,7 @@ def test_real_browser_edit(manager, tmp_path):
         res = httpx.get(link, timeout=60)
         assert res.status_code == 200
         from io import BytesIO
+
         assert Image.open(BytesIO(res.content)).size == (pw, ph)
         assert np.asarray(Image.open(ARTIFACTS / "webui.png")).std() > 0
     finally:

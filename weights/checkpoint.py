@@ -7,6 +7,7 @@ files are safetensors with the init kwargs as JSON metadata.  `read_checkpoint` 
 what a file is (layout, config, networks) without building anything; every layout's
 kwargs go through the one normalising step in `weights.config`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ PathLike = Union[str, os.PathLike]
 # layout name -> what it is, as `weights inspect` prints it
 LAYOUTS = {
     "ngc": "NVIDIA PyTorch pickle, StyleGAN3 codebase (training.networks_stylegan2, flat synthesis options; "
-           "NGC stylegan2-ffhq-*.pkl)",
+    "NGC stylegan2-ffhq-*.pkl)",
     "stylegan2-ada": "NVIDIA stylegan2-ada-pytorch pickle (training.networks, nested synthesis_kwargs)",
     "stylegan3": "NVIDIA StyleGAN3 pickle (training.networks_stylegan3) - not StyleGAN2, refused",
     "tensorflow": "NVIDIA TensorFlow StyleGAN2 pickle (dnnlib.tflib.network.Network; stylegan2-ffhq-config-f.pkl)",
@@ -58,12 +59,12 @@ class Checkpoint:
     """What a checkpoint file holds, read safely: the generator to use and everything beside it."""
 
     path: Path
-    kind: str                                  # file format: nvidia-pickle | torch | safetensors
-    layout: str                                # a key of LAYOUTS
-    networks: Tuple[str, ...]                  # e.g. "G_ema (Generator, used)", "D (Discriminator, skipped)"
-    kwargs: dict                               # the generator's kwargs as the file gives them (NVIDIA names)
-    config: Optional[GeneratorConfig]          # None when refused
-    refusal: Optional[str]                     # one line: why this generator cannot load
+    kind: str  # file format: nvidia-pickle | torch | safetensors
+    layout: str  # a key of LAYOUTS
+    networks: Tuple[str, ...]  # e.g. "G_ema (Generator, used)", "D (Discriminator, skipped)"
+    kwargs: dict  # the generator's kwargs as the file gives them (NVIDIA names)
+    config: Optional[GeneratorConfig]  # None when refused
+    refusal: Optional[str]  # one line: why this generator cannot load
     state_dict: Optional[Dict[str, torch.Tensor]]
 
     def require(self) -> Tuple[GeneratorConfig, Dict[str, torch.Tensor]]:
@@ -134,8 +135,9 @@ def _read_nvidia_pickle(path: Path) -> Checkpoint:
 def _read_tf_pickle(path: Path, data: bytes) -> Checkpoint:
     where = str(path)
     nets = load_tf_pickle(data, where)
-    networks = tuple(f"{role} (TensorFlow {net.name}, {'used' if role == 'Gs' else 'skipped'})"
-                     for role, net in nets.items())
+    networks = tuple(
+        f"{role} (TensorFlow {net.name}, {'used' if role == 'Gs' else 'skipped'})" for role, net in nets.items()
+    )
     gs = nets.get("Gs")
     kwargs: dict = {}
     config = sd = refusal = None
@@ -153,10 +155,13 @@ def _torch_refusal(path: Path, exc: Exception) -> CheckpointError:
     """One line on what the file is, without torch's advice to load it unsafely."""
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
     if found:
-        return CheckpointError(f"refusing {path}: it is a pickle that asks for {found.group(1)}, which is not "
-                               "tensor data (it could run code); it is not a plain tensor checkpoint")
-    return CheckpointError(f"refusing {path}: not a readable PyTorch checkpoint of plain tensor data "
-                           f"({type(exc).__name__})")
+        return CheckpointError(
+            f"refusing {path}: it is a pickle that asks for {found.group(1)}, which is not "
+            "tensor data (it could run code); it is not a plain tensor checkpoint"
+        )
+    return CheckpointError(
+        f"refusing {path}: not a readable PyTorch checkpoint of plain tensor data ({type(exc).__name__})"
+    )
 
 
 def _read_torch(path: Path) -> Checkpoint:
@@ -188,8 +193,16 @@ def _read_safetensors(path: Path) -> Checkpoint:
     except ValueError:
         raise CheckpointError(f"{path} has unreadable init_kwargs metadata") from None
     config, refusal = _normalised(str(path), kwargs)
-    return Checkpoint(path, "safetensors", "photodrag", ("generator (used)",), kwargs, config, refusal,
-                      {k: v.float() for k, v in sd.items()})
+    return Checkpoint(
+        path,
+        "safetensors",
+        "photodrag",
+        ("generator (used)",),
+        kwargs,
+        config,
+        refusal,
+        {k: v.float() for k, v in sd.items()},
+    )
 
 
 def read_checkpoint(path: PathLike) -> Checkpoint:
@@ -217,12 +230,15 @@ def check_state_dict(G: Generator, state_dict: Dict[str, torch.Tensor]) -> None:
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         more = "..." if len(missing) > 3 else ""
-        raise CheckpointError(f"generator weights do not fit: missing {missing[:3]}{more}, "
-                              f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        raise CheckpointError(
+            f"generator weights do not fit: missing {missing[:3]}{more}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
     for key, ref in expected.items():
         if tuple(state_dict[key].shape) != tuple(ref.shape):
-            raise CheckpointError(f"generator weight {key} has shape {list(state_dict[key].shape)}, "
-                                  f"expected {list(ref.shape)}")
+            raise CheckpointError(
+                f"generator weight {key} has shape {list(state_dict[key].shape)}, expected {list(ref.shape)}"
+            )
 
 
 def build_generator(init_kwargs: dict, state_dict: Dict[str, torch.Tensor]) -> Generator:
@@ -244,9 +260,10 @@ def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
 
 def save_generator(G: Generator, path: PathLike, fp16: bool = False) -> None:
     """Write G as safetensors (optionally fp16 weights) with the init kwargs as JSON, atomically."""
-    sd = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
-          for k, v in G.state_dict().items()}
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-                "init_kwargs": json.dumps(G.init_kwargs)}
+    sd = {
+        k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in G.state_dict().items()
+    }
+    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "init_kwargs": json.dumps(G.init_kwargs)}
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp), metadata=metadata)

@@ -8,6 +8,7 @@ not change the weights or the picture (speed switches, training-only rates) are 
 options set to the value we implement are accepted; anything else changes the network and
 is refused with one line naming the option and the file.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -23,10 +24,21 @@ HARMLESS_MAPPING = frozenset({"w_avg_beta"})
 FIXED_SYNTHESIS = {"architecture": "skip", "use_noise": True, "activation": "lrelu", "kernel_size": 3}
 FIXED_MAPPING = {"activation": "lrelu"}
 # Options that only StyleGAN3's `training.networks_stylegan3` generator takes.
-STYLEGAN3_OPTIONS = frozenset({
-    "num_critical", "first_cutoff", "first_stopband", "last_stopband_rel", "margin_size", "output_scale",
-    "filter_size", "lrelu_upsampling", "use_radial_filters", "magnitude_ema_beta", "conv_kernel",
-})
+STYLEGAN3_OPTIONS = frozenset(
+    {
+        "num_critical",
+        "first_cutoff",
+        "first_stopband",
+        "last_stopband_rel",
+        "margin_size",
+        "output_scale",
+        "filter_size",
+        "lrelu_upsampling",
+        "use_radial_filters",
+        "magnitude_ema_beta",
+        "conv_kernel",
+    }
+)
 _TOP = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
 
 
@@ -78,8 +90,10 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
         raise _refuse(where, "the generator's init kwargs are not a dict")
     sg3 = is_stylegan3(kw)
     if sg3:
-        raise CheckpointError(f"{where}: a StyleGAN3 generator (training.networks_stylegan3, option {sg3}); "
-                              "photodrag loads StyleGAN2 generators only")
+        raise CheckpointError(
+            f"{where}: a StyleGAN3 generator (training.networks_stylegan3, option {sg3}); "
+            "photodrag loads StyleGAN2 generators only"
+        )
     c_dim = kw.get("c_dim") or 0
     if c_dim:
         raise _refuse(where, f"a conditional generator (c_dim={c_dim})")

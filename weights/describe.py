@@ -1,4 +1,5 @@
 """What `photodrag weights inspect` prints about a checkpoint: read safely, nothing built or run."""
+
 from __future__ import annotations
 
 from typing import Any, List, Tuple

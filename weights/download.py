@@ -4,6 +4,7 @@ Bytes go to `<dest>.part`; an interrupted download keeps it and the next call as
 the server for the rest (HTTP Range).  Only a file whose size and sha256 match is
 renamed onto `dest`, so `dest` is never a partial or wrong file.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,14 @@ def _open(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def download(url: str, dest: os.PathLike, expected_size: Optional[int] = None,
-             expected_sha256: Optional[str] = None, progress: bool = True, timeout: float = 60.0) -> str:
+def download(
+    url: str,
+    dest: os.PathLike,
+    expected_size: Optional[int] = None,
+    expected_sha256: Optional[str] = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> str:
     """Download `url` to `dest` (resuming a previous `.part`); return the file's sha256."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -57,20 +64,32 @@ def download(url: str, dest: os.PathLike, expected_size: Optional[int] = None,
                 offset = 0
             length = resp.headers.get("Content-Length")
             total = offset + int(length) if length is not None else expected_size
-            with open(part, "ab" if offset else "wb") as fh, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=dest.name, disable=not progress, leave=False) as bar:
+            with (
+                open(part, "ab" if offset else "wb") as fh,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
                 try:
                     for block in iter(lambda: resp.read(CHUNK), b""):
                         fh.write(block)
                         bar.update(len(block))
                 except (OSError, urllib.error.URLError) as exc:
-                    raise DownloadError(f"download of {url} broke off ({exc}); "
-                                        "run the same command again to resume") from None
+                    raise DownloadError(
+                        f"download of {url} broke off ({exc}); run the same command again to resume"
+                    ) from None
         got = part.stat().st_size
         if total is not None and got < total:
-            raise DownloadError(f"download of {url} stopped at {got} of {total} bytes; "
-                                "run the same command again to resume")
+            raise DownloadError(
+                f"download of {url} stopped at {got} of {total} bytes; run the same command again to resume"
+            )
     got = part.stat().st_size
     if expected_size is not None and got != expected_size:
         part.unlink()
@@ -78,7 +97,9 @@ def download(url: str, dest: os.PathLike, expected_size: Optional[int] = None,
     digest = sha256_file(part)
     if expected_sha256 is not None and digest != expected_sha256:
         part.unlink()
-        raise DownloadError(f"{url} has sha256 {digest}, expected {expected_sha256}; "
-                            "the file was removed (corrupt download or a changed file upstream)")
+        raise DownloadError(
+            f"{url} has sha256 {digest}, expected {expected_sha256}; "
+            "the file was removed (corrupt download or a changed file upstream)"
+        )
     os.replace(part, dest)
     return digest

@@ -1,4 +1,5 @@
 """Turn a `--model` value (registry name or file path) into a loaded generator."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,10 @@ def resolve_model_path(model: str, store: WeightStore, fetch: bool = True) -> Pa
     path = Path(model).expanduser()
     if path.is_file():
         return path
-    raise UsageError(f"--model {model!r} is neither a generator name ({', '.join(GENERATOR_NAMES)}) "
-                     "nor an existing .pkl/.pt/.safetensors file")
+    raise UsageError(
+        f"--model {model!r} is neither a generator name ({', '.join(GENERATOR_NAMES)}) "
+        "nor an existing .pkl/.pt/.safetensors file"
+    )
 
 
 def load_model(model: str, store: WeightStore, device: torch.device, fetch: bool = True) -> Tuple[Generator, Path]:

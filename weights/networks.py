@@ -5,6 +5,7 @@ The module tree mirrors stylegan2-ada-pytorch (`mapping.fc0`, `synthesis.b64.con
 checkpoint's weights unchanged.  Only the unconditional, "skip" architecture is supported,
 which covers every FFHQ generator the registry names.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,7 @@ class GeneratorConfig:
 
     @property
     def block_resolutions(self) -> List[int]:
-        return [2 ** i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
+        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
@@ -66,8 +67,12 @@ class GeneratorConfig:
         c_dim = kw.pop("c_dim", 0)
         if c_dim:
             raise ValueError(f"conditional generators (c_dim={c_dim}) are not supported")
-        out = dict(z_dim=kw.pop("z_dim"), w_dim=kw.pop("w_dim"),
-                   img_resolution=kw.pop("img_resolution"), img_channels=kw.pop("img_channels", 3))
+        out = dict(
+            z_dim=kw.pop("z_dim"),
+            w_dim=kw.pop("w_dim"),
+            img_resolution=kw.pop("img_resolution"),
+            img_channels=kw.pop("img_channels", 3),
+        )
         if kw:
             raise ValueError(f"unsupported generator arguments: {sorted(kw)}")
         for key in _IGNORED_MAPPING_KWARGS:
@@ -98,20 +103,33 @@ class GeneratorConfig:
     def to_init_kwargs(self) -> dict:
         """NVIDIA-style init kwargs (what `from_init_kwargs` reads back)."""
         return dict(
-            z_dim=self.z_dim, c_dim=0, w_dim=self.w_dim, img_resolution=self.img_resolution,
+            z_dim=self.z_dim,
+            c_dim=0,
+            w_dim=self.w_dim,
+            img_resolution=self.img_resolution,
             img_channels=self.img_channels,
             mapping_kwargs=dict(num_layers=self.mapping_layers, lr_multiplier=self.mapping_lr_multiplier),
-            synthesis_kwargs=dict(channel_base=self.channel_base, channel_max=self.channel_max,
-                                  num_fp16_res=self.num_fp16_res, conv_clamp=self.conv_clamp,
-                                  resample_filter=list(self.resample_filter)),
+            synthesis_kwargs=dict(
+                channel_base=self.channel_base,
+                channel_max=self.channel_max,
+                num_fp16_res=self.num_fp16_res,
+                conv_clamp=self.conv_clamp,
+                resample_filter=list(self.resample_filter),
+            ),
         )
 
 
 class FullyConnectedLayer(nn.Module):
     """Equalised-learning-rate linear layer (weights stored unscaled, scaled at run time)."""
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear",
-                 lr_multiplier: float = 1.0, bias_init: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ) -> None:
         super().__init__()
         self.activation = activation
         self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
@@ -136,12 +154,18 @@ class MappingNetwork(nn.Module):
         self.num_ws = cfg.num_ws
         feats = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
         for i in range(cfg.mapping_layers):
-            setattr(self, f"fc{i}", FullyConnectedLayer(feats[i], feats[i + 1], activation="lrelu",
-                                                        lr_multiplier=cfg.mapping_lr_multiplier))
+            setattr(
+                self,
+                f"fc{i}",
+                FullyConnectedLayer(
+                    feats[i], feats[i + 1], activation="lrelu", lr_multiplier=cfg.mapping_lr_multiplier
+                ),
+            )
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0,
-                truncation_cutoff: Optional[int] = None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None
+    ) -> torch.Tensor:
         x = z.to(torch.float32)
         x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
         for i in range(self.num_layers):
@@ -157,8 +181,16 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up-sampling), noise, bias, leaky ReLU, clamp."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 up: bool, conv_clamp: Optional[float], resample_filter: Sequence[int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: bool,
+        conv_clamp: Optional[float],
+        resample_filter: Sequence[int],
+    ) -> None:
         super().__init__()
         self.up = up
         self.resolution = resolution
@@ -174,13 +206,23 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)
         noise = None
         if noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution],
-                                device=x.device) * self.noise_strength
+            noise = (
+                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            )
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        return modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter,
-                                noise=noise, bias=self.bias, act="lrelu", gain=LRELU_GAIN,
-                                clamp=self.conv_clamp)
+        return modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            up=self.up,
+            resample_filter=self.resample_filter,
+            noise=noise,
+            bias=self.bias,
+            act="lrelu",
+            gain=LRELU_GAIN,
+            clamp=self.conv_clamp,
+        )
 
 
 class ToRGBLayer(nn.Module):
@@ -202,8 +244,9 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (const | conv0 with up-sampling), conv1, torgb added to the up-sampled image."""
 
-    def __init__(self, in_channels: int, out_channels: int, cfg: GeneratorConfig, resolution: int,
-                 use_fp16: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, cfg: GeneratorConfig, resolution: int, use_fp16: bool
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
@@ -212,10 +255,24 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, cfg.w_dim, resolution, up=True,
-                                        conv_clamp=cfg.conv_clamp, resample_filter=cfg.resample_filter)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, cfg.w_dim, resolution, up=False,
-                                    conv_clamp=cfg.conv_clamp, resample_filter=cfg.resample_filter)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                cfg.w_dim,
+                resolution,
+                up=True,
+                conv_clamp=cfg.conv_clamp,
+                resample_filter=cfg.resample_filter,
+            )
+        self.conv1 = SynthesisLayer(
+            out_channels,
+            out_channels,
+            cfg.w_dim,
+            resolution,
+            up=False,
+            conv_clamp=cfg.conv_clamp,
+            resample_filter=cfg.resample_filter,
+        )
         self.torgb = ToRGBLayer(out_channels, cfg.img_channels, cfg.w_dim, conv_clamp=cfg.conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
@@ -232,8 +289,7 @@ class SynthesisBlock(nn.Module):
             return torch.channels_last
         return torch.contiguous_format
 
-    def features(self, x: Optional[torch.Tensor], ws: torch.Tensor, noise_mode: str,
-                 force_fp32: bool) -> torch.Tensor:
+    def features(self, x: Optional[torch.Tensor], ws: torch.Tensor, noise_mode: str, force_fp32: bool) -> torch.Tensor:
         """The block's feature map (before torgb); `ws` holds this block's conv ws."""
         dtype = self.dtype_for(ws.device, force_fp32)
         fmt = self.memory_format_for(ws.device, dtype)
@@ -244,8 +300,14 @@ class SynthesisBlock(nn.Module):
         x = self.conv0(x, ws[:, 0], noise_mode)
         return self.conv1(x, ws[:, 1], noise_mode)
 
-    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
-                noise_mode: str = "const", force_fp32: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: Optional[torch.Tensor],
+        img: Optional[torch.Tensor],
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        force_fp32: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         x = self.features(x, ws, noise_mode, force_fp32)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
@@ -277,8 +339,9 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = False,
-                return_features: Sequence[str] = ()):
+    def forward(
+        self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = False, return_features: Sequence[str] = ()
+    ):
         """Render images; with `return_features`, also return {block name: feature map}."""
         self._check(ws, noise_mode)
         wanted = set(return_features)
@@ -290,14 +353,15 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for name in self.block_names():
             block = getattr(self, name)
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, force_fp32)
+            x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], noise_mode, force_fp32)
             w_idx += block.num_conv
             if name in wanted:
                 feats[name] = x
         return (img, feats) if return_features else img
 
-    def features(self, ws: torch.Tensor, block: str, noise_mode: str = "const",
-                 force_fp32: bool = False) -> torch.Tensor:
+    def features(
+        self, ws: torch.Tensor, block: str, noise_mode: str = "const", force_fp32: bool = False
+    ) -> torch.Tensor:
         """Run only as far as `block` and return its feature map (no RGB, no higher blocks)."""
         self._check(ws, noise_mode)
         if block not in self.block_names():
@@ -306,7 +370,7 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for name in self.block_names():
             b = getattr(self, name)
-            x = b.features(x, ws[:, w_idx:w_idx + b.num_conv], noise_mode, force_fp32)
+            x = b.features(x, ws[:, w_idx : w_idx + b.num_conv], noise_mode, force_fp32)
             w_idx += b.num_conv
             if name == block:
                 return x
@@ -316,14 +380,28 @@ class SynthesisNetwork(nn.Module):
 class Generator(nn.Module):
     """Mapping + synthesis, constructed from NVIDIA-style init kwargs."""
 
-    def __init__(self, z_dim: int, w_dim: int, img_resolution: int, img_channels: int = 3,
-                 c_dim: int = 0, mapping_kwargs: Optional[dict] = None,
-                 synthesis_kwargs: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int = 3,
+        c_dim: int = 0,
+        mapping_kwargs: Optional[dict] = None,
+        synthesis_kwargs: Optional[dict] = None,
+    ) -> None:
         super().__init__()
-        cfg = GeneratorConfig.from_init_kwargs(dict(
-            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-            img_channels=img_channels, mapping_kwargs=mapping_kwargs or {},
-            synthesis_kwargs=synthesis_kwargs or {}))
+        cfg = GeneratorConfig.from_init_kwargs(
+            dict(
+                z_dim=z_dim,
+                c_dim=c_dim,
+                w_dim=w_dim,
+                img_resolution=img_resolution,
+                img_channels=img_channels,
+                mapping_kwargs=mapping_kwargs or {},
+                synthesis_kwargs=synthesis_kwargs or {},
+            )
+        )
         self.config = cfg
         self.z_dim, self.w_dim, self.c_dim = cfg.z_dim, cfg.w_dim, 0
         self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
@@ -339,8 +417,14 @@ class Generator(nn.Module):
     def init_kwargs(self) -> dict:
         return self.config.to_init_kwargs()
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
-                noise_mode: str = "const", force_fp32: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: Optional[int] = None,
+        noise_mode: str = "const",
+        force_fp32: bool = False,
+    ) -> torch.Tensor:
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32)
 

@@ -9,6 +9,7 @@ allow-list of tensor-rebuild functions, and the persistent-object call is replac
 by one that returns a plain `PersistentRecord`.  Anything else (os.system, eval,
 subprocess, an unknown class) stops the load before it is called.
 """
+
 from __future__ import annotations
 
 import collections
@@ -121,7 +122,7 @@ _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
     ("numpy", "dtype"): lambda: np.dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,   # numpy arrays in training state
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,  # numpy arrays in training state
     ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
     ("numpy", "ndarray"): lambda: np.ndarray,
 }
@@ -130,8 +131,12 @@ _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only allow-listed globals; anything else is refused before it can run."""
 
-    def __init__(self, file, allowed: Mapping[Tuple[str, str], Callable[[], Any]] = _ALLOWED,
-                 what: str = "tensor data or a StyleGAN network record") -> None:
+    def __init__(
+        self,
+        file,
+        allowed: Mapping[Tuple[str, str], Callable[[], Any]] = _ALLOWED,
+        what: str = "tensor data or a StyleGAN network record",
+    ) -> None:
         super().__init__(file)
         self._allowed, self._what = allowed, what
 
@@ -139,8 +144,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         factory = self._allowed.get((module, name))
         if factory is None:
             raise CheckpointError(
-                f"refusing to load: the pickle asks for {module}.{name}, which is not {self._what} "
-                "(it could run code)")
+                f"refusing to load: the pickle asks for {module}.{name}, which is not {self._what} (it could run code)"
+            )
         return factory()
 
     def persistent_load(self, pid):

@@ -4,6 +4,7 @@ These reproduce the arithmetic of NVIDIA's `bias_act`, `upfirdn2d` and
 `modulated_conv2d` for the cases the StyleGAN2 generator uses, so a checkpoint
 trained with the official code gives the same images here.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
     return f / f.sum()
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear",
-             gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
+def bias_act(
+    x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float = 1.0, clamp: float | None = None
+) -> torch.Tensor:
     """Add a per-channel bias, apply the activation, scale by `gain`, clamp."""
     if b is not None:
         shape = [1, -1] + [1] * (x.ndim - 2)
@@ -75,12 +77,21 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tens
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [n, out]
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
-                     demodulate: bool = True, up: bool = False,
-                     resample_filter: torch.Tensor | None = None,
-                     noise: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                     act: str = "linear", gain: float = 1.0, clamp: float | None = None,
-                     fold_styles: bool | None = None) -> torch.Tensor:
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    demodulate: bool = True,
+    up: bool = False,
+    resample_filter: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    act: str = "linear",
+    gain: float = 1.0,
+    clamp: float | None = None,
+    fold_styles: bool | None = None,
+) -> torch.Tensor:
     """StyleGAN2 modulated convolution followed by noise, bias, activation, gain and clamp.
 
     Computes exactly what NVIDIA's `modulated_conv2d` + `bias_act` compute, arranged for

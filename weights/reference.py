@@ -9,6 +9,7 @@ an ordinary `Generator` (nothing is copied), always runs in float32, and is kept
 on purpose: tests hold the fast path in `weights.ops` / `weights.networks` to it, and
 every benchmark times the fast path against it in the same process.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ def fc(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def mapping(m: MappingNetwork, z: torch.Tensor, truncation_psi: float = 1.0,
-            truncation_cutoff: int | None = None) -> torch.Tensor:
+def mapping(
+    m: MappingNetwork, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+) -> torch.Tensor:
     """z -> ws [N, num_ws, w_dim]: normalise z, the FC stack, broadcast, truncate."""
     x = z.float() / (z.float().square().mean(dim=1, keepdim=True) + 1e-8).sqrt()
     for i in range(m.num_layers):
@@ -70,8 +72,14 @@ def upfirdn_up2(x: torch.Tensor, f: torch.Tensor, extra_pad: int = 0) -> torch.T
     return F.conv2d(up, k, groups=c)
 
 
-def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                   demodulate: bool, up: bool, resample_filter: torch.Tensor | None) -> torch.Tensor:
+def modulated_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool,
+    up: bool,
+    resample_filter: torch.Tensor | None,
+) -> torch.Tensor:
     """Modulate, demodulate, (up-sample), then one grouped convolution over the batch."""
     n, in_c = x.shape[:2]
     out_c, _, kh, kw = weight.shape
@@ -101,8 +109,7 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor, lrelu: bool, clamp: float | No
 def synthesis_layer(layer: SynthesisLayer, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
     """Modulated 3x3 conv, noise, bias, leaky ReLU times sqrt(2), clamp."""
     styles = fc(layer.affine, w)
-    x = modulated_conv(x, layer.weight, styles, demodulate=True, up=layer.up,
-                       resample_filter=layer.resample_filter)
+    x = modulated_conv(x, layer.weight, styles, demodulate=True, up=layer.up, resample_filter=layer.resample_filter)
     if noise_mode == "const":
         x = x + layer.noise_const * layer.noise_strength
     elif noise_mode == "random":
@@ -117,9 +124,14 @@ def torgb(layer: ToRGBLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return bias_act(x, layer.bias, lrelu=False, clamp=layer.conv_clamp)
 
 
-def synthesis_block(block: SynthesisBlock, x: torch.Tensor | None, img: torch.Tensor | None,
-                    ws: torch.Tensor, noise_mode: str, rgb: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def synthesis_block(
+    block: SynthesisBlock,
+    x: torch.Tensor | None,
+    img: torch.Tensor | None,
+    ws: torch.Tensor,
+    noise_mode: str,
+    rgb: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One resolution: (const | conv0), conv1, and the up-sampled image plus torgb."""
     if block.in_channels == 0:
         x = block.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
@@ -135,8 +147,13 @@ def synthesis_block(block: SynthesisBlock, x: torch.Tensor | None, img: torch.Te
     return x, y if img is None else img + y
 
 
-def synthesis(net: SynthesisNetwork, ws: torch.Tensor, noise_mode: str = "const",
-              return_features: Sequence[str] = (), stop_at: str | None = None):
+def synthesis(
+    net: SynthesisNetwork,
+    ws: torch.Tensor,
+    noise_mode: str = "const",
+    return_features: Sequence[str] = (),
+    stop_at: str | None = None,
+):
     """ws -> image (and {block: features}); with `stop_at`, only that block's features."""
     if ws.ndim != 3 or ws.shape[1] != net.num_ws:
         raise ValueError(f"ws must have shape [N, {net.num_ws}, w_dim], got {list(ws.shape)}")
@@ -148,8 +165,7 @@ def synthesis(net: SynthesisNetwork, ws: torch.Tensor, noise_mode: str = "const"
     i = 0
     for name in net.block_names():
         block = getattr(net, name)
-        x, img = synthesis_block(block, x, img, ws[:, i:i + block.num_conv + 1], noise_mode,
-                                 rgb=name != stop_at)
+        x, img = synthesis_block(block, x, img, ws[:, i : i + block.num_conv + 1], noise_mode, rgb=name != stop_at)
         i += block.num_conv
         if name == stop_at:
             return x
@@ -173,15 +189,17 @@ class PlainSynthesis(nn.Module):
     def block_names(self) -> list[str]:
         return self.net.block_names()
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = False,
-                return_features: Sequence[str] = ()):
+    def forward(
+        self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = False, return_features: Sequence[str] = ()
+    ):
         unknown = set(return_features) - set(self.block_names())
         if unknown:
             raise ValueError(f"unknown synthesis blocks {sorted(unknown)}; have {self.block_names()}")
         return synthesis(self.net, ws, noise_mode, return_features)
 
-    def features(self, ws: torch.Tensor, block: str, noise_mode: str = "const",
-                 force_fp32: bool = False) -> torch.Tensor:
+    def features(
+        self, ws: torch.Tensor, block: str, noise_mode: str = "const", force_fp32: bool = False
+    ) -> torch.Tensor:
         return synthesis(self.net, ws, noise_mode, stop_at=block)
 
 
@@ -197,8 +215,9 @@ class PlainMapping(nn.Module):
     def w_avg(self) -> torch.Tensor:
         return self.net.w_avg
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+    ) -> torch.Tensor:
         return mapping(self.net, z, truncation_psi, truncation_cutoff)
 
 
@@ -217,6 +236,12 @@ class PlainGenerator(nn.Module):
         self.z_dim, self.w_dim, self.c_dim = G.z_dim, G.w_dim, 0
         self.img_resolution, self.img_channels, self.num_ws = G.img_resolution, G.img_channels, G.num_ws
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const", force_fp32: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        force_fp32: bool = False,
+    ) -> torch.Tensor:
         return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff), noise_mode=noise_mode)

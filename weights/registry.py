@@ -4,6 +4,7 @@
 file; for NVIDIA's generator pickles no hash is published, so the hash of the first
 verified download is recorded locally and checked from then on (`weights verify`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,9 +22,15 @@ _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/
 
 def _ffhq_kwargs(res: int, channel_base: int) -> dict:
     """Init kwargs of NVIDIA's FFHQ generators (the configs in their pickles)."""
-    return dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
-                mapping_kwargs=dict(num_layers=8),
-                synthesis_kwargs=dict(channel_base=channel_base, channel_max=512, num_fp16_res=4, conv_clamp=256))
+    return dict(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=res,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=8),
+        synthesis_kwargs=dict(channel_base=channel_base, channel_max=512, num_fp16_res=4, conv_clamp=256),
+    )
 
 
 @dataclass(frozen=True)
@@ -48,34 +55,75 @@ class WeightEntry:
 
 
 ENTRIES = (
-    WeightEntry("ffhq-256", GENERATOR, "stylegan2-ffhq-256x256.pkl",
-                "StyleGAN2 FFHQ 256x256 (NVIDIA NGC, StyleGAN3-codebase pickle), about 360 MB",
-                _NVIDIA_NC, url=_NGC + "stylegan2-ffhq-256x256.pkl", init_kwargs=_ffhq_kwargs(256, 16384)),
-    WeightEntry("ffhq-512", GENERATOR, "stylegan2-ffhq-512x512.pkl",
-                "StyleGAN2 FFHQ 512x512 (NVIDIA NGC, StyleGAN3-codebase pickle, as used by DragGAN), about 360 MB",
-                _NVIDIA_NC, url=_NGC + "stylegan2-ffhq-512x512.pkl", init_kwargs=_ffhq_kwargs(512, 32768)),
-    WeightEntry("ffhq-1024", GENERATOR, "ffhq.pkl",
-                "StyleGAN2-ADA FFHQ 1024x1024 (NVIDIA stylegan2-ada-pytorch pretrained), about 380 MB",
-                _NVIDIA_NC, url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
-                init_kwargs=_ffhq_kwargs(1024, 32768)),
-    WeightEntry("lpips-alex", BACKBONE, "alexnet-owt-7be5be79.pth",
-                "torchvision AlexNet (ImageNet) - the backbone of LPIPS(alex)", "BSD-3-Clause (torchvision)",
-                url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", size=244408911,
-                sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"),
-    WeightEntry("lpips-vgg16", BACKBONE, "vgg16-397923af.pth",
-                "torchvision VGG16 (ImageNet) - the backbone of LPIPS(vgg)", "BSD-3-Clause (torchvision)",
-                url="https://download.pytorch.org/models/vgg16-397923af.pth", size=553433881,
-                sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0"),
-    WeightEntry("dlib-landmarks-68", DLIB, "shape_predictor_68_face_landmarks.dat",
-                "dlib 68-point face landmark predictor (iBUG 300-W), shipped by face-recognition-models",
-                "iBUG 300-W terms: no commercial use", size=99693937,
-                sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
-                package="face_recognition_models", package_path="models/shape_predictor_68_face_landmarks.dat"),
-    WeightEntry("dlib-face-recognition", DLIB, "dlib_face_recognition_resnet_model_v1.dat",
-                "dlib face recognition ResNet (128-d descriptors), shipped by face-recognition-models",
-                "CC0 1.0 (public domain)", size=22466066,
-                sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-                package="face_recognition_models", package_path="models/dlib_face_recognition_resnet_model_v1.dat"),
+    WeightEntry(
+        "ffhq-256",
+        GENERATOR,
+        "stylegan2-ffhq-256x256.pkl",
+        "StyleGAN2 FFHQ 256x256 (NVIDIA NGC, StyleGAN3-codebase pickle), about 360 MB",
+        _NVIDIA_NC,
+        url=_NGC + "stylegan2-ffhq-256x256.pkl",
+        init_kwargs=_ffhq_kwargs(256, 16384),
+    ),
+    WeightEntry(
+        "ffhq-512",
+        GENERATOR,
+        "stylegan2-ffhq-512x512.pkl",
+        "StyleGAN2 FFHQ 512x512 (NVIDIA NGC, StyleGAN3-codebase pickle, as used by DragGAN), about 360 MB",
+        _NVIDIA_NC,
+        url=_NGC + "stylegan2-ffhq-512x512.pkl",
+        init_kwargs=_ffhq_kwargs(512, 32768),
+    ),
+    WeightEntry(
+        "ffhq-1024",
+        GENERATOR,
+        "ffhq.pkl",
+        "StyleGAN2-ADA FFHQ 1024x1024 (NVIDIA stylegan2-ada-pytorch pretrained), about 380 MB",
+        _NVIDIA_NC,
+        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+        init_kwargs=_ffhq_kwargs(1024, 32768),
+    ),
+    WeightEntry(
+        "lpips-alex",
+        BACKBONE,
+        "alexnet-owt-7be5be79.pth",
+        "torchvision AlexNet (ImageNet) - the backbone of LPIPS(alex)",
+        "BSD-3-Clause (torchvision)",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        size=244408911,
+        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+    ),
+    WeightEntry(
+        "lpips-vgg16",
+        BACKBONE,
+        "vgg16-397923af.pth",
+        "torchvision VGG16 (ImageNet) - the backbone of LPIPS(vgg)",
+        "BSD-3-Clause (torchvision)",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        size=553433881,
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+    ),
+    WeightEntry(
+        "dlib-landmarks-68",
+        DLIB,
+        "shape_predictor_68_face_landmarks.dat",
+        "dlib 68-point face landmark predictor (iBUG 300-W), shipped by face-recognition-models",
+        "iBUG 300-W terms: no commercial use",
+        size=99693937,
+        sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        package="face_recognition_models",
+        package_path="models/shape_predictor_68_face_landmarks.dat",
+    ),
+    WeightEntry(
+        "dlib-face-recognition",
+        DLIB,
+        "dlib_face_recognition_resnet_model_v1.dat",
+        "dlib face recognition ResNet (128-d descriptors), shipped by face-recognition-models",
+        "CC0 1.0 (public domain)",
+        size=22466066,
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        package="face_recognition_models",
+        package_path="models/dlib_face_recognition_resnet_model_v1.dat",
+    ),
 )
 
 REGISTRY: Dict[str, WeightEntry] = {e.name: e for e in ENTRIES}

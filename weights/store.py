@@ -4,6 +4,7 @@ Layout: `<home>/weights/<filename>` plus `manifest.json`, which records for each
 the sha256 of the file as it was verified or imported, whether that hash matched a
 published one, and where it came from.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,9 +27,9 @@ class WeightStatus:
     entry: WeightEntry
     path: Path
     present: bool
-    sha256: Optional[str]          # as recorded in the manifest (or published, for package files)
-    unverified: bool               # imported with --allow-unverified despite a hash mismatch
-    source: str                    # download | import | package | -
+    sha256: Optional[str]  # as recorded in the manifest (or published, for package files)
+    unverified: bool  # imported with --allow-unverified despite a hash mismatch
+    source: str  # download | import | package | -
 
 
 def package_file(entry: WeightEntry) -> Optional[Path]:
@@ -56,8 +57,9 @@ class WeightStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{self.manifest_path} is unreadable ({exc}); "
-                             "delete it and run `weights verify`") from None
+            raise UsageError(
+                f"{self.manifest_path} is unreadable ({exc}); delete it and run `weights verify`"
+            ) from None
 
     def _record(self, name: str, **info) -> None:
         manifest = self._manifest()
@@ -88,8 +90,10 @@ class WeightStore:
         if entry.package:
             how = f"install it with `pip install {entry.package.replace('_', '-')}`"
         else:
-            how = (f"run `photodrag weights fetch {entry.name}` (downloads {entry.url}), or put the file at "
-                   f"{where} and run `photodrag weights import {entry.name} {where}`")
+            how = (
+                f"run `photodrag weights fetch {entry.name}` (downloads {entry.url}), or put the file at "
+                f"{where} and run `photodrag weights import {entry.name} {where}`"
+            )
         return f"missing weights {entry.name} ({entry.filename}){': ' + reason if reason else ''}; {how}"
 
     def require(self, name: str, fetch: bool = True) -> Path:
@@ -120,8 +124,9 @@ class WeightStore:
         except CheckpointError:
             dest.unlink()
             raise
-        self._record(name, file=entry.filename, sha256=digest, source="download", unverified=False,
-                     url=url or entry.url)
+        self._record(
+            name, file=entry.filename, sha256=digest, source="download", unverified=False, url=url or entry.url
+        )
         return dest
 
     def import_file(self, name: str, src: Path, allow_unverified: bool = False) -> Path:
@@ -134,8 +139,10 @@ class WeightStore:
         digest = sha256_file(src)
         mismatch = entry.sha256 is not None and digest != entry.sha256
         if mismatch and not allow_unverified:
-            raise CheckpointError(f"{src} has sha256 {digest}, not the published {entry.sha256} of {name}; "
-                                  "pass --allow-unverified to use it anyway (it will be marked unverified)")
+            raise CheckpointError(
+                f"{src} has sha256 {digest}, not the published {entry.sha256} of {name}; "
+                "pass --allow-unverified to use it anyway (it will be marked unverified)"
+            )
         dest = self.dir / entry.filename
         if src.resolve() != dest.resolve():
             with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
@@ -143,8 +150,9 @@ class WeightStore:
         part = part_path(dest)
         if part.exists():
             part.unlink()
-        self._record(name, file=entry.filename, sha256=digest, source="import", imported_from=str(src),
-                     unverified=mismatch)
+        self._record(
+            name, file=entry.filename, sha256=digest, source="import", imported_from=str(src), unverified=mismatch
+        )
         return dest
 
     def verify(self, names: Optional[List[str]] = None) -> Dict[str, str]:
@@ -180,9 +188,11 @@ def generator_mismatch(entry: WeightEntry, config) -> Optional[str]:
     entry; the channel layout (channel_base, fp16 layers, clamp) may differ.
     """
     want = entry.init_kwargs or {}
-    checks = (("resolution", config.img_resolution, want.get("img_resolution")),
-              ("w_dim", config.w_dim, want.get("w_dim")),
-              ("img_channels", config.img_channels, want.get("img_channels", 3)))
+    checks = (
+        ("resolution", config.img_resolution, want.get("img_resolution")),
+        ("w_dim", config.w_dim, want.get("w_dim")),
+        ("img_channels", config.img_channels, want.get("img_channels", 3)),
+    )
     differs = [f"{name} {have} (needs {need})" for name, have, need in checks if need is not None and have != need]
     return ", ".join(differs) or None
 
@@ -192,12 +202,15 @@ def check_content(entry: WeightEntry, path: Path) -> None:
     if entry.kind == GENERATOR:
         from weights.checkpoint import check_state_dict, read_checkpoint
         from weights.networks import Generator
+
         config, sd = read_checkpoint(path).require()
         differs = generator_mismatch(entry, config)
         if differs:
-            raise CheckpointError(f"{path} is a {config.img_resolution}px generator with w_dim {config.w_dim}; "
-                                  f"{entry.name} needs {entry.resolution}px with w_dim "
-                                  f"{entry.init_kwargs['w_dim']} (differs: {differs})")
+            raise CheckpointError(
+                f"{path} is a {config.img_resolution}px generator with w_dim {config.w_dim}; "
+                f"{entry.name} needs {entry.resolution}px with w_dim "
+                f"{entry.init_kwargs['w_dim']} (differs: {differs})"
+            )
         check_state_dict(Generator.from_config(config), sd)  # its tensors fit its own kwargs
     elif entry.kind == BACKBONE:
         try:
@@ -210,6 +223,7 @@ def check_content(entry: WeightEntry, path: Path) -> None:
             raise CheckpointError(f"{path} is not a torchvision {arch} state dict")
     elif entry.kind == DLIB:
         import dlib
+
         try:
             (dlib.shape_predictor if "landmarks" in entry.name else dlib.face_recognition_model_v1)(str(path))
         except RuntimeError as exc:
@@ -218,5 +232,6 @@ def check_content(entry: WeightEntry, path: Path) -> None:
 
 def _backbone_shapes(name: str) -> Dict[str, tuple]:
     import torchvision
+
     net = torchvision.models.alexnet() if name == "lpips-alex" else torchvision.models.vgg16()
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

@@ -15,6 +15,7 @@ flipped in both spatial axes, since TF runs it as a transposed conv), modulation
 gain +1 (TF adds the 1 at run time), `fmap_base` is half of `channel_base`, and
 `dlatent_avg` becomes `mapping.w_avg`.
 """
+
 from __future__ import annotations
 
 import io
@@ -91,9 +92,13 @@ def _network(stub: Any, where: str, depth: int = 0) -> TFNetwork:
     comps = st.get("components") or {}
     if not isinstance(comps, dict):
         raise CheckpointError(f"{where}: TensorFlow network components are not a dict")
-    return TFNetwork(name=str(st.get("name")), version=int(st.get("version") or 0),
-                     static_kwargs=dict(st.get("static_kwargs") or {}), variables=variables,
-                     components={str(k): _network(v, where, depth + 1) for k, v in comps.items()})
+    return TFNetwork(
+        name=str(st.get("name")),
+        version=int(st.get("version") or 0),
+        static_kwargs=dict(st.get("static_kwargs") or {}),
+        variables=variables,
+        components={str(k): _network(v, where, depth + 1) for k, v in comps.items()},
+    )
 
 
 def load_tf_pickle(data: bytes, where: str) -> Dict[str, TFNetwork]:
@@ -113,17 +118,31 @@ def load_tf_pickle(data: bytes, where: str) -> Dict[str, TFNetwork]:
 
 # TF static kwarg -> (where it goes, NVIDIA name); None = ignored (sampling/training only).
 _TF_KWARGS: Mapping[str, Any] = {
-    "latent_size": ("top", "z_dim"), "label_size": ("top", "c_dim"), "dlatent_size": ("top", "w_dim"),
-    "resolution": ("top", "img_resolution"), "num_channels": ("top", "img_channels"),
-    "mapping_layers": ("mapping", "num_layers"), "label_fmaps": ("mapping", "embed_features"),
-    "mapping_fmaps": ("mapping", "layer_features"), "mapping_nonlinearity": ("mapping", "activation"),
-    "mapping_lrmul": ("mapping", "lr_multiplier"), "w_avg_beta": ("mapping", "w_avg_beta"),
-    "fmap_max": ("synthesis", "channel_max"), "num_fp16_res": ("synthesis", "num_fp16_res"),
-    "conv_clamp": ("synthesis", "conv_clamp"), "architecture": ("synthesis", "architecture"),
-    "resample_kernel": ("synthesis", "resample_filter"), "use_noise": ("synthesis", "use_noise"),
+    "latent_size": ("top", "z_dim"),
+    "label_size": ("top", "c_dim"),
+    "dlatent_size": ("top", "w_dim"),
+    "resolution": ("top", "img_resolution"),
+    "num_channels": ("top", "img_channels"),
+    "mapping_layers": ("mapping", "num_layers"),
+    "label_fmaps": ("mapping", "embed_features"),
+    "mapping_fmaps": ("mapping", "layer_features"),
+    "mapping_nonlinearity": ("mapping", "activation"),
+    "mapping_lrmul": ("mapping", "lr_multiplier"),
+    "w_avg_beta": ("mapping", "w_avg_beta"),
+    "fmap_max": ("synthesis", "channel_max"),
+    "num_fp16_res": ("synthesis", "num_fp16_res"),
+    "conv_clamp": ("synthesis", "conv_clamp"),
+    "architecture": ("synthesis", "architecture"),
+    "resample_kernel": ("synthesis", "resample_filter"),
+    "use_noise": ("synthesis", "use_noise"),
     "nonlinearity": ("synthesis", "activation"),
-    "truncation_psi": None, "truncation_cutoff": None, "style_mixing_prob": None, "structure": None,
-    "dtype": None, "is_template_graph": None, "randomize_noise": None,
+    "truncation_psi": None,
+    "truncation_cutoff": None,
+    "style_mixing_prob": None,
+    "structure": None,
+    "dtype": None,
+    "is_template_graph": None,
+    "randomize_noise": None,
 }
 _TF_DEFAULTS = {"fmap_decay": 1.0, "fmap_min": 1}  # the channel formula only matches at these
 
@@ -147,8 +166,7 @@ def tf_kwargs_to_nvidia(static_kwargs: Mapping[str, Any], where: str) -> dict:
     return dict(top, mapping_kwargs=mapping, synthesis_kwargs=synthesis)
 
 
-def tf_generator_state(nets: Mapping[str, TFNetwork], where: str
-                       ) -> Tuple[GeneratorConfig, Dict[str, torch.Tensor]]:
+def tf_generator_state(nets: Mapping[str, TFNetwork], where: str) -> Tuple[GeneratorConfig, Dict[str, torch.Tensor]]:
     """(config, NVIDIA-named state dict) of the `Gs` generator (the moving average, as legacy.py uses)."""
     net = nets.get("Gs")
     if net is None:
@@ -166,8 +184,10 @@ def convert_tf_variables(tf: Mapping[str, np.ndarray], cfg: GeneratorConfig, whe
     def get(name: str) -> np.ndarray:
         if name not in tf:
             if name.startswith("synthesis/") and any(k.startswith("synthesis/ToRGB_lod") for k in tf):
-                raise CheckpointError(f"{where}: a TensorFlow 'orig' architecture generator (ToRGB_lod*); "
-                                      "photodrag loads 'skip' generators only")
+                raise CheckpointError(
+                    f"{where}: a TensorFlow 'orig' architecture generator (ToRGB_lod*); "
+                    "photodrag loads 'skip' generators only"
+                )
             raise CheckpointError(f"{where}: TensorFlow variable {name} is missing")
         used.add(name)
         return np.asarray(tf[name], dtype=np.float32)
@@ -209,7 +229,7 @@ def convert_tf_variables(tf: Mapping[str, np.ndarray], cfg: GeneratorConfig, whe
         modulated(f"{blk}.torgb", f"{tag}/ToRGB")
     extra = sorted(k for k in tf if k not in used and k.split("/")[-1] != "lod")
     if extra:
-        raise CheckpointError(f"{where}: TensorFlow variable {extra[0]} has no place in a StyleGAN2 'skip' "
-                              f"generator ({len(extra)} such)")
+        raise CheckpointError(
+            f"{where}: TensorFlow variable {extra[0]} has no place in a StyleGAN2 'skip' generator ({len(extra)} such)"
+        )
     return out
-

@@ -1,4 +1,5 @@
 """HTTP routes of the local web editor (FastAPI).  Sessions do the work (pipeline/webui/session.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,7 @@ from drag.presets import PRESETS
 from pipeline.webui.session import MAX_DRAG_STEPS, MAX_UPLOAD_BYTES, Session, SessionManager
 
 STATIC = Path(__file__).resolve().parent / "static"
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]    # a JSON number, not "3" or true
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # a JSON number, not "3" or true
 Count = Annotated[int, Field(strict=True)]
 
 
@@ -70,6 +71,7 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
             while True:
                 await asyncio.sleep(reap_every_s)
                 manager.reap()
+
         task = asyncio.create_task(reaper())
         yield
         task.cancel()
@@ -104,16 +106,26 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
     @app.get("/api/info")
     async def info():
         svc = manager.services
-        return {"model": Path(svc.model_name).name, "resolution": svc.resolution,
-                "max_upload_mb": MAX_UPLOAD_BYTES // 2**20, "inversion": svc.inversion_config.options()}
+        return {
+            "model": Path(svc.model_name).name,
+            "resolution": svc.resolution,
+            "max_upload_mb": MAX_UPLOAD_BYTES // 2**20,
+            "inversion": svc.inversion_config.options(),
+        }
 
     @app.post("/api/session")
     async def upload(file: UploadFile = File(...)):
         data = await file.read(MAX_UPLOAD_BYTES + 1)
         s = await run_in_threadpool(manager.create, data, file.filename or "")
-        return {"id": s.id, "width": s.photo.size[0], "height": s.photo.size[1],
-                "faces": [{"index": i, "box": [round(v, 1) for v in f.box], "score": round(f.score, 3)}
-                          for i, f in enumerate(s.faces)]}
+        return {
+            "id": s.id,
+            "width": s.photo.size[0],
+            "height": s.photo.size[1],
+            "faces": [
+                {"index": i, "box": [round(v, 1) for v in f.box], "score": round(f.score, 3)}
+                for i, f in enumerate(s.faces)
+            ],
+        }
 
     @app.get("/api/session/{sid}/frame.jpg")
     async def frame(sid: str):
@@ -142,8 +154,10 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
 
     @app.get("/api/presets")
     async def preset_list():
-        return [{"name": p.name, "description": p.description, "min": p.amount_range[0], "max": p.amount_range[1]}
-                for p in PRESETS.values()]
+        return [
+            {"name": p.name, "description": p.description, "min": p.amount_range[0], "max": p.amount_range[1]}
+            for p in PRESETS.values()
+        ]
 
     @app.post("/api/session/{sid}/stop")
     async def stop(sid: str):
@@ -172,13 +186,17 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
 
     @app.get("/api/session/{sid}/recipe")
     async def recipe(sid: str):
-        return Response(json.dumps(session(sid).recipe(), indent=2), media_type="application/json",
-                        headers={"Content-Disposition": 'attachment; filename="recipe.json"'})
+        return Response(
+            json.dumps(session(sid).recipe(), indent=2),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="recipe.json"'},
+        )
 
     @app.get("/api/session/{sid}/run.zip")
     async def run_zip(sid: str):
         data = await run_in_threadpool(session(sid).run_zip)
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": 'attachment; filename="run.zip"'})
+        return Response(
+            data, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="run.zip"'}
+        )
 
     return app

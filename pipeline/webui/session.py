@@ -5,6 +5,7 @@ background thread; the page polls `status()` and `frame()` (a JPEG of the photo 
 current edit composited in).  Each drag continues from the current result; undo and reset
 step back.  A session whose page stops polling is stopped by the manager's reaper.
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,8 @@ class Session:
         self.stop_event = threading.Event()
         self.thread: Optional[threading.Thread] = None
         self.last_seen = time.time()
-        self.history: List[torch.Tensor] = []       # latents after each drag round
-        self.rounds: List[list] = []                # the drag pairs (photo px) of each round
+        self.history: List[torch.Tensor] = []  # latents after each drag round
+        self.rounds: List[list] = []  # the drag pairs (photo px) of each round
         self.handles: list = []
         self.targets: list = []
         self.G = None
@@ -118,6 +119,7 @@ class Session:
                     self.state, self.message = "error", str(exc)
                 except Exception as exc:  # report, don't kill the server
                     self.state, self.message = "error", f"internal error: {type(exc).__name__}: {exc}"
+
             self.thread = threading.Thread(target=run, daemon=True, name=f"photodrag-{self.id[:6]}-{state}")
             self.thread.start()
 
@@ -135,8 +137,18 @@ class Session:
             self.progress = Progress(phase, step, total)
             if self.stop_event.is_set():
                 raise UsageError("stopped")
-        run_invert(self.run_dir, svc.generator(), svc.model_name, svc.model_sha256, svc.inversion_config,
-                   svc.perceptual, svc.cache, progress=False, on_step=on_step)
+
+        run_invert(
+            self.run_dir,
+            svc.generator(),
+            svc.model_name,
+            svc.model_sha256,
+            svc.inversion_config,
+            svc.perceptual,
+            svc.cache,
+            progress=False,
+            on_step=on_step,
+        )
         self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
         self.align = AlignRecord.load(self.run_dir)
         self.history, self.rounds = [], []
@@ -162,8 +174,16 @@ class Session:
         if self.w_pivot is None:
             raise UsageError("choose a face and wait for the inversion first")
         landmarks = self.align.aligned_landmarks if presets and self.align.has_landmarks else None
-        return map_to_aligned(pairs, "photo", self.align.matrix, self.align.size, self.photo.size,
-                              mask_path=mask_path, presets=dict(presets), landmarks=landmarks)
+        return map_to_aligned(
+            pairs,
+            "photo",
+            self.align.matrix,
+            self.align.size,
+            self.photo.size,
+            mask_path=mask_path,
+            presets=dict(presets),
+            landmarks=landmarks,
+        )
 
     def preset_arrows(self, presets: Mapping[str, float]) -> dict:
         """The drags these presets would make (nothing is dragged): photo and aligned pixels."""
@@ -171,8 +191,9 @@ class Session:
         to_photo = lambda p: apply_matrix(self.align.inverse, p).tolist() if len(p) else []
         return {"handles": to_photo(pts[:, 0]), "targets": to_photo(pts[:, 1]), "aligned": pts.tolist()}
 
-    def start_drag(self, drags: List[dict], mask_png: Optional[str], steps: int,
-                   presets: Optional[Mapping[str, float]] = None) -> None:
+    def start_drag(
+        self, drags: List[dict], mask_png: Optional[str], steps: int, presets: Optional[Mapping[str, float]] = None
+    ) -> None:
         if self.thread is not None and self.thread.is_alive():
             raise UsageError(f"busy ({self.state}); wait or press Stop")
         if self.w_pivot is None:
@@ -219,17 +240,32 @@ class Session:
                 self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
 
         config = dataclasses.replace(self.services.drag_config or DragConfig(), steps=steps)
-        state = run_drag(self.run_dir, pts, mask, config, device=self.services.device,
-                         progress=False, callback=on_state, w_start=self._current_w(),
-                         should_stop=self.stop_event.is_set, presets=presets)
+        state = run_drag(
+            self.run_dir,
+            pts,
+            mask,
+            config,
+            device=self.services.device,
+            progress=False,
+            callback=on_state,
+            w_start=self._current_w(),
+            should_stop=self.stop_event.is_set,
+            presets=presets,
+        )
         self.history.append(state.w.detach().clone())
-        self.rounds.append({"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
-                            "steps": steps, "presets": dict(presets or {})})
+        self.rounds.append(
+            {
+                "drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
+                "steps": steps,
+                "presets": dict(presets or {}),
+            }
+        )
         self.handles = to_photo(state.handles.cpu().numpy())
         self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
         record = DragRecord.load(self.run_dir)
-        self.message = (f"{record.stop_reason} after {record.steps} steps; "
-                        f"mean distance {record.mean_distance_photo:.1f} px")
+        self.message = (
+            f"{record.stop_reason} after {record.steps} steps; mean distance {record.mean_distance_photo:.1f} px"
+        )
         if presets:
             self.message += "; " + " | ".join(line.strip() for line in record.preset_table())
         self.state = "ready"
@@ -260,9 +296,17 @@ class Session:
     # results ------------------------------------------------------------------------------------
     def status(self) -> dict:
         self.last_seen = time.time()
-        return {"state": self.state, "message": self.message, "phase": self.progress.phase,
-                "step": self.progress.step, "total": self.progress.total, "handles": self.handles,
-                "targets": self.targets, "rounds": len(self.rounds), "frame_version": self.frame_version}
+        return {
+            "state": self.state,
+            "message": self.message,
+            "phase": self.progress.phase,
+            "step": self.progress.step,
+            "total": self.progress.total,
+            "handles": self.handles,
+            "targets": self.targets,
+            "rounds": len(self.rounds),
+            "frame_version": self.frame_version,
+        }
 
     def result(self) -> tuple:
         """(bytes, file name, media type) of the full-size edited photo in the photo's format."""
@@ -271,28 +315,40 @@ class Session:
         pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
         pts_aligned = apply_matrix(self.align.matrix, pts).tolist() if pts else []
         out = self._composited(self._current_w(), pts_aligned)
-        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp",
-               "TIFF": ".tif"}.get(self.photo.format, ".png")
+        ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(
+            self.photo.format, ".png"
+        )
         path = self.dir / f"edited{ext}"
         save_like(path, out, self.photo)
-        media = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
-                 ".tif": "image/tiff"}[ext]
+        media = {
+            ".jpg": "image/jpeg",
+            ".png": "image/png",
+            ".webp": "image/webp",
+            ".bmp": "image/bmp",
+            ".tif": "image/tiff",
+        }[ext]
         return path.read_bytes(), f"{self.photo.path.stem}_edited{ext}", media
 
     def recipe(self) -> dict:
         if len(self.rounds) != 1:
-            raise UsageError("a recipe replays one round of drags from the inversion: "
-                             f"this session has {len(self.rounds)}; reset and drag once to get one")
+            raise UsageError(
+                "a recipe replays one round of drags from the inversion: "
+                f"this session has {len(self.rounds)}; reset and drag once to get one"
+            )
         drag = {"steps": int(self.rounds[0]["steps"])}
         if self.services.drag_config is not None:
             c = self.services.drag_config
             drag.update(lr=c.lr, lambda_mask=c.lambda_mask, r1=c.r1, r2=c.r2)
-        return {"version": 1, "model": self.services.model_name, "coords": "photo",
-                "drags": self.rounds[0]["drags"],
-                **({"presets": self.rounds[0]["presets"]} if self.rounds[0].get("presets") else {}),
-                "align": {"face": self.align.face_index, "size": self.align.size},
-                "invert": self.services.inversion_config.options(),  # the session's profile and steps
-                "drag": drag}
+        return {
+            "version": 1,
+            "model": self.services.model_name,
+            "coords": "photo",
+            "drags": self.rounds[0]["drags"],
+            **({"presets": self.rounds[0]["presets"]} if self.rounds[0].get("presets") else {}),
+            "align": {"face": self.align.face_index, "size": self.align.size},
+            "invert": self.services.inversion_config.options(),  # the session's profile and steps
+            "drag": drag,
+        }
 
     def run_zip(self) -> bytes:
         if not self.run_dir.is_dir():
@@ -323,7 +379,7 @@ class Services:
     cache: object
     perceptual: Callable
     inversion_config: object
-    drag_config: object = None       # DragConfig; its step limit comes from each request
+    drag_config: object = None  # DragConfig; its step limit comes from each request
     _G: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
