@@ -10,12 +10,10 @@ edit leaves complete stages that the next run picks up.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Callable, Optional
 
 import drag.stage as drag_stage
-import inversion.perceptual as perceptual_nets
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
@@ -27,10 +25,10 @@ from drag.record import DragRecord, drag_request
 from inversion.record import InversionRecord
 from inversion.stage import run_invert
 from pipeline.composite import output_format, run_composite
+from pipeline.models import LoadedModels
 from pipeline.outputs import OVERWRITE_HINT, default_run_dir, keep_original
 from pipeline.recipe import Recipe
 from pipeline.summary import STAGES, EditSummary, StageRunner
-from weights.checkpoint import load_generator
 from weights.models import model_for, resolve_model_path
 from weights.registry import REGISTRY
 
@@ -50,11 +48,11 @@ def run_edit(
     progress: bool = True,
     log: Callable[[str], None] = lambda msg: None,
     overwrite_input: bool = False,
-    models=None,
+    models: Optional[LoadedModels] = None,
 ) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
     (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
-    `models` (a pipeline.models.LoadedModels) supplies already-loaded networks, kept between photos."""
+    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default)."""
     if from_stage is not None and from_stage not in STAGES:
         raise UsageError(f"--from must be one of {', '.join(STAGES)}")
     overwrite = same_file(output, photo_path)
@@ -65,9 +63,8 @@ def run_edit(
     model = model_for(recipe.model, recipe.size)
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
     model_sha = store.hashes(model_path)
-    generator = functools.lru_cache(maxsize=1)(  # loaded once, if needed
-        lambda: models.generator(model_path, device) if models is not None else load_generator(model_path, device)
-    )
+    models = models or LoadedModels()
+    generator = lambda: models.generator(model_path, device)  # loaded on first use, once
     size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
@@ -100,11 +97,7 @@ def run_edit(
 
     config = recipe.inversion_config()
     summary.profile = config.profile
-    perceptual = (
-        (lambda net, r: models.perceptual(net, store, r, device))
-        if models is not None
-        else (lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(device))
-    )
+    perceptual = lambda net, r: models.perceptual(net, store, r, device)
     fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
     result = stages.stage(
         "invert",

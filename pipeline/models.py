@@ -1,7 +1,7 @@
 """Networks kept loaded between photos, so a batch or an album worker loads each one once.
 
-`run_edit(..., models=LoadedModels())` takes the generator and the perceptual (LPIPS) nets
-from here instead of loading them for every photo.  The generator is only read by the
+`run_edit` takes the generator and the perceptual (LPIPS) nets
+from here (a fresh one per edit unless the caller passes one to keep between photos).  The generator is only read by the
 stages (inversion and drag work on copies), so one loaded copy serves every photo.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Dict, Optional, Tuple
+
+import inversion.perceptual as perceptual_nets
+from weights.checkpoint import load_generator
 
 
 class LoadedModels:
@@ -21,8 +24,6 @@ class LoadedModels:
     def generator(self, model_path: Path, device):
         key = (str(Path(model_path).resolve()), str(device))
         if key not in self._generators:
-            from weights.checkpoint import load_generator
-
             self._generators[key] = load_generator(model_path, device)
         return self._generators[key]
 
@@ -34,6 +35,4 @@ class LoadedModels:
 
     def load_perceptual(self, net: str, store, resolution: Optional[int]):
         """Load one LPIPS net from the weights store (tests override this with a random backbone)."""
-        from inversion.perceptual import load_perceptual
-
-        return load_perceptual(net, store, resolution)
+        return perceptual_nets.load_perceptual(net, store, resolution)
