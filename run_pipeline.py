@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 import traceback
 from dataclasses import dataclass, replace
@@ -914,7 +915,9 @@ def cache_du(s: Settings) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; z = RandomState(seed).randn(1, z_dim).")
 @click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG (.png)."
+)
 @click.pass_obj
 def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, output: Path) -> None:
     """Sample one image from a generator: the quickest check that a checkpoint works.
@@ -924,6 +927,10 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
     if seed < 0 or seed >= 2**32:
         raise UsageError("--seed must be in [0, 2**32)")
+    if not math.isfinite(psi):
+        raise UsageError(f"--trunc must be a finite number, not {psi}")
+    if output.suffix.lower() != ".png":
+        raise UsageError(f"-o {output}: generate writes PNG; name the file .png")
     device = s.device
     G, path = load_model(model, s.store(), device)
     s.info(f"loaded {path} ({G.img_resolution}px) on {device}")
@@ -951,6 +958,9 @@ def main(argv=None) -> None:
         cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare command group: show its help as help
+        click.echo(exc.format_message(), err=True)
+        sys.exit(2)
     except click.ClickException as exc:  # click's own usage errors, in the tool's one-line style
         click.echo(f"photodrag: error: {click_message(exc)}", err=True)
         sys.exit(2)

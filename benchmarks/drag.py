@@ -86,22 +86,10 @@ def _time(res: int, steps: int, device_name: str, threads: int, queue) -> None:
 
 
 def _memory(res: int, path: str, device_name: str, threads: int, queue) -> None:
-    import torch
-    from timing import peak_rss_mib, rss_mib
+    from timing import peak_memory_above_setup
 
     engines, device = _engines(res, device_name, threads, [path])
-    step = _stepper(engines[path])
-    base = rss_mib()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-    step()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        queue.put({"peak_gpu_mib_above_setup": round((torch.cuda.max_memory_allocated(device) - start) / 2**20, 1)})
-    else:
-        queue.put({"peak_rss_mib_above_setup": round(peak_rss_mib() - base, 1)})
+    queue.put(peak_memory_above_setup(_stepper(engines[path]), device))
 
 
 def main() -> None:

@@ -91,23 +91,10 @@ def _time(res: int, modes: list, device_name: str, repeats: int, threads: int, q
 
 
 def _memory(res: int, mode: str, path: str, device_name: str, threads: int, queue) -> None:
-    import torch
-    from timing import peak_rss_mib, rss_mib
+    from timing import peak_memory_above_setup
 
     G, gens, ws, device = _setup(res, device_name, threads)
-    fn = _step(G, gens, ws, mode)[path]
-    base = rss_mib()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-    fn()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        queue.put({"peak_gpu_mib_above_setup": round((torch.cuda.max_memory_allocated(device) - start) / 2**20, 1)})
-    else:
-        queue.put({"peak_rss_mib_above_setup": round(peak_rss_mib() - base, 1)})
+    queue.put(peak_memory_above_setup(_step(G, gens, ws, mode)[path], device))
 
 
 def main() -> None:

@@ -79,3 +79,20 @@ def rss_mib() -> float:
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_above_setup(fn: Callable[[], object], device) -> dict:
+    """Run `fn` twice and report the peak memory above the level before it: GPU memory on CUDA, else RSS."""
+    import torch
+
+    base = rss_mib()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+    fn()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return {"peak_gpu_mib_above_setup": round((torch.cuda.max_memory_allocated(device) - start) / 2**20, 1)}
+    return {"peak_rss_mib_above_setup": round(peak_rss_mib() - base, 1)}

@@ -283,7 +283,8 @@ def with_presets(pts: np.ndarray, mask, landmarks, amounts: Mapping[str, float],
     for h in handles:
         if len(pts) and (np.linalg.norm(pts[:, 0] - h, axis=1) < 0.5).any():
             raise UsageError(
-                f"a --drag handle at ({h[0]:.1f}, {h[1]:.1f}) is also a preset's landmark: give each handle one target"
+                f"a --drag handle lands on a preset's landmark (at {h[0]:.1f}, {h[1]:.1f} in aligned pixels): "
+                "give each handle one target"
             )
     stacked = np.concatenate([pts, np.stack([handles, targets], axis=1).reshape(-1, 2, 2)])
     if mask is None and len(handles):

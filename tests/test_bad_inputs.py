@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, TOM, cli, tiny_generator
+from helpers import NO_SHARED, PHOTOS, REFERENCE, TOM, cli, tiny_generator
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
 
@@ -374,6 +374,25 @@ def test_non_finite_options_in_a_recipe_are_refused(env, capsys, section):
 def test_usage_errors_share_the_tool_style(capsys, argv, needles):
     code, _, err = cli(capsys, *argv)
     one_line_refusal(code, err, *needles)
+
+
+@pytest.mark.parametrize("group", [[], ["weights"], ["cache"]])
+def test_a_bare_command_group_shows_its_help_readably(capsys, group):
+    code, _, err = cli(capsys, *group, opts=())
+    assert code == 2 and err.startswith("Usage: photodrag") and "Commands:" in err
+    assert len(err.strip().splitlines()) > 5  # the help itself, not squashed into one error line
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason=NO_SHARED)
+@pytest.mark.parametrize(
+    "extra,name,needle",
+    [(["--trunc", "nan"], "g.png", "finite"), (["--trunc", "inf"], "g.png", "finite"), ([], "g.jpg", "PNG")],
+)
+def test_generate_refuses_non_finite_truncation_and_non_png_output(capsys, tmp_path, extra, name, needle):
+    out = tmp_path / name
+    code, _, err = cli(capsys, "generate", "--model", str(REFERENCE / "ngc_layout_small.pkl"), *extra, "-o", str(out))
+    one_line_refusal(code, err, needle)
+    assert not out.exists()
 
 
 # photos, options and hostile files through the real commands ----------------------------------
