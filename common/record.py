@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Type, TypeVar, Union
+from typing import Any, ClassVar, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from common.errors import UsageError
-from common.fileio import check_digests
+from common.fileio import check_digests, sha256_file
 from common.run import RunFolder
 
 R = TypeVar("R", bound="StageRecord")
@@ -27,6 +27,8 @@ class StageRecord:
     data: Mapping[str, Any]
     STAGE: ClassVar[str] = ""
     FILE: ClassVar[str] = ""
+    # (file in the run folder, record key holding its sha256): the upstream file this stage was made from
+    UPSTREAM: ClassVar[Optional[Tuple[str, str]]] = None
 
     @classmethod
     def load(cls: Type[R], run_dir: PathLike) -> R:
@@ -39,13 +41,19 @@ class StageRecord:
 
     @classmethod
     def read_intact(cls: Type[R], run_dir: PathLike) -> Optional[R]:
-        """The record when the stage's folder is complete and every file matches its hash, else None."""
+        """The record when the stage's folder is complete, every file matches its hash and it was made from
+        the current upstream file (`UPSTREAM`), else None."""
         folder = Path(run_dir) / cls.STAGE
         try:
             data = json.loads((folder / cls.FILE).read_text())
+            if not isinstance(data, dict):
+                return None
+            upstream_ok = cls.UPSTREAM is None or (
+                data.get(cls.UPSTREAM[1]) == sha256_file(Path(run_dir) / cls.UPSTREAM[0])
+            )
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or check_digests(folder, data.get("files")) is not None:
+        if not upstream_ok or check_digests(folder, data.get("files")) is not None:
             return None
         return cls(data)
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-from common.fileio import sha256_file
-from common.record import PathLike, StageRecord
+from common.record import StageRecord
 
 
 def drag_request(
@@ -32,16 +30,7 @@ def drag_request(
 class DragRecord(StageRecord):
     STAGE = "drag"
     FILE = "drag.json"
-
-    @classmethod
-    def read_intact(cls, run_dir: PathLike) -> Optional[DragRecord]:
-        """Also None when made from another inversion than the current one."""
-        record = super().read_intact(run_dir)
-        try:
-            invert_sha = sha256_file(Path(run_dir) / "invert" / "invert.json")
-        except OSError:
-            return None
-        return record if record is not None and record.invert_sha256 == invert_sha else None
+    UPSTREAM = ("invert/invert.json", "invert_sha256")  # made from the current inversion
 
     @property
     def invert_sha256(self) -> Optional[str]:

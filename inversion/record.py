@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from common.fileio import sha256_file
 from common.record import PathLike, StageRecord
 from inversion.cache import check_entry
 from inversion.config import InversionConfig
@@ -34,17 +33,13 @@ class InversionRecord(StageRecord):
     STAGE = "invert"
     FILE = "invert.json"
 
+    UPSTREAM = ("align/aligned.png", "aligned_sha256")  # made for the current aligned image
+
     @classmethod
     def read_intact(cls, run_dir: PathLike) -> Optional[InversionRecord]:
-        """Also None when made for another aligned image or when the tuned generator is gone."""
+        """Also None when the tuned generator is gone or its cache entry is damaged."""
         record = super().read_intact(run_dir)
-        try:
-            aligned_sha = sha256_file(Path(run_dir) / "align" / "aligned.png")
-        except OSError:
-            return None
-        if record is None or record.aligned_sha256 != aligned_sha or generator_problem(run_dir) is not None:
-            return None
-        return record
+        return record if record is not None and generator_problem(run_dir) is None else None
 
     @property
     def aligned_sha256(self) -> Optional[str]:

@@ -270,6 +270,27 @@ def test_relative_points_are_rounded_in_messages(env, capsys):
     one_line_refusal(code, err, "outside", f"({round(0.013 * w, 2):g}, {round(0.017 * h, 2):g})")
 
 
+def edit_with_recipe(env, capsys, recipe_text: str):
+    """`edit TOM --recipe` with the given recipe text: (exit code, stderr, the run folder it would use)."""
+    recipe = env["tmp"] / "r.json"
+    recipe.write_text(recipe_text)
+    run = env["tmp"] / "run"
+    code, _, err = cli(
+        capsys,
+        "edit",
+        str(TOM),
+        "--recipe",
+        str(recipe),
+        "-o",
+        str(env["tmp"] / "o.jpg"),
+        "--model",
+        str(env["model"]),
+        "--run-dir",
+        str(run),
+    )
+    return code, err, run
+
+
 @pytest.mark.parametrize(
     "presets,needles",
     [
@@ -302,44 +323,14 @@ def test_bad_presets_are_refused_before_anything_is_written(env, capsys, presets
     ],
 )
 def test_bad_presets_in_a_recipe_are_refused_before_align(env, capsys, presets, needles):
-    recipe = env["tmp"] / "r.json"
-    recipe.write_text('{"presets": ' + presets + "}")
-    run = env["tmp"] / "run"
-    code, _, err = cli(
-        capsys,
-        "edit",
-        str(TOM),
-        "--recipe",
-        str(recipe),
-        "-o",
-        str(env["tmp"] / "o.jpg"),
-        "--model",
-        str(env["model"]),
-        "--run-dir",
-        str(run),
-    )
+    code, err, run = edit_with_recipe(env, capsys, '{"presets": ' + presets + "}")
     one_line_refusal(code, err, "recipe", *needles)
     assert not run.exists()
 
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, text):
-    recipe = env["tmp"] / "r.json"
-    recipe.write_text('{"drags": [{"handle": [' + text + ', 569], "target": [390, 550]}]}')
-    run = env["tmp"] / "run"
-    code, _, err = cli(
-        capsys,
-        "edit",
-        str(TOM),
-        "--recipe",
-        str(recipe),
-        "-o",
-        str(env["tmp"] / "o.jpg"),
-        "--model",
-        str(env["model"]),
-        "--run-dir",
-        str(run),
-    )
+    code, err, run = edit_with_recipe(env, capsys, '{"drags": [{"handle": [' + text + ', 569], "target": [390, 550]}]}')
     one_line_refusal(code, err, "recipe")
     assert not run.exists()
 
