@@ -41,7 +41,8 @@ from pipeline.composite import run_composite
 from pipeline.edit import run_edit
 from pipeline.outputs import check_outputs
 from pipeline.recipe import load_recipe, parse_recipe, with_presets
-from pipeline.webui.session import Services, SessionManager
+from pipeline.webui.guard import WILDCARDS, served_hosts, split_host
+from pipeline.webui.session import Limits, Services, SessionManager
 from weights.checkpoint import load_generator, read_checkpoint
 from weights.describe import describe_checkpoint
 from weights.models import checkpoint_sha256, load_model, resolve_model_path
@@ -50,6 +51,8 @@ from weights.registry import REGISTRY
 from weights.store import WeightStore
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
+LIMITS = Limits()  # the web editor's
+SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
 
 
 @dataclass(frozen=True)
@@ -745,6 +748,13 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 
 
 # serve ------------------------------------------------------------------------
+def _check_hosts(values: tuple) -> tuple:
+    for v in values:
+        if split_host(v) is None:
+            raise click.BadParameter(f"{v!r} is not a host name or HOST:PORT", param_hint="'--allow-host'")
+    return values
+
+
 @cli.command()
 @click.option(
     "--host",
@@ -753,6 +763,36 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
     help="Address to listen on (loopback by default: only this computer can connect).",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    callback=lambda ctx, param, values: _check_hosts(values),
+    help="Also answer requests that name HOST in their Host and Origin headers (a reverse proxy's "
+    "name; without :PORT any port). Repeatable. Any other Host or Origin gets a 403.",
+)
+@click.option(
+    "--max-sessions",
+    type=click.IntRange(1),
+    default=LIMITS.max_sessions,
+    show_default=True,
+    help="Photos held at once; a new upload evicts the longest-unattended session or gets a 503.",
+)
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(1.0),
+    default=LIMITS.max_pixels / 1e6,
+    show_default=True,
+    help="Total size of the photos held at once (about 5 MiB of memory per megapixel).",
+)
+@click.option(
+    "--idle-minutes",
+    type=click.FloatRange(0.0, min_open=True),
+    default=LIMITS.idle_drop_s / 60,
+    show_default=True,
+    help="Drop a session whose page has not polled for this long (a closed tab's job stops within seconds).",
+)
 @click.option(
     "--model",
     default="ffhq-512",
@@ -790,11 +830,25 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 )
 @click.pass_obj
 def serve(
-    s: Settings, host: str, port: int, model: str, lr: float, lambda_mask: float, r1: float, r2: float, **inversion
+    s: Settings,
+    host: str,
+    port: int,
+    allow_hosts: tuple,
+    max_sessions: int,
+    max_megapixels: float,
+    idle_minutes: float,
+    model: str,
+    lr: float,
+    lambda_mask: float,
+    r1: float,
+    r2: float,
+    **inversion,
 ) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
 
     The inversion and drag options apply to every session (the page sets the step limit).
+    Only requests naming the served address (or an --allow-host name) in Host and Origin are
+    answered. Stopping it (Ctrl-C, SIGTERM) waits at most a few seconds for open requests.
     Needs the optional extra: pip install -e '.[ui]'.
     """
     try:
@@ -803,19 +857,32 @@ def serve(
         from pipeline.webui.app import create_app
     except ImportError:
         raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
+    limits = replace(
+        LIMITS, max_sessions=max_sessions, max_pixels=int(max_megapixels * 1e6), idle_drop_s=idle_minutes * 60
+    )
     manager = build_manager(
         s,
         model,
         inversion_config=make_config(**given_inversion_options(inversion)),
         drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2),
+        limits=limits,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"photodrag: warning: listening on {host}: anyone who can reach it can use the editor", err=True)
+    if host in WILDCARDS and not allow_hosts:
+        click.echo(
+            f"photodrag: warning: only requests to {', '.join(served_hosts(host, port))} are answered; "
+            "name this computer's address with --allow-host",
+            err=True,
+        )
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
-    uvicorn.run(create_app(manager), host=host, port=port, log_level="warning")
+    app = create_app(manager, allowed_hosts=[*served_hosts(host, port), *allow_hosts], close_timeout_s=SHUTDOWN_S)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S)
 
 
-def build_manager(s: Settings, model: str, perceptual=None, inversion_config=None, drag_config=None):
+def build_manager(
+    s: Settings, model: str, perceptual=None, inversion_config=None, drag_config=None, limits: Limits = LIMITS
+):
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
 
     store = s.store()
@@ -839,7 +906,7 @@ def build_manager(s: Settings, model: str, perceptual=None, inversion_config=Non
         drag_config=drag_config,
         _G=G,
     )
-    return SessionManager(s.home / "ui", services)
+    return SessionManager(s.home / "ui", services, limits)
 
 
 # cache ------------------------------------------------------------------------

@@ -480,7 +480,8 @@ def web(tmp_path):
         perceptual=lambda n, r: nets[n],
         inversion_config=make_config("preview", projection_steps=3, tuning_steps=1),
     )
-    with TestClient(create_app(SessionManager(tmp_path / "ui", svc)), raise_server_exceptions=False) as client:
+    app = create_app(SessionManager(tmp_path / "ui", svc), allowed_hosts=["127.0.0.1:7860"])
+    with TestClient(app, base_url="http://127.0.0.1:7860", raise_server_exceptions=False) as client:
         r = client.post("/api/session", files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")})
         assert r.status_code == 200
         yield client, r.json()["id"]
@@ -575,7 +576,7 @@ def test_serve_sets_the_web_editors_options(env, capsys, monkeypatch):
         capsys, "serve", "--model", str(env["model"]), "--preview", "--tuning-steps", "7", "--w-plus", "--r2", "9"
     )
     assert code == 0, err
-    with TestClient(seen["app"]) as client:
+    with TestClient(seen["app"], base_url="http://127.0.0.1:7860") as client:  # serve's default address
         inv = client.get("/api/info").json()["inversion"]
     assert inv["profile"] == "preview" and inv["tuning_steps"] == 7 and inv["w_plus"] is True
     assert inv["projection_steps"] == 100  # the preview profile's own value

@@ -1,5 +1,6 @@
 """The local web editor: session isolation, upload limits and errors, and a real browser run."""
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from inversion.cache import InversionCache  # noqa: E402
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig  # noqa: E402
 from inversion.perceptual import Perceptual  # noqa: E402
 from pipeline.webui.app import create_app  # noqa: E402
+from pipeline.webui.guard import served_hosts  # noqa: E402
 from pipeline.webui.session import Services, SessionManager  # noqa: E402
 from weights.checkpoint import save_generator  # noqa: E402
 
@@ -57,6 +59,14 @@ def manager(tmp_path, nets):
     return SessionManager(tmp_path / "ui", svc)
 
 
+HOST = "127.0.0.1:7860"  # the address the test clients name (TestClient's own default is not allowed)
+
+
+def editor(manager, **kw):
+    """A test client of the editor app, sending Host: 127.0.0.1:7860."""
+    return TestClient(create_app(manager, allowed_hosts=[HOST], **kw), base_url=f"http://{HOST}")
+
+
 def upload(client, path=TOM, name="tom.jpg"):
     return client.post("/api/session", files={"file": (name, Path(path).read_bytes(), "image/jpeg")})
 
@@ -72,7 +82,7 @@ def wait(client, sid, states=("ready", "error"), timeout=60):
 
 
 def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
-    with TestClient(create_app(manager)) as c:
+    with editor(manager) as c:
         a, b = upload(c).json(), upload(c, PHOTOS / "2008_001009.jpg", "two.jpg").json()
         assert a["id"] != b["id"] and len(a["id"]) >= 20
         assert len(b["faces"]) == 2 and (a["width"], a["height"]) == Image.open(TOM).size
@@ -100,7 +110,7 @@ def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
 
 
 def test_bad_uploads_get_clear_messages(manager, monkeypatch):
-    with TestClient(create_app(manager)) as c:
+    with editor(manager) as c:
         r = c.post("/api/session", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
         assert r.status_code == 400 and "not an image" in r.json()["error"]
         assert "ui" not in r.json()["error"]  # no server paths leak
@@ -121,7 +131,7 @@ def test_bad_uploads_get_clear_messages(manager, monkeypatch):
 
 
 def test_bad_drag_requests_and_one_drag_at_a_time(manager):
-    with TestClient(create_app(manager)) as c:
+    with editor(manager) as c:
         sid = upload(c).json()["id"]
         r = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}]})
         assert r.status_code == 400 and "inversion first" in r.json()["error"]
@@ -153,7 +163,7 @@ def test_preset_sliders_give_the_same_drags_as_the_cli(manager, capsys, tmp_path
     from drag.record import DragRecord
     from helpers import cli
 
-    with TestClient(create_app(manager)) as c:
+    with editor(manager) as c:
         sid = upload(c).json()["id"]
         early = c.post(f"/api/session/{sid}/presets", json={"presets": {"smile": 0.5}})
         assert early.status_code == 400 and "inversion first" in early.json()["error"]
@@ -192,8 +202,8 @@ def test_preset_sliders_give_the_same_drags_as_the_cli(manager, capsys, tmp_path
 
 
 def test_a_closed_tab_stops_its_drag(manager):
-    manager.idle_stop_s = 0.5
-    with TestClient(create_app(manager, reap_every_s=0.2)) as c:
+    manager.limits = dataclasses.replace(manager.limits, idle_stop_s=0.5)
+    with editor(manager, reap_every_s=0.2) as c:
         sid = upload(c).json()["id"]
         c.post(f"/api/session/{sid}/invert", json={"face": 0})
         wait(c, sid)
@@ -228,7 +238,8 @@ def test_real_browser_edit(manager, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(manager), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(manager, allowed_hosts=served_hosts("127.0.0.1", port))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

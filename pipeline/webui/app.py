@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Dict, List, Optional, Tuple
+from typing import Annotated, Dict, List, Optional, Sequence, Tuple
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +17,16 @@ from starlette.concurrency import run_in_threadpool
 from common.errors import PhotodragError
 from drag.config import DragConfig
 from drag.presets import PRESETS
-from pipeline.webui.session import MAX_DRAG_STEPS, MAX_UPLOAD_BYTES, Session, SessionManager
+from pipeline.webui.guard import HostGuard
+from pipeline.webui.session import (
+    MAX_DRAG_STEPS,
+    MAX_UPLOAD_BYTES,
+    ServerBusy,
+    Session,
+    SessionManager,
+    disk_full,
+    no_space_message,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # a JSON number, not "3" or true
@@ -64,21 +73,26 @@ def validation_message(errors) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
+def create_app(
+    manager: SessionManager, *, allowed_hosts: Sequence[str], reap_every_s: float = 2.0, close_timeout_s: float = 5.0
+) -> FastAPI:
+    """The editor's app.  `allowed_hosts` are the Host values it answers (`name:port`, or a bare
+    name for any port; see guard.served_hosts); any other Host or Origin gets a 403."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         async def reaper():
             while True:
                 await asyncio.sleep(reap_every_s)
-                manager.reap()
+                await run_in_threadpool(manager.reap)
 
         task = asyncio.create_task(reaper())
         yield
         task.cancel()
-        for sid in list(manager.sessions):
-            await run_in_threadpool(manager.close, sid)
+        await run_in_threadpool(manager.close_all, close_timeout_s)
 
     app = FastAPI(title="photodrag", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(HostGuard, hosts=list(allowed_hosts))
 
     def session(sid: str) -> Session:
         try:
@@ -86,9 +100,22 @@ def create_app(manager: SessionManager, reap_every_s: float = 2.0) -> FastAPI:
         except KeyError:
             raise HTTPException(404, "no such session (it may have expired); upload the photo again") from None
 
+    def no_space() -> JSONResponse:
+        return JSONResponse({"error": no_space_message(manager.root)}, status_code=507)
+
     @app.exception_handler(PhotodragError)
     async def photodrag_error(request: Request, exc: PhotodragError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return no_space() if disk_full(exc) else JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError):
+        if disk_full(exc):
+            return no_space()
+        raise exc  # anything else is a server error, as before
+
+    @app.exception_handler(ServerBusy)
+    async def busy(request: Request, exc: ServerBusy):
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "30"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError):

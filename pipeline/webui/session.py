@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import io
 import secrets
 import shutil
 import threading
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,10 +117,8 @@ class Session:
             def run() -> None:
                 try:
                     target()
-                except PhotodragError as exc:
-                    self.state, self.message = "error", str(exc)
-                except Exception as exc:  # report, don't kill the server
-                    self.state, self.message = "error", f"internal error: {type(exc).__name__}: {exc}"
+                except Exception as exc:
+                    self.state, self.message = "error", job_message(exc, self.dir)
 
             self.thread = threading.Thread(target=run, daemon=True, name=f"photodrag-{self.id[:6]}-{state}")
             self.thread.start()
@@ -390,14 +390,86 @@ class Services:
             return self._G
 
 
-class SessionManager:
-    """Creates sessions with unguessable ids; stops drags of pages that stopped polling."""
+@dataclass(frozen=True)
+class Limits:
+    """How much the editor holds: sessions, their photos' pixels, and how long an unattended one lives."""
 
-    def __init__(self, root: Path, services: Services, idle_stop_s: float = 10.0, idle_drop_s: float = 3600.0):
+    max_sessions: int = 8
+    max_pixels: int = 200_000_000  # about 5 MiB of memory per megapixel, before the generator copies
+    idle_stop_s: float = 10.0  # a page that stops polling has its job stopped and may be evicted
+    idle_drop_s: float = 15 * 60.0  # and is dropped after this long
+
+
+class ServerBusy(Exception):
+    """Every session slot is held by an open page or a running job (answered 503)."""
+
+
+class DiskFull(PhotodragError):
+    """The server's disk has no room for what a request must store (answered 507)."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from or during, says the disk (or quota) is full."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in NO_SPACE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def no_space_message(root: Path) -> str:
+    """One line for a full disk, with the free space but no server path."""
+    try:
+        free = f" ({shutil.disk_usage(root).free / 2**20:.1f} MiB free)"
+    except OSError:
+        free = ""
+    return f"no space left on the server's disk{free}; free some space and try again"
+
+
+def job_message(exc: Exception, folder: Path) -> str:
+    """The status line of a failed job: a full disk says so (no path), our errors their own words."""
+    if disk_full(exc):
+        return no_space_message(folder)
+    if isinstance(exc, PhotodragError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"  # reported, the server keeps running
+
+
+def upload_name(filename: str) -> str:
+    """`photo.EXT` with the client's extension when it is an image one (only the decoder decides)."""
+    suffix = Path(filename or "").suffix.lower()
+    return "photo" + (suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff") else ".img")
+
+
+def header_pixels(data: bytes) -> int:
+    """The pixel count an image file declares (its header only, nothing decoded); 0 when unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return int(img.width) * int(img.height)
+    except Exception:  # the decode that follows says what is wrong with it
+        return 0
+
+
+class SessionManager:
+    """Creates sessions with unguessable ids within `limits`; stops and drops those nobody watches.
+
+    When a new upload does not fit, the unattended sessions (no job running, page not polling)
+    are evicted, the longest unattended first; when that is not enough it is refused (ServerBusy).
+    """
+
+    def __init__(self, root: Path, services: Services, limits: Limits = Limits()):
         self.root = Path(root)
         self.services = services
+        self.limits = limits
         self.sessions: Dict[str, Session] = {}
-        self.idle_stop_s, self.idle_drop_s = idle_stop_s, idle_drop_s
+        self.pending: Dict[str, int] = {}  # uploads being decoded: their declared pixels
         self.lock = threading.Lock()
 
     def create(self, data: bytes, filename: str) -> Session:
@@ -405,24 +477,71 @@ class SessionManager:
             raise UsageError("the upload is empty")
         if len(data) > MAX_UPLOAD_BYTES:
             raise UsageError(f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+        pixels = min(header_pixels(data), MAX_UPLOAD_PIXELS)  # larger photos are refused by the decode
+        if pixels > self.limits.max_pixels:
+            raise UsageError(
+                f"the photo has {pixels / 1e6:.1f} megapixels; this editor holds at most "
+                f"{self.limits.max_pixels / 1e6:.1f} in all (serve --max-megapixels)"
+            )
         sid = secrets.token_urlsafe(16)
+        for old in self._reserve(sid, pixels):
+            old.close()
         folder = self.root / sid
-        folder.mkdir(parents=True)
-        suffix = Path(filename or "").suffix.lower()
-        safe = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff") else ".img"
-        path = folder / f"photo{safe}"  # the client's name is never used as a path
-        path.write_bytes(data)
+        path = folder / upload_name(filename)  # the client's name is never used as a path
         try:
+            self._store(path, data)
             session = Session(sid, folder, path, self.services)
         except UsageError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._release(sid, folder)
             raise UsageError(str(exc).replace(str(path), "the upload")) from None  # no server paths
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
+        except BaseException:
+            self._release(sid, folder)
             raise
         with self.lock:
+            self.pending.pop(sid, None)
             self.sessions[sid] = session
         return session
+
+    def _store(self, path: Path, data: bytes) -> None:
+        """The upload in a new session folder; a full disk is a DiskFull (the caller removes the folder)."""
+        try:
+            path.parent.mkdir(parents=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            if disk_full(exc):
+                raise DiskFull(no_space_message(self.root)) from None
+            raise
+
+    def _release(self, sid: str, folder: Path) -> None:
+        with self.lock:
+            self.pending.pop(sid, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _reserve(self, sid: str, pixels: int) -> List[Session]:
+        """Hold a slot for a new upload: the sessions evicted to make room (to be closed), or ServerBusy."""
+        lim, now = self.limits, time.time()
+        with self.lock:
+            count = len(self.sessions) + len(self.pending)
+            used = sum(_pixels(s) for s in self.sessions.values()) + sum(self.pending.values())
+            unattended = sorted(
+                (s for s in self.sessions.values() if not _running(s) and now - s.last_seen > lim.idle_stop_s),
+                key=lambda s: s.last_seen,
+            )
+            evict = []
+            while (count + 1 > lim.max_sessions or used + pixels > lim.max_pixels) and unattended:
+                s = unattended.pop(0)
+                evict.append(s)
+                count, used = count - 1, used - _pixels(s)
+            if count + 1 > lim.max_sessions or used + pixels > lim.max_pixels:
+                raise ServerBusy(
+                    f"the editor is busy: {count} sessions (limit {lim.max_sessions}) holding "
+                    f"{used / 1e6:.1f} of {lim.max_pixels / 1e6:.1f} megapixels are in use; "
+                    "try again when a page is closed"
+                )
+            for s in evict:
+                del self.sessions[s.id]
+            self.pending[sid] = pixels
+        return evict
 
     def get(self, sid: str) -> Session:
         session = self.sessions.get(sid)
@@ -436,10 +555,30 @@ class SessionManager:
         if session is not None:
             session.close()
 
+    def close_all(self, timeout: float = 5.0) -> None:
+        """Stop every job, wait for them up to `timeout` in all, and remove every session's folder."""
+        with self.lock:
+            sessions, self.sessions = list(self.sessions.values()), {}
+        for s in sessions:
+            s.stop()
+        deadline = time.time() + timeout
+        for s in sessions:
+            if s.thread is not None:
+                s.thread.join(timeout=max(0.0, deadline - time.time()))
+            shutil.rmtree(s.dir, ignore_errors=True)
+
     def reap(self) -> None:
         now = time.time()
         for sid, s in list(self.sessions.items()):
-            if now - s.last_seen > self.idle_stop_s:
+            if now - s.last_seen > self.limits.idle_stop_s:
                 s.stop()
-            if now - s.last_seen > self.idle_drop_s:
+            if now - s.last_seen > self.limits.idle_drop_s:
                 self.close(sid)
+
+
+def _running(s: Session) -> bool:
+    return s.thread is not None and s.thread.is_alive()
+
+
+def _pixels(s: Session) -> int:
+    return s.photo.size[0] * s.photo.size[1]
