@@ -854,7 +854,7 @@ def serve(
     try:
         import uvicorn
 
-        from pipeline.webui.app import create_app
+        from pipeline.webui.app import create_app, server_log_config
     except ImportError:
         raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
     limits = replace(
@@ -877,7 +877,14 @@ def serve(
         )
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
     app = create_app(manager, allowed_hosts=[*served_hosts(host, port), *allow_hosts], close_timeout_s=SHUTDOWN_S)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=server_log_config(uvicorn.config.LOGGING_CONFIG),
+        timeout_graceful_shutdown=SHUTDOWN_S,
+    )
 
 
 def build_manager(

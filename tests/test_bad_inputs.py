@@ -565,6 +565,92 @@ def test_the_page_names_the_inversion_profile(web):
     assert "inv.profile" in client.get("/app.js").text
 
 
+FORGED_HEADERS = [
+    ("another site's name (DNS rebinding)", {"Host": "attacker.example"}),
+    ("another site's name with the port", {"Host": "attacker.example:7860"}),
+    ("a look-alike name", {"Host": "127.0.0.1.attacker.example:7860"}),
+    ("the right name on another port", {"Host": "127.0.0.1:8000"}),
+    ("the right name without the port", {"Host": "127.0.0.1"}),
+    ("TestClient's default name", {"Host": "testserver"}),
+    ("a Host with a path", {"Host": "127.0.0.1:7860/x"}),
+    ("a Host with user info", {"Host": "me@127.0.0.1:7860"}),
+    ("an empty Host", {"Host": ""}),
+    ("another site's page", {"Origin": "http://attacker.example"}),
+    ("a look-alike page", {"Origin": "http://127.0.0.1.attacker.example:7860"}),
+    ("another port's page", {"Origin": "http://127.0.0.1:8000"}),
+    ("another scheme", {"Origin": "ws://127.0.0.1:7860"}),
+    ("a sandboxed page", {"Origin": "null"}),
+    ("a file:// page", {"Origin": "file://"}),
+    ("an Origin with a path", {"Origin": "http://127.0.0.1:7860/x"}),
+    ("both forged", {"Host": "attacker.example", "Origin": "http://attacker.example"}),
+]
+
+
+@pytest.mark.parametrize("headers", [h for _, h in FORGED_HEADERS], ids=[n for n, _ in FORGED_HEADERS])
+def test_forged_host_or_origin_is_refused_before_anything_runs(web, headers, tmp_path):
+    client, sid = web
+    before = sorted(p.name for p in (tmp_path / "ui").iterdir())
+    for r in (
+        client.post("/api/session", files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")}, headers=headers),
+        client.post(f"/api/session/{sid}/invert", json={"face": 0}, headers=headers),
+        client.post(f"/api/session/{sid}/close", headers=headers),
+        client.get(f"/api/session/{sid}/status", headers=headers),
+        client.get("/", headers=headers),
+    ):
+        assert r.status_code == 403, r.text
+        msg = r.json()["error"]
+        assert msg.startswith("refused: ") and "\n" not in msg
+    assert sorted(p.name for p in (tmp_path / "ui").iterdir()) == before  # nothing stored, nothing closed
+    ok = client.get(f"/api/session/{sid}/status", headers={"Origin": "http://127.0.0.1:7860"})
+    assert ok.status_code == 200 and ok.json()["state"] == "uploaded"  # nothing started
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("--allow-host", "a/b"),
+        ("--allow-host", "proxy.example:99999"),
+        ("--allow-host", "proxy.example:"),
+        ("--allow-host", ""),
+        ("--allow-host", "http://proxy.example"),
+        ("--max-sessions", "0"),
+        ("--max-megapixels", "0.5"),
+        ("--idle-minutes", "0"),
+        ("--idle-minutes", "-1"),
+    ],
+)
+def test_wrong_serve_limits_and_hosts_are_usage_errors(home, capsys, option, value):
+    code, _, err = cli(capsys, "serve", option, value)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and option in err, err
+
+
+def test_serve_allow_host_limits_and_a_bounded_shutdown(env, capsys, monkeypatch):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from fastapi.testclient import TestClient
+
+    seen = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(app=app, **kw))
+    argv = ["serve", "--model", str(env["model"]), "--preview", "--port", "8000"]
+    argv += ["--allow-host", "photos.example", "--allow-host", "10.0.0.5:8443"]
+    code, _, err = cli(capsys, *argv, "--max-sessions", "3", "--max-megapixels", "50", "--idle-minutes", "2")
+    assert code == 0, err
+    assert 0 < seen["timeout_graceful_shutdown"] <= 5  # SIGTERM waits seconds, not for stalled uploads
+    limits = seen["app"].state.manager.limits
+    assert (limits.max_sessions, limits.max_pixels, limits.idle_drop_s) == (3, 50_000_000, 120)
+    with TestClient(seen["app"], base_url="https://photos.example") as client:
+        assert client.get("/api/presets", headers={"Origin": "https://photos.example"}).status_code == 200
+        for host, status in [
+            ("10.0.0.5:8443", 200),
+            ("127.0.0.1:8000", 200),  # its own address still
+            ("localhost:8000", 200),
+            ("10.0.0.5:9000", 403),
+            ("127.0.0.1:7860", 403),
+            ("photos.example.attacker.example", 403),
+        ]:
+            assert client.get("/api/presets", headers={"Host": host}).status_code == status, host
+
+
 def test_serve_sets_the_web_editors_options(env, capsys, monkeypatch):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Dict, List, Optional, Sequence, Tuple
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import PhotodragError
 from drag.config import DragConfig
@@ -73,6 +77,24 @@ def validation_message(errors) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+class CutOffRequests(logging.Filter):
+    """A request that the bounded shutdown cancelled is one log line, not uvicorn's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.msg, record.args = "a request still open at shutdown was cut off", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def server_log_config(base: dict) -> dict:
+    """uvicorn's logging config (`base`, uvicorn.config.LOGGING_CONFIG) with CutOffRequests on its stderr."""
+    config = copy.deepcopy(base)
+    config.setdefault("filters", {})["cut_off"] = {"()": CutOffRequests}
+    config["handlers"]["default"].setdefault("filters", []).append("cut_off")
+    return config
+
+
 def create_app(
     manager: SessionManager, *, allowed_hosts: Sequence[str], reap_every_s: float = 2.0, close_timeout_s: float = 5.0
 ) -> FastAPI:
@@ -93,6 +115,7 @@ def create_app(
 
     app = FastAPI(title="photodrag", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(HostGuard, hosts=list(allowed_hosts))
+    app.state.manager = manager
 
     def session(sid: str) -> Session:
         try:
@@ -112,6 +135,11 @@ def create_app(
         if disk_full(exc):
             return no_space()
         raise exc  # anything else is a server error, as before
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """A body the framework could not spool to its temp folder is a full disk, not a bad body."""
+        return no_space() if disk_full(exc) else await http_exception_handler(request, exc)
 
     @app.exception_handler(ServerBusy)
     async def busy(request: Request, exc: ServerBusy):
