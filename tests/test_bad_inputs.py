@@ -622,6 +622,7 @@ def test_forged_host_or_origin_is_refused_before_anything_runs(web, headers, tmp
 def test_wrong_serve_limits_and_hosts_are_usage_errors(home, capsys, option, value):
     code, _, err = cli(capsys, "serve", option, value)
     assert code == 2 and len(err.strip().splitlines()) == 1 and option in err, err
+    assert "Invalid value" in err  # the option exists and says why the value is wrong
 
 
 def test_serve_allow_host_limits_and_a_bounded_shutdown(env, capsys, monkeypatch):
