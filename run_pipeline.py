@@ -748,7 +748,8 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 
 
 # serve ------------------------------------------------------------------------
-def _check_hosts(values: tuple) -> tuple:
+def _check_hosts(ctx, param, values: tuple) -> tuple:
+    """--allow-host values: host names or HOST:PORT (pipeline.webui.guard.split_host)."""
     for v in values:
         if split_host(v) is None:
             raise click.BadParameter(f"{v!r} is not a host name or HOST:PORT", param_hint="'--allow-host'")
@@ -768,7 +769,7 @@ def _check_hosts(values: tuple) -> tuple:
     "allow_hosts",
     multiple=True,
     metavar="HOST[:PORT]",
-    callback=lambda ctx, param, values: _check_hosts(values),
+    callback=_check_hosts,
     help="Also answer requests that name HOST in their Host and Origin headers (a reverse proxy's "
     "name; without :PORT any port). Repeatable. Any other Host or Origin gets a 403.",
 )

@@ -16,7 +16,6 @@ import secrets
 import shutil
 import threading
 import time
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -449,10 +448,8 @@ def upload_name(filename: str) -> str:
 def header_pixels(data: bytes) -> int:
     """The pixel count an image file declares (its header only, nothing decoded); 0 when unreadable."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                return int(img.width) * int(img.height)
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.width) * int(img.height)
     except Exception:  # the decode that follows says what is wrong with it
         return 0
 
