@@ -46,6 +46,14 @@ def bare_services() -> Services:
     return Services("none", Path("none"), "none", 64, torch.device("cpu"), None, None, None)
 
 
+@pytest.fixture(scope="module")
+def alex():
+    """The preview profile's only LPIPS network, with a random backbone."""
+    from inversion.perceptual import Perceptual
+
+    return {"alex": Perceptual("alex", random_backbone=True)}
+
+
 def tiny_services(tmp_path: Path, lp) -> Services:
     from inversion.cache import InversionCache
     from inversion.config import make_config
@@ -241,9 +249,9 @@ def test_an_upload_to_a_full_disk_is_507_and_leaves_no_session_folder(small_disk
         assert upload(c).status_code == 200  # room again: the failed upload kept none of it
 
 
-def test_a_full_disk_later_is_507_or_said_in_the_status(small_disk, tmp_path, lp):
+def test_a_full_disk_later_is_507_or_said_in_the_status(small_disk, tmp_path, alex):
     root = small_disk / "ui"
-    with editor(SessionManager(root, tiny_services(tmp_path, lp))) as c:
+    with editor(SessionManager(root, tiny_services(tmp_path, alex))) as c:
         sid = upload(c).json()["id"]
         c.post(f"/api/session/{sid}/invert", json={"face": 0})
         assert wait(c, sid)["state"] == "ready"
