@@ -190,7 +190,7 @@ def test_the_pixel_limit_evicts_too_and_a_photo_over_it_is_refused(tmp_path):
 def test_unwatched_sessions_are_dropped_after_the_idle_time(tmp_path):
     assert Limits().idle_drop_s <= 30 * 60  # minutes, not an hour
     root = tmp_path / "ui"
-    m = SessionManager(root, bare_services(), Limits(idle_stop_s=0.1, idle_drop_s=0.6))
+    m = SessionManager(root, bare_services(), Limits(idle_stop_s=0.1, idle_drop_s=1.5))
     with editor(m, reap_every_s=0.05) as c:
         keep, drop = upload(c).json()["id"], upload(c).json()["id"]
         deadline = time.time() + 10
