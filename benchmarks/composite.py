@@ -227,7 +227,7 @@ def time_12mp(photo, res, repeats: int = 3) -> dict:
 
 
 def picture(photo, res, case: str, out: Path) -> dict:
-    """Generator blend | photo blend | right answer, a crop of the mouth and cheeks at full resolution."""
+    """Generator blend | photo blend | right answer: the face cropped from each, at the photo's resolution."""
     from PIL import Image, ImageDraw
 
     m = res.matrix
@@ -238,11 +238,10 @@ def picture(photo, res, case: str, out: Path) -> dict:
         composite_edit(photo, m, edit["recon"], edit["edited"], b, lm, edit["points"]).image
         for b in ("generator", "photo")
     ]
-    face = res.face.landmarks
-    c = face[48:68].mean(0)
-    half = int(0.55 * np.linalg.norm(face[16] - face[0]))
-    x0, y0 = max(0, int(c[0]) - half), max(0, int(c[1]) - int(0.75 * half))
-    x1, y1 = min(photo.shape[1], int(c[0]) + half), min(photo.shape[0], int(c[1]) + int(0.75 * half))
+    face = face_polygon(res.face.landmarks)
+    pad = 0.08 * float(np.ptp(face[:, 0]))
+    x0, y0 = (max(0, int(v - pad)) for v in face.min(0))
+    x1, y1 = min(photo.shape[1], int(face[:, 0].max() + pad)), min(photo.shape[0], int(face[:, 1].max() + pad))
     crops = [p[y0:y1, x0:x1] for p in (*panels, answer)]
     strip = Image.fromarray(np.hstack([np.pad(p, ((24, 0), (2, 2), (0, 0)), constant_values=255) for p in crops]))
     draw = ImageDraw.Draw(strip)

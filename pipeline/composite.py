@@ -177,7 +177,11 @@ def estimate_motion(reconstruction: np.ndarray, edited: np.ndarray) -> EditMotio
     residual *= np.clip((level - noise) / noise, 0.0, 1.0)[..., None]  # soft threshold: no step at the edge
     # changed: where the edited image differs from the reconstruction beyond the noise (by motion or
     # new content); elsewhere the flow is a guess on noise and flat areas, and the photo stays as it is
-    core = _level(edited.astype(np.float32) - reconstruction.astype(np.float32)) > noise
+    core = _drop_specks(_level(edited.astype(np.float32) - reconstruction.astype(np.float32)) > noise, size)
+    # ... and around it, as far as half its radius, wherever the flow says it moved (a motion's tail)
+    reach = int(math.ceil(max(2.0, 0.5 * math.sqrt(core.sum() / math.pi))))
+    near = cv2.dilate(core.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+    core |= (near > 0) & (np.linalg.norm(flow, axis=2) > MOTION_EPS)
     return EditMotion(flow=flow, residual=residual, weight=_feather(core, size), noise=round(noise, 3))
 
 
@@ -186,13 +190,17 @@ def _level(diff: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(np.abs(diff).max(axis=2), (0, 0), 1.0)
 
 
-def _feather(core: np.ndarray, size: int) -> np.ndarray:
-    """The changed pixels without specks, grown and softened by an amount that scales with their extent,
-    weight 1 on every changed pixel, faded to 0 before the crop border (no edit is known beyond it)."""
+def _drop_specks(core: np.ndarray, size: int) -> np.ndarray:
+    """`core` without its blobs smaller than (size x MIN_REGION)^2 pixels."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(core.astype(np.uint8), connectivity=8)
     keep = np.zeros(n, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= (size * MIN_REGION) ** 2
-    core = keep[labels]
+    return keep[labels]
+
+
+def _feather(core: np.ndarray, size: int) -> np.ndarray:
+    """The changed pixels grown and softened by an amount that scales with their extent, weight 1 on
+    every changed pixel, faded to 0 before the crop border (no edit is known beyond it)."""
     area = int(core.sum())
     if area == 0:
         return np.zeros((size, size), np.float32)
@@ -258,8 +266,9 @@ def transfer(photo_rgb: np.ndarray, matrix: np.ndarray, motion: EditMotion) -> C
         cv2.INTER_CUBIC,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    mixed = moved + sample(motion.residual, cv2.INTER_CUBIC) * weight[..., None]
-    new = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    if motion.residual.any():  # new content (most pure motions have none)
+        moved += sample(motion.residual, cv2.INTER_CUBIC) * weight[..., None]
+    new = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(weight[..., None] > 0, new, photo_rgb[y0:y1, x0:x1])
     mask[y0:y1, x0:x1] = weight
     return Composite(image=out, mask=mask, box=box, motion=shift)
@@ -278,10 +287,10 @@ def transfer_edit(
        the generator's noise level (NOISE_FACTOR x the median residual, at least NOISE_FLOOR levels
        of 255) is dropped.
     3. The changed region is where the edited image differs from the reconstruction by more than
-       that noise level: a motion too small to change the generator's image beyond its noise (a
-       small fraction of a pixel on any textured part) changes nothing.  Specks are dropped; the
-       region is grown and feathered by a tenth of its own radius (its size comes from the edit,
-       not from the face hull).
+       that noise level (specks dropped), extended by up to half its radius to where the flow moves
+       more than MOTION_EPS aligned px (the tail of a motion), then grown and feathered by a tenth
+       of its own radius: its size comes from the edit, not from the face hull.  A motion that
+       changes the generator's image by less than its noise far from any edit changes nothing.
     4. In photo pixels, inside that region's box only, the photo is resampled (bicubic) along the
        flow mapped through the matrix, and the upsampled residual is added; outside the region
        every pixel is the input's, byte for byte.
