@@ -190,3 +190,70 @@ def test_a_real_photo_keeps_its_promises_at_256(bench):
     assert smile["generator"]["far_kept_exactly"] < 0.5  # the whole-face paste replaces them
     teeth = bench.measure(photo, res, "new_content")
     assert teeth["photo"]["patch_shown"] >= 0.8
+
+
+# the choice and the record: recipes, the command line, composite.json ------------------------
+def test_recipes_carry_the_blend_and_refuse_unknown_ones(tmp_path):
+    from common.errors import UsageError
+    from pipeline.recipe import parse_recipe
+
+    drags = [{"handle": [10, 10], "target": [12, 12]}]
+    assert parse_recipe({"drags": drags}).blend == "photo"
+    recipe = parse_recipe({"drags": drags, "composite": {"blend": "generator"}})
+    assert recipe.blend == "generator" and recipe.to_json()["composite"] == {"blend": "generator"}
+    assert parse_recipe(recipe.to_json()).blend == "generator"  # round trip
+    from inversion.config import make_config
+
+    assert recipe.as_ran(tmp_path / "p.jpg", "ffhq-512", make_config())["composite"] == {"blend": "generator"}
+    for bad, message in (({"blend": "paint"}, "composite.blend"), ({"mode": "photo"}, "unknown")):
+        with pytest.raises(UsageError, match=message):
+            parse_recipe({"drags": drags, "composite": bad})
+
+
+def test_blend_is_an_option_of_edit_composite_and_serve(capsys):
+    from helpers import cli
+
+    for command in ("edit", "composite", "serve"):
+        code, out, _ = cli(capsys, command, "--help")
+        assert code == 0 and "--blend [photo|generator]" in out, command
+    code, _, err = cli(capsys, "composite", "run", "-o", "o.jpg", "--blend", "paint")
+    assert code == 2 and "paint" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_edit_records_the_blend_and_composite_reblends(env, capsys):
+    import json
+
+    from PIL import Image
+
+    from helpers import MOUTH_RIGHT, cli, run
+
+    run_dir, out = env["tmp"] / "run", env["tmp"] / "out.png"
+    argv = ["--device", "cpu", "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out)]
+    code, _, err = run([*argv, "--run-dir", str(run_dir)], capsys)  # not --quiet: the summary is printed
+    assert code == 0, err
+    assert "composite: photo blend:" in err and "identity distance, photo vs output photo" in err
+    record = json.loads((run_dir / "composite" / "composite.json").read_text())
+    assert record["blend"] == "photo"
+    assert {"changed_pixels", "mask_pixels", "motion", "identity"} <= set(record) and record["changed_pixels"] > 0
+    assert {"max_px", "mean_px"} <= set(record["motion"]) and record["motion"]["max_px"] >= record["motion"]["mean_px"]
+    assert record["identity"]["compared"].startswith("input photo vs output photo")
+    photo, edited = np.asarray(Image.open(TOM).convert("RGB")), np.asarray(Image.open(out))
+    assert record["changed_pixels"] == int((photo != edited).any(axis=2).sum())
+    assert (run_dir / "composite" / "changed.png").is_file()
+    assert json.loads((run_dir / "recipe.json").read_text())["composite"] == {"blend": "photo"}
+    # the stage command re-blends the same run the other way, and says so in its record
+    other = env["tmp"] / "generator.png"
+    code, _, err = cli(capsys, "composite", str(run_dir), "-o", str(other), "--blend", "generator")
+    assert code == 0, err
+    record = json.loads((run_dir / "composite" / "composite.json").read_text())
+    assert record["blend"] == "generator" and "edited_face_found" in record
+    assert not np.array_equal(np.asarray(Image.open(other)), edited)
+    # --blend on edit goes into the recipe the run keeps
+    drag = f"{MOUTH_RIGHT[0]},{MOUTH_RIGHT[1]}:390,550"
+    args = ["edit", str(TOM), "--model", str(env["model"]), "--drag", drag, "--steps", "2", "--blend", "generator"]
+    args += ["--projection-steps", "4", "--tuning-steps", "2", "--lpips-threshold", "0"]
+    code, _, err = cli(capsys, *args, "-o", str(env["tmp"] / "g.png"), "--run-dir", str(run_dir))
+    assert code == 0, err
+    assert json.loads((run_dir / "recipe.json").read_text())["composite"] == {"blend": "generator"}
+    assert json.loads((run_dir / "composite" / "composite.json").read_text())["blend"] == "generator"
