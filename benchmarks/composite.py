@@ -292,7 +292,7 @@ def main() -> None:
             rows[str(size)] = {case: measure(photo, res, case) for case in CASES}
         report["photos"][Path(path).name] = rows
     first = load_photo(photos[0]).rgb
-    report["twelve_mp"] = time_12mp(first, align_face(first, size=512), args.repeats)
+    report["twelve_mp"] = {str(s): time_12mp(first, align_face(first, size=s), args.repeats) for s in args.sizes}
     if args.picture:
         src = load_photo(args.picture_photo or photos[0]).rgb
         report["picture"] = picture(src, align_face(src, size=args.picture_size), args.picture_case, args.picture)
