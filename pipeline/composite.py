@@ -380,7 +380,8 @@ def display_matrix(matrix: np.ndarray, photo_size: Tuple[int, int], display_size
 
 def changed_picture(photo_rgb: np.ndarray, result: EditComposite, matrix: np.ndarray, max_side: int = 1024):
     """composite/changed.png: the photo around the changed region, the region tinted (red: moved,
-    blue: new content), arrows from where content was to where the edit put it (true length)."""
+    blue: new content), arrows from where content was to where the edit put it (lengthened up to
+    10x when the motion is a few pixels, the factor written on the picture)."""
     mask = result.composite.mask
     ys, xs = np.nonzero(mask > 0)
     h, w = photo_rgb.shape[:2]
@@ -406,15 +407,30 @@ def changed_picture(photo_rgb: np.ndarray, result: EditComposite, matrix: np.nda
     view = view * (1 - 0.35 * m) + tint * 0.35 * m
     img = cv2.resize(np.clip(view, 0, 255).astype(np.uint8), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     step = max(4, size // 24)
+    arrows = []  # (from, to) in picture pixels
     for ay in range(step // 2, size, step):
         for ax in range(step // 2, size, step):
             f = result.motion.flow[ay, ax]
-            if result.motion.weight[ay, ax] <= 0 or np.hypot(*f) <= MOTION_EPS:
-                continue
-            dst, src = apply_matrix(inverse, [(ax, ay), (ax + f[0], ay + f[1])])
-            a = tuple(int(round((v - o) * scale)) for v, o in zip(src, (x0, y0)))
-            b = tuple(int(round((v - o) * scale)) for v, o in zip(dst, (x0, y0)))
-            cv2.arrowedLine(img, a, b, (255, 255, 0), 1, cv2.LINE_AA, tipLength=0.3)
+            if result.motion.weight[ay, ax] > 0 and np.hypot(*f) > MOTION_EPS:
+                dst, src = apply_matrix(inverse, [(ax, ay), (ax + f[0], ay + f[1])])
+                arrows.append(((src - (x0, y0)) * scale, (dst - (x0, y0)) * scale))
+    if arrows:
+        longest = max(float(np.linalg.norm(b - a)) for a, b in arrows)
+        gain = int(np.clip(0.06 * max(img.shape[:2]) / max(longest, 1e-6), 1, 10))  # a few pixels are hard to see
+        for a, b in arrows:
+            tail = b - gain * (b - a)
+            cv2.arrowedLine(
+                img,
+                tuple(np.rint(tail).astype(int)),
+                tuple(np.rint(b).astype(int)),
+                (255, 255, 0),
+                1,
+                cv2.LINE_AA,
+                tipLength=0.3,
+            )
+        label = "motion arrows" + (f" x{gain}" if gain > 1 else "") + f" (up to {longest / scale:.1f} px)"
+        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 0), 1)):  # outlined, readable on any photo
+            cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, thickness, cv2.LINE_AA)
     return img
 
 
