@@ -37,7 +37,7 @@ from inversion.cache import InversionCache
 from inversion.config import InversionConfig, make_config, option_defaults
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
-from pipeline.composite import run_composite
+from pipeline.composite import BLENDS, DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
 from pipeline.outputs import check_outputs
 from pipeline.recipe import load_recipe, parse_recipe, with_presets
@@ -170,6 +170,24 @@ def given_inversion_options(kwargs: dict) -> dict:
     if given["preview"]:
         out["profile"] = "preview"
     return out
+
+
+BLEND_HELP = (
+    "How the edit goes back into the photo: photo = the photo's own pixels moved by the edit's motion, "
+    "with what is new from the generator, untouched elsewhere; generator = the generator's whole face "
+    "pasted back (for comparison, or edits that change most of the face)."
+)
+
+
+def blend_option(default: Optional[str]):
+    """--blend photo|generator (`default` None: the recipe's, itself photo by default)."""
+    return click.option(
+        "--blend",
+        type=click.Choice(BLENDS),
+        default=default,
+        show_default=default is not None,
+        help=BLEND_HELP + ("" if default else f" [default: the recipe's, else {DEFAULT_BLEND}]"),
+    )
 
 
 # weights ----------------------------------------------------------------------
@@ -322,6 +340,7 @@ def weights_path(s: Settings, name: str) -> None:
 )
 @click.option("--address", help="Ray cluster to connect to [env RAY_ADDRESS; default: start a local Ray].")
 @click.option("--workers", type=click.IntRange(1), help="Ray workers [default: one per GPU, else per CPU].")
+@blend_option(None)
 @inversion_options
 @click.pass_obj
 def edit(
@@ -343,12 +362,13 @@ def edit(
     cluster: str,
     address: Optional[str],
     workers: Optional[int],
+    blend: Optional[str],
     **inversion,
 ) -> None:
     """Edit a photo end to end: align, invert (PTI, cached), drag, composite.
 
-    Writes the edited photo at its original size and format; pixels outside the face
-    region are left exactly as they were. Re-editing the same photo skips the inversion.
+    Writes the edited photo at its original size and format; pixels the edit did not change
+    are left exactly as they were. Re-editing the same photo skips the inversion.
     """
 
     amounts = parse_presets(presets_)
@@ -380,6 +400,8 @@ def edit(
         recipe = replace(recipe, face=face if face == "largest" else int(face))
     if steps:
         recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
+    if blend:
+        recipe = replace(recipe, blend=blend)
     given = given_inversion_options(inversion)
     if given:
         make_config(**dict(recipe.invert, **given))  # refuse a bad combination before any work
@@ -736,14 +758,18 @@ def presets(run_dir: Optional[Path], presets_) -> None:
     type=click.IntRange(1, 100),
     help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
 )
+@blend_option(DEFAULT_BLEND)
 @click.pass_obj
-def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[int]) -> None:
-    """Put the edited face back into the original photo with a feathered mask.
+def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[int], blend: str) -> None:
+    """Put the edit back into the original photo (the photo's own pixels moved, by default).
 
-    Pixels outside the mask are the input's own; writes OUTPUT and RUN_DIR/composite/
-    (blend_mask.png, compare.png).
+    Pixels outside the changed region are the input's own; writes OUTPUT and RUN_DIR/composite/
+    (composite.json, blend_mask.png, changed.png, compare.png).
     """
-    run_composite(run_dir, output, jpeg_quality)
+    record = run_composite(run_dir, output, jpeg_quality, blend=blend)
+    s.info(record.describe())
+    if record.identity_distance is not None:
+        s.info(f"identity distance, photo vs output photo: {record.identity_distance:.3f}")
     click.echo(str(output))
 
 
@@ -829,6 +855,7 @@ def _check_hosts(ctx, param, values: tuple) -> tuple:
     show_default=True,
     help="Drag: point tracking radius at 512 px.",
 )
+@blend_option(DEFAULT_BLEND)
 @click.pass_obj
 def serve(
     s: Settings,
@@ -843,6 +870,7 @@ def serve(
     lambda_mask: float,
     r1: float,
     r2: float,
+    blend: str,
     **inversion,
 ) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
@@ -867,6 +895,7 @@ def serve(
         inversion_config=make_config(**given_inversion_options(inversion)),
         drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2),
         limits=limits,
+        blend=blend,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"photodrag: warning: listening on {host}: anyone who can reach it can use the editor", err=True)
@@ -889,7 +918,13 @@ def serve(
 
 
 def build_manager(
-    s: Settings, model: str, perceptual=None, inversion_config=None, drag_config=None, limits: Limits = LIMITS
+    s: Settings,
+    model: str,
+    perceptual=None,
+    inversion_config=None,
+    drag_config=None,
+    limits: Limits = LIMITS,
+    blend: str = DEFAULT_BLEND,
 ):
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
 
@@ -912,6 +947,7 @@ def build_manager(
         perceptual=perceptual,
         inversion_config=config,
         drag_config=drag_config,
+        blend=blend,
         _G=G,
     )
     return SessionManager(s.home / "ui", services, limits)

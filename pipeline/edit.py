@@ -131,6 +131,10 @@ def run_edit(
     summary.presets = dragged.preset_table()
     summary.warnings.extend(dragged.warnings() if ran is not None else [])
 
-    stages.stage("composite", lambda: False, lambda: run_composite(run.path, Path(output), jpeg_quality, photo))
+    composited = stages.stage(
+        "composite", lambda: False, lambda: run_composite(run.path, Path(output), jpeg_quality, photo, recipe.blend)
+    )
+    summary.identity["photo vs output photo"] = composited.identity_distance
+    summary.composite = composited.describe()
     write_json(run.path / "recipe.json", recipe.as_ran(photo.path, model, config))
     return summary

@@ -15,7 +15,8 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
       "invert": {"profile", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
                  "projection_lpips", "seed"},      # defaults: inversion/config.py (InversionConfig,
                                                    # PROFILES); keys left out take the profile's values
-      "drag": {"steps", "lr", "lambda_mask", "r1", "r2"}   # defaults: drag/config.py (DragConfig)
+      "drag": {"steps", "lr", "lambda_mask", "r1", "r2"},  # defaults: drag/config.py (DragConfig)
+      "composite": {"blend": "photo"}      # photo (the photo's own pixels moved) | generator (face paste)
     }
 """
 
@@ -32,6 +33,7 @@ from common.errors import UsageError
 from drag.config import DragConfig
 from drag.presets import check_amount, get_preset
 from inversion.config import InversionConfig, make_config
+from pipeline.composite import BLENDS, DEFAULT_BLEND
 from weights.registry import REGISTRY
 
 VERSION = 1
@@ -62,6 +64,7 @@ class Recipe:
     size: Optional[int] = None
     invert: Dict[str, Any] = field(default_factory=dict)  # only the options given; see make_config
     drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
+    blend: str = DEFAULT_BLEND  # how the edit goes back into the photo (pipeline/composite.py)
 
     def to_json(self) -> dict:
         out = {
@@ -71,6 +74,7 @@ class Recipe:
             "align": {"face": self.face, "size": self.size},
             "invert": dict(self.invert),
             "drag": dict(self.drag),
+            "composite": {"blend": self.blend},
         }
         if self.presets:
             out["presets"] = dict(self.presets)
@@ -167,7 +171,7 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     where = where or "JSON"
     if not isinstance(data, dict):
         _fail(where, "the top level must be an object")
-    known = {"version", "photo", "model", "coords", "drags", "presets", "mask", "align", "invert", "drag"}
+    known = {"version", "photo", "model", "coords", "drags", "presets", "mask", "align", "invert", "drag", "composite"}
     unknown = set(data) - known
     if unknown:
         _fail(where, f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -225,6 +229,9 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     except UsageError as exc:
         _fail(where, f'"invert": {exc}')
     drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
+    blend = _section(data, "composite", {"blend": str}, {"blend": DEFAULT_BLEND}, where)["blend"]
+    if blend not in BLENDS:
+        _fail(where, f'"composite.blend" must be one of {", ".join(BLENDS)}, not {blend!r}')
     return Recipe(
         drags=tuple(pairs),
         presets=presets,
@@ -237,6 +244,7 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         size=size,
         invert=inv,
         drag=drag,
+        blend=blend,
     )
 
 

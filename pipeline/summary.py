@@ -26,6 +26,7 @@ class EditSummary:
     profile: str = "full"
     face: Optional[str] = None  # the face's size in the photo
     presets: List[str] = field(default_factory=list)  # requested vs achieved, from DragRecord
+    composite: Optional[str] = None  # blend, changed pixels and motion, from CompositeRecord
 
     def lines(self) -> List[str]:
         out = []
@@ -50,6 +51,8 @@ class EditSummary:
         if self.presets:
             out.append("  presets, requested vs achieved (landmarks detected again on the edited face):")
             out.extend("  " + line for line in self.presets)
+        if self.composite:
+            out.append(f"  composite: {self.composite}")
         for what, d in self.identity.items():
             if d is not None:
                 out.append(

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -48,6 +49,7 @@ def test_recipe_fingerprint_follows_recipe_and_quality(tmp_path):
     assert recipe_sha256(R, opts) == recipe_sha256(R, EditOptions(home=tmp_path / "elsewhere"))
     assert recipe_sha256(R, opts) != recipe_sha256(other, opts)
     assert recipe_sha256(R, opts) != recipe_sha256(R, EditOptions(home=tmp_path, jpeg_quality=90))
+    assert recipe_sha256(R, opts) != recipe_sha256(replace(R, blend="generator"), opts)  # another composite
 
 
 def test_plan_skips_finished_and_fails_unreadable(tmp_path):

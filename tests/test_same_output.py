@@ -2,10 +2,12 @@
 
 The refactor of issue #14 must not change any output; this is its check that needs no stored
 digest: the end-to-end command, the four stage commands and the web editor all run the same
-stage code and must agree byte for byte.
+stage code (one composite, pipeline.composite.composite_edit, with either blend) and must agree
+byte for byte.
 """
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -50,7 +52,7 @@ def run_cli(*argv):
     assert code == 0, err
 
 
-def edit_output(model, photo, tmp):
+def edit_output(model, photo, tmp, blend="photo"):
     out = tmp / "edit.jpg"
     run_cli(
         "--home",
@@ -68,6 +70,8 @@ def edit_output(model, photo, tmp):
         str(out),
         "--run-dir",
         str(tmp / "run-edit"),
+        "--blend",
+        blend,
     )
     return out
 
@@ -89,12 +93,16 @@ def test_edit_equals_the_stage_commands(setup):
         str(DRAG_STEPS),
     )
     run_cli(*home, "composite", str(run), "-o", str(out))
-    for f in ("align/aligned.png", "drag/edited.png", "composite/blend_mask.png"):
+    for f in ("align/aligned.png", "drag/edited.png", "composite/blend_mask.png", "composite/changed.png"):
         assert digest(tmp / "run-edit" / f) == digest(run / f), f
+    a, b = (json.loads((r / "composite" / "composite.json").read_text()) for r in (tmp / "run-edit", run))
+    assert dict(a, output=None) == dict(b, output=None)  # the same blend, changed pixels, motion, identity
     assert digest(edited) == digest(out)
 
 
-def test_edit_equals_the_web_session(setup, nets):
+@pytest.mark.parametrize("blend", ["photo", "generator"])
+def test_edit_equals_the_web_session(setup, nets, blend):
+
     pytest.importorskip("fastapi")
     from drag.engine import DragConfig
     from inversion.cache import InversionCache
@@ -102,7 +110,7 @@ def test_edit_equals_the_web_session(setup, nets):
     from pipeline.webui.session import Services, SessionManager
 
     model, photo, tmp = setup
-    edited = edit_output(model, photo, tmp)
+    edited = edit_output(model, photo, tmp, blend)
     svc = Services(
         model_name=str(model),
         model_path=model,
@@ -113,6 +121,7 @@ def test_edit_equals_the_web_session(setup, nets):
         perceptual=lambda n, r: nets[n],
         inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
         drag_config=DragConfig(),
+        blend=blend,
     )
     session = SessionManager(tmp / "ui", svc).create(photo.read_bytes(), "tom.jpg")
     session.choose_face(0)
@@ -123,3 +132,4 @@ def test_edit_equals_the_web_session(setup, nets):
     assert session.state == "ready", session.message
     data, name, _ = session.result()
     assert hashlib.sha256(data).hexdigest() == digest(edited)
+    assert session.recipe()["composite"] == {"blend": blend}

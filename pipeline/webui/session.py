@@ -32,12 +32,13 @@ from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.geometry import apply_matrix
 from common.images import load_photo
+from common.run import RunFolder
 from drag.config import DragConfig
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.stage import load_inversion, run_invert
-from pipeline.composite import blend_mask, composite, face_polygon, save_like
+from pipeline.composite import DEFAULT_BLEND, composite_edit, display_matrix, save_like
 from weights.checkpoint import load_generator
 from weights.networks import to_uint8
 
@@ -74,11 +75,13 @@ class Session:
         self.last_seen = time.time()
         self.history: List[torch.Tensor] = []  # latents after each drag round
         self.rounds: List[list] = []  # the drag pairs (photo px) of each round
+        self.round_points: List[list] = []  # handles, targets and final positions (aligned px) of each round
         self.handles: list = []
         self.targets: list = []
         self.G = None
         self.w_pivot: Optional[torch.Tensor] = None
         self.align: Optional[dict] = None
+        self.reconstruction: Optional[np.ndarray] = None  # invert/reconstruction.png, what every edit started from
         self.frame_version = 0
         self._frame = self._encode(self._display(self.photo.rgb))
 
@@ -101,7 +104,8 @@ class Session:
         return self._frame
 
     def _set_frame(self, rgb: np.ndarray) -> None:
-        self._frame = self._encode(self._display(rgb))
+        """Publish `rgb` (already at display size) as the frame."""
+        self._frame = self._encode(rgb)
         self.frame_version += 1
 
     # jobs -------------------------------------------------------------------------------------
@@ -150,23 +154,33 @@ class Session:
         )
         self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
         self.align = AlignRecord.load(self.run_dir)
-        self.history, self.rounds = [], []
+        self.reconstruction = RunFolder(self.run_dir).read_image("invert", "reconstruction.png")
+        self.history, self.rounds, self.round_points = [], [], []
         self._show(self.w_pivot)
         self.state = "ready"
 
     def _current_w(self) -> torch.Tensor:
         return self.history[-1] if self.history else self.w_pivot
 
-    def _composited(self, w: torch.Tensor, points_aligned=()) -> np.ndarray:
-        """The photo with the image of `w` blended into the face region (and around `points_aligned`)."""
+    def _composited(self, w: torch.Tensor, points_aligned=(), display: bool = False) -> np.ndarray:
+        """The photo with the image of `w` put back by the session's blend, through the composite that
+        `edit` runs (pipeline.composite.composite_edit); at display resolution for live frames.
+        `points_aligned` (handles, targets, final positions) shape the generator blend's mask."""
         with torch.no_grad():
             img = to_uint8(self.G.synthesis(w, noise_mode="const"))[0]
-        mask = blend_mask(self.align.size, [face_polygon(self.align.aligned_landmarks)], list(points_aligned))
-        return composite(self.photo.rgb, img, self.align.matrix, mask).image
+        photo, matrix = self.photo.rgb, self.align.matrix
+        if display and self.display_scale < 1.0:
+            photo = self._display(photo)
+            matrix = display_matrix(matrix, self.photo.size, (photo.shape[1], photo.shape[0]))
+        points = [list(p) for p in points_aligned]
+        return composite_edit(
+            photo, matrix, self.reconstruction, img, self.services.blend, self.align.aligned_landmarks, points
+        ).image
 
     def _show(self, w: torch.Tensor, points=()) -> None:
-        """Publish the composited image of `w` as the frame."""
-        self._set_frame(self._composited(w, points))
+        """Publish the composited image of `w` (display resolution) as the frame."""
+        earlier = [q for r in self.round_points for q in r]
+        self._set_frame(self._composited(w, [*earlier, *points], display=True))
 
     def _request(self, pairs: List[DragPair], mask_path: Optional[Path], presets: Mapping[str, float]):
         """Aligned [N, 2, 2] points and mask: the one mapper the CLI uses, presets from this face's landmarks."""
@@ -252,6 +266,8 @@ class Session:
             presets=presets,
         )
         self.history.append(state.w.detach().clone())
+        record = DragRecord.load(self.run_dir)
+        self.round_points.append(record.aligned_points)
         self.rounds.append(
             {
                 "drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
@@ -260,8 +276,7 @@ class Session:
             }
         )
         self.handles = to_photo(state.handles.cpu().numpy())
-        self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
-        record = DragRecord.load(self.run_dir)
+        self._show(self._current_w())
         self.message = (
             f"{record.stop_reason} after {record.steps} steps; mean distance {record.mean_distance_photo:.1f} px"
         )
@@ -277,12 +292,13 @@ class Session:
         if self.history:
             self.history.pop()
             self.rounds.pop()
+            self.round_points.pop()
         self._show(self._current_w())
         self.handles, self.targets = [], []
 
     def reset(self) -> None:
         self._idle_only()
-        self.history, self.rounds = [], []
+        self.history, self.rounds, self.round_points = [], [], []
         self._show(self._current_w())
         self.handles, self.targets = [], []
 
@@ -311,9 +327,7 @@ class Session:
         """(bytes, file name, media type) of the full-size edited photo in the photo's format."""
         if self.w_pivot is None:
             raise UsageError("nothing to download yet")
-        pts = [q for r in self.rounds for d in r["drags"] for q in (d["handle"], d["target"])]
-        pts_aligned = apply_matrix(self.align.matrix, pts).tolist() if pts else []
-        out = self._composited(self._current_w(), pts_aligned)
+        out = self._composited(self._current_w(), [q for r in self.round_points for q in r])
         ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(
             self.photo.format, ".png"
         )
@@ -347,6 +361,7 @@ class Session:
             "align": {"face": self.align.face_index, "size": self.align.size},
             "invert": self.services.inversion_config.options(),  # the session's profile and steps
             "drag": drag,
+            "composite": {"blend": self.services.blend},
         }
 
     def run_zip(self) -> bytes:
@@ -379,6 +394,7 @@ class Services:
     perceptual: Callable
     inversion_config: object
     drag_config: object = None  # DragConfig; its step limit comes from each request
+    blend: str = DEFAULT_BLEND  # how edits go back into the photo (pipeline.composite)
     _G: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
