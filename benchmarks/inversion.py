@@ -11,12 +11,18 @@ first step (warm-up, w statistics, generator copy) is never counted.  Reports me
 plain/fast ratio, and the peak RSS of the whole child process.  A cached re-run of the
 whole `invert` is timed as well (fast path).
 
+`--tuning-lpips` times something else: one PTI tuning step with the LPIPS(alex) of the loss and the
+stop rule on images area-downsampled to 256 (photodrag before issue 22) against full resolution
+(PTI, and photodrag's default now), interleaved in one process on the same generator.
+
     python benchmarks/inversion.py [--res 256 512] [--steps 3] [--rounds 2] [--device cpu|cuda|auto]
+    python benchmarks/inversion.py --tuning-lpips [--res 512] [--steps 4] [--rounds 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -123,15 +129,84 @@ def _measure(res: int, steps: int, rounds: int, device_name: str, threads: int, 
     queue.put(out)
 
 
+def _measure_tuning_lpips(res: int, steps: int, rounds: int, device_name: str, threads: int, queue) -> None:
+    """Seconds per tuning step at `res`: LPIPS(alex) downsampled to 256 vs at full resolution."""
+    import numpy as np
+    import torch
+    from timing import machine, ratio, summary
+
+    from common.settings import resolve_device
+    from inversion.config import TuningConfig
+    from inversion.perceptual import Perceptual
+    from inversion.tuning import tune
+    from weights.networks import Generator
+    from weights.registry import REGISTRY
+
+    torch.set_num_threads(threads)
+    device = resolve_device(device_name)
+    torch.manual_seed(0)
+    G = Generator(**REGISTRY[f"ffhq-{res}"].init_kwargs).eval().requires_grad_(False).to(device)
+    torch.manual_seed(1)
+    alex = Perceptual("alex", random_backbone=True).to(device)
+    nets = {"downsampled_256": copy.deepcopy(alex), "full_resolution": alex}
+    nets["downsampled_256"].resolution = 256
+    rng = np.random.RandomState(0)
+    target = torch.from_numpy(rng.rand(1, 3, res, res).astype(np.float32) * 2 - 1).to(device)
+    with torch.no_grad():
+        pivot = G.mapping(torch.randn(1, G.z_dim, device=device))
+    cfg = TuningConfig(steps=steps, lpips_threshold=0.0)
+    times = {name: [] for name in nets}
+    for r in range(rounds):
+        for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
+            times[name] += _step_times(lambda cb, net=nets[name]: tune(G, pivot, target, cfg, net, callback=cb))
+    before, after = times["downsampled_256"], times["full_resolution"]
+    queue.put(
+        {
+            "model": f"ffhq-{res}",
+            "machine": machine(device),
+            "steps_per_run": steps,
+            "rounds": rounds,
+            "timed_steps_per_variant": len(before),
+            "tuning_s_per_step": {
+                "before_lpips_downsampled_256": round(summary(before)["ms_median"] / 1000, 3),
+                "after_lpips_full_resolution": round(summary(after)["ms_median"] / 1000, 3),
+            },
+            "min_s_per_step": {
+                "before_lpips_downsampled_256": round(summary(before)["ms_min"] / 1000, 3),
+                "after_lpips_full_resolution": round(summary(after)["ms_min"] / 1000, 3),
+            },
+            "after_over_before": ratio(after, before),
+            "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+        }
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--res", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--res", type=int, nargs="+", default=None, help="[default: 256 512; 512 with --tuning-lpips]")
     ap.add_argument("--steps", type=int, default=3, help="steps per run (the first is never timed)")
     ap.add_argument("--rounds", type=int, default=2, help="fast/plain alternations")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument(
+        "--tuning-lpips",
+        action="store_true",
+        help="time tuning steps with LPIPS downsampled to 256 against full resolution (issue 22)",
+    )
     args = ap.parse_args()
-    results = [run_isolated(_measure, res, args.steps, args.rounds, args.device, args.threads) for res in args.res]
+    if args.tuning_lpips:
+        results = [
+            run_isolated(_measure_tuning_lpips, res, args.steps, args.rounds, args.device, args.threads)
+            for res in args.res or [512]
+        ]
+        note = (
+            "one PTI tuning step (generator forward + backward + LPIPS(alex) + L2 + Adam); LPIPS backbone with "
+            "random weights (real AlexNet architecture); medians of step intervals, variants alternating in one process"
+        )
+        print(json.dumps({"benchmark": "inversion-tuning-lpips", "note": note, "results": results}, indent=2))
+        return
+    resolutions = args.res or [256, 512]
+    results = [run_isolated(_measure, res, args.steps, args.rounds, args.device, args.threads) for res in resolutions]
     print(
         json.dumps(
             {
