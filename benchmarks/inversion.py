@@ -155,6 +155,7 @@ def _measure_tuning_lpips(res: int, steps: int, rounds: int, device_name: str, t
     with torch.no_grad():
         pivot = G.mapping(torch.randn(1, G.z_dim, device=device))
     cfg = TuningConfig(steps=steps, lpips_threshold=0.0)
+    at_start = machine(device)  # its load average is the one before the timed runs
     times = {name: [] for name in nets}
     for r in range(rounds):
         for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
@@ -163,7 +164,7 @@ def _measure_tuning_lpips(res: int, steps: int, rounds: int, device_name: str, t
     queue.put(
         {
             "model": f"ffhq-{res}",
-            "machine": machine(device),
+            "machine": at_start,
             "steps_per_run": steps,
             "rounds": rounds,
             "timed_steps_per_variant": len(before),
