@@ -50,6 +50,7 @@ from weights.registry import REGISTRY
 from weights.store import WeightStore
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
+PREVIEW_TUNING_LPIPS = make_config("preview").tuning.lpips_resolution  # a profile value no option sets
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ def inversion_options(f):
             default=None,
             help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
             f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
-            f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
+            f"{PREVIEW['tuning_steps']} tuning steps with LPIPS on images downsampled to {PREVIEW_TUNING_LPIPS} "
+            "(about 5x faster, rougher likeness). "
             "Default: the full PTI schedule.",
         ),
         click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
@@ -145,7 +147,8 @@ def inversion_options(f):
         click.option(
             "--lpips-threshold",
             type=click.FloatRange(0.0),
-            help=f"Stop tuning once LPIPS(alex) is below this [default: {FULL['lpips_threshold']}].",
+            help=f"Stop tuning once LPIPS(alex), on the full-resolution images as PTI, falls to this "
+            f"[default: {FULL['lpips_threshold']}].",
         ),
         click.option(
             "--projection-lpips",
