@@ -50,7 +50,6 @@ from weights.registry import REGISTRY
 from weights.store import WeightStore
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
-PREVIEW_TUNING_LPIPS = make_config("preview").tuning.lpips_resolution  # a profile value no option sets
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,7 @@ def inversion_options(f):
             default=None,
             help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
             f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
-            f"{PREVIEW['tuning_steps']} tuning steps with LPIPS on images downsampled to {PREVIEW_TUNING_LPIPS} "
-            "(about 5x faster, rougher likeness). "
+            f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
             "Default: the full PTI schedule.",
         ),
         click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),

@@ -33,11 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isolated import run_isolated
 
 
-def _step_times(run) -> list:
-    """Run `run(callback)` and return the intervals between consecutive callbacks (seconds)."""
+def _step_times(run, clock=time.perf_counter) -> list:
+    """Run `run(callback)` and return the intervals between consecutive callbacks (seconds of `clock`)."""
     stamps = []
-    run(lambda step, metrics: stamps.append(time.perf_counter()))
+    run(lambda step, metrics: stamps.append(clock()))
     return [b - a for a, b in zip(stamps, stamps[1:])]  # noqa: RUF007  (itertools.pairwise needs 3.10)
+
+
+def _wall_and_cpu_step_times(run) -> tuple:
+    """(wall, process CPU) seconds between consecutive callbacks of one `run(callback)`."""
+    stamps = []
+    run(lambda step, metrics: stamps.append((time.perf_counter(), time.process_time())))
+    pairs = list(zip(stamps, stamps[1:]))  # noqa: RUF007
+    return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
 
 def _measure(res: int, steps: int, rounds: int, device_name: str, threads: int, queue) -> None:
@@ -131,9 +139,11 @@ def _measure(res: int, steps: int, rounds: int, device_name: str, threads: int, 
 
 def _measure_tuning_lpips(res: int, steps: int, rounds: int, device_name: str, threads: int, queue) -> None:
     """Seconds per tuning step at `res`: LPIPS(alex) downsampled to 256 vs at full resolution."""
+    from dataclasses import replace
+
     import numpy as np
     import torch
-    from timing import machine, ratio, summary
+    from timing import interleaved, machine, ratio, summary
 
     from common.settings import resolve_device
     from inversion.config import TuningConfig
@@ -156,11 +166,27 @@ def _measure_tuning_lpips(res: int, steps: int, rounds: int, device_name: str, t
         pivot = G.mapping(torch.randn(1, G.z_dim, device=device))
     cfg = TuningConfig(steps=steps, lpips_threshold=0.0)
     at_start = machine(device)  # its load average is the one before the timed runs
+    for net in nets.values():  # warm-up, untimed: the first runs in a process pay for allocations
+        tune(G, pivot, target, replace(cfg, steps=2), net)
     times = {name: [] for name in nets}
+    cpu = {name: [] for name in nets}
     for r in range(rounds):
         for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
-            times[name] += _step_times(lambda cb, net=nets[name]: tune(G, pivot, target, cfg, net, callback=cb))
+            wall, used = _wall_and_cpu_step_times(
+                lambda cb, net=nets[name]: tune(G, pivot, target, cfg, net, callback=cb)
+            )
+            times[name] += wall
+            cpu[name] += used
     before, after = times["downsampled_256"], times["full_resolution"]
+    # the part that differs, alone: LPIPS forward + backward to a generated-size image (many short repeats)
+    img = target.clone().requires_grad_(True)
+    feats = {name: [f.detach() for f in net.features(target)] for name, net in nets.items()}
+
+    def lpips_step(name):
+        img.grad = None
+        nets[name].distance(nets[name].features(img), feats[name]).backward()
+
+    lp = interleaved({name: (lambda name=name: lpips_step(name)) for name in nets}, repeats=4 * rounds + 2)
     queue.put(
         {
             "model": f"ffhq-{res}",
@@ -177,6 +203,17 @@ def _measure_tuning_lpips(res: int, steps: int, rounds: int, device_name: str, t
                 "after_lpips_full_resolution": round(summary(after)["ms_min"] / 1000, 3),
             },
             "after_over_before": ratio(after, before),
+            # CPU seconds of this process per step: less moved by other processes sharing the cores
+            "tuning_cpu_s_per_step": {
+                "before_lpips_downsampled_256": round(summary(cpu["downsampled_256"])["ms_median"] / 1000, 3),
+                "after_lpips_full_resolution": round(summary(cpu["full_resolution"])["ms_median"] / 1000, 3),
+            },
+            "cpu_after_over_before": ratio(cpu["full_resolution"], cpu["downsampled_256"]),
+            "lpips_forward_backward_s": {
+                "before_downsampled_256": round(summary(lp["downsampled_256"])["ms_median"] / 1000, 3),
+                "after_full_resolution": round(summary(lp["full_resolution"])["ms_median"] / 1000, 3),
+                "repeats": len(lp["full_resolution"]),
+            },
             "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         }
     )

@@ -2,10 +2,12 @@
 
 `full` (the default) is PTI as its official code runs (the dataclass defaults below; the README's
 "PTI defaults" table says where each value comes from).  `preview` is a faster schedule for trying
-points on a CPU (fewer steps, projection with LPIPS(AlexNet), tuning's LPIPS on images downsampled
-to 256: about a fifth of the time; a blurrier, less faithful reconstruction); its values are in
-PROFILES.  Explicit options override the profile's values.  The command line, the recipe and the web editor take
-their defaults and help text from here.
+points on a CPU (fewer steps, projection with LPIPS(AlexNet): about a fifth of the time; a blurrier,
+less faithful reconstruction); its values are in PROFILES.  Both tune with LPIPS on the full-resolution
+images: downsampling it to 256 saved only about 7% of a tuning step at 512 (benchmarks/inversion.py
+--tuning-lpips), so the threshold keeps PTI's meaning in both.  Explicit options override the
+profile's values.  The command line, the recipe and the web editor take their defaults and help
+text from here.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class TuningConfig:
     lpips_threshold: float = 0.06  # stop as soon as LPIPS(alex) falls to this
     lpips_net: str = "alex"
     # LPIPS of the loss and of the stop rule: None = on the full-resolution images, as PTI (its 0.06
-    # threshold assumes that); a number = area-downsampled to at most that size (the preview profile)
+    # threshold assumes that); a number = area-downsampled to at most that size (photodrag's old 256)
     lpips_resolution: Optional[int] = None
     # False: tune the checkpoint's own noise maps, as PTI (it optimises noise only in a throwaway copy
     # during projection); True: tune the generator holding the projection's optimised noise maps
@@ -100,15 +102,9 @@ class InversionConfig:
         )
 
 
-# a profile's values, by option name; `tuning_lpips_resolution` is a profile's own (no option sets it)
 PROFILES = {
     "full": {},
-    "preview": {
-        "projection_steps": 100,
-        "tuning_steps": 50,
-        "projection_lpips": "alex",
-        "tuning_lpips_resolution": 256,
-    },
+    "preview": {"projection_steps": 100, "tuning_steps": 50, "projection_lpips": "alex"},
 }
 
 
@@ -158,7 +154,6 @@ def make_config(
             t,
             steps=o.get("tuning_steps", t.steps),
             lpips_threshold=o.get("lpips_threshold", t.lpips_threshold),
-            lpips_resolution=o.get("tuning_lpips_resolution", t.lpips_resolution),
             keep_projection_noise=o.get("keep_projection_noise", t.keep_projection_noise),
         ),
     )

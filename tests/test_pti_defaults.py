@@ -163,8 +163,9 @@ def test_tuning_lpips_and_its_stop_rule_see_the_full_resolution_images():
 
 
 def test_a_downsampled_tuning_lpips_is_named_as_such():
-    """The preview profile keeps LPIPS on images downsampled to 256 (its speed); invert.json says so."""
-    assert make_config("preview").tuning.lpips_resolution == 256
+    """Both profiles tune on full-resolution LPIPS; a config that downsamples it (photodrag's old 256, kept
+    as TuningConfig.lpips_resolution) is named as such in invert.json."""
+    assert make_config("preview").tuning.lpips_resolution is None
     assert make_config("full").tuning.lpips_resolution is None
     G = tiny_generator(res=64)
     base = InversionConfig()
