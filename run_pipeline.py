@@ -116,12 +116,14 @@ INVERSION_OPTIONS = (
     "tuning_steps",
     "lpips_threshold",
     "projection_lpips",
+    "keep_projection_noise",
     "seed",
 )
 
 
 def inversion_options(f):
-    """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips, --seed."""
+    """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips,
+    --keep-projection-noise, --seed."""
     opts = [
         click.option(
             "--preview",
@@ -146,13 +148,21 @@ def inversion_options(f):
         click.option(
             "--lpips-threshold",
             type=click.FloatRange(0.0),
-            help=f"Stop tuning once LPIPS(alex) is below this [default: {FULL['lpips_threshold']}].",
+            help=f"Stop tuning once LPIPS(alex), on the full-resolution images as PTI, falls to this "
+            f"[default: {FULL['lpips_threshold']}].",
         ),
         click.option(
             "--projection-lpips",
             type=click.Choice(["vgg", "alex"]),
             help=f"Perceptual loss of the projection [default: {FULL['projection_lpips']} (the projectors'); "
             f"preview {PREVIEW['projection_lpips']}].",
+        ),
+        click.option(
+            "--keep-projection-noise",
+            is_flag=True,
+            default=None,
+            help="Tune the generator with the noise maps the projection optimised "
+            "[default: the checkpoint's own noise maps, as PTI].",
         ),
         click.option(
             "--seed", type=click.IntRange(0), help=f"Seed of the inversion's noise [default: {FULL['seed']}]."
@@ -932,10 +942,10 @@ def build_manager(
     path = resolve_model_path(model, store)
     config = inversion_config or InversionConfig()
     if perceptual is None:
-        nets = {}
-        for net in {config.projection.lpips_net, "alex"}:
-            nets[net] = perceptual_nets.load_perceptual(net, store, config.projection.loss_resolution).to(s.device)
-        perceptual = lambda net, r: nets[net]
+        nets = {
+            (net, r): perceptual_nets.load_perceptual(net, store, r).to(s.device) for net, r in config.perceptual_nets()
+        }
+        perceptual = lambda net, r: nets[(net, r)]
     G = load_generator(path, s.device)  # loaded here, before the server's threads, and shared by every session
     services = Services(
         model_name=model,

@@ -58,6 +58,7 @@ def main() -> None:
 
         G, path = load_model(args.model, store, torch.device("cpu"), fetch=False)
         lp = {n: load_perceptual(n, store, 256, fetch=False) for n in ("alex", "vgg")}
+        lp["tuning"] = load_perceptual("alex", store, None, fetch=False)  # PTI's tuning LPIPS: full resolution
     except PhotodragError as exc:
         print(f"quality benchmark not run: {exc}")
         return
@@ -99,7 +100,8 @@ def pti_table(G, lp, args) -> dict:
             img = Gw.synthesis(proj.w).detach()
             entry[label] = _scores(img, target, aligned, lp["alex"], identity_report, to_uint8)
             if not w_plus:
-                tuned = tune(Gw, proj.w, target, TuningConfig(steps=args.tuning_steps), lp["alex"])
+                # as PTI: the checkpoint's own noise maps (the projection's stay in Gw), full-resolution LPIPS
+                tuned = tune(G, proj.w, target, TuningConfig(steps=args.tuning_steps), lp["tuning"])
                 img = tuned.generator.synthesis(proj.w).detach()
                 entry["PTI"] = _scores(img, target, aligned, lp["alex"], identity_report, to_uint8)
         per_photo[photo.name] = entry

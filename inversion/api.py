@@ -26,6 +26,8 @@ from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator
 
 PerceptualFactory = Callable[[str, Optional[int]], Perceptual]
+# invert.json's tuning.noise_maps, by TuningConfig.keep_projection_noise: the noise the generator was tuned with
+TUNED_NOISE = {False: "checkpoint", True: "projection"}
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,9 @@ def invert(
 ) -> InversionResult:
     """PTI: project `aligned` (size x size x 3 uint8) to a pivot, then tune a copy of `generator`.
 
-    `perceptual(net, resolution)` builds the LPIPS networks (only on a cache miss).  With a
-    cache, a hit skips projection and tuning entirely.  `generator` is never modified.
+    `perceptual(net, resolution)` builds the LPIPS networks (only on a cache miss; resolution None =
+    full size).  With a cache, a hit skips projection and tuning entirely.  `generator` is never
+    modified; the tuned copy keeps its noise maps unless `config.tuning.keep_projection_noise`.
     `face_landmarks` (68 x 2, aligned pixels) adds LPIPS/MSE inside the face region;
     `on_step(phase, step, total, values)` sees every optimisation step (for progress displays).
     """
@@ -169,10 +172,13 @@ def invert(
     t1 = time.perf_counter()
     with torch.no_grad():
         projected_img = work.synthesis(proj.w, noise_mode="const", force_fp32=True)
-    tuning_lpips = lpips_alex if tcfg.lpips_net == "alex" else perceptual(tcfg.lpips_net, pcfg.loss_resolution)
+    # PTI tunes the checkpoint as loaded (its own noise maps); the projection's noise was a throwaway copy's
+    start = work if tcfg.keep_projection_noise else generator
+    same_net = (tcfg.lpips_net, tcfg.lpips_resolution) == ("alex", pcfg.loss_resolution)
+    tuning_lpips = lpips_alex if same_net else perceptual(tcfg.lpips_net, tcfg.lpips_resolution)
     bar, cb = _bar(tcfg.steps, "tuning", progress, on_step)
     with bar:
-        tuned = tune(work, proj.w, target, tcfg, tuning_lpips, seed=config.seed, callback=cb)
+        tuned = tune(start, proj.w, target, tcfg, tuning_lpips, seed=config.seed, callback=cb)
     t2 = time.perf_counter()
     with torch.no_grad():
         tuned_img = tuned.generator.synthesis(proj.w, noise_mode="const", force_fp32=True)
@@ -184,8 +190,16 @@ def invert(
             steps=tuned.steps,
             stopped_early=tuned.stopped_early,
             threshold=tcfg.lpips_threshold,
+            noise_maps=TUNED_NOISE[tcfg.keep_projection_noise],
+            stop_lpips={
+                "net": tcfg.lpips_net,
+                "resolution": tuned.lpips_resolution,
+                "downsampled": tuned.lpips_resolution < generator.img_resolution,
+                "final": round(tuned.lpips, 5),
+            },
         ),
-        "metric": "LPIPS(alex) and MSE in [-1, 1] units, against the aligned photo",
+        "metric": f"LPIPS(alex) on the images at {lpips_alex.input_size(generator.img_resolution)} px and MSE in "
+        "[-1, 1] units, against the aligned photo (tuning.stop_lpips: the LPIPS of tuning's loss and stop rule)",
         "seconds": {"projection": round(t1 - t0, 2), "tuning": round(t2 - t1, 2), "total": round(t2 - t0, 2)},
     }
     pivot = Pivot(w=proj.w, noise=proj.noise)

@@ -1,10 +1,13 @@
 """Inversion settings, with PTI's reference defaults written once, and the named profiles.
 
-`full` (the default) is PTI's schedule (the dataclass defaults below).  `preview` is a faster
-schedule for trying points on a CPU (fewer steps, projection with LPIPS(AlexNet): about a fifth
-of the time; a blurrier, less faithful reconstruction); its values are in PROFILES.  Explicit
-options override the profile's values.  The command line, the recipe and the web editor take
-their defaults and help text from here.
+`full` (the default) is PTI as its official code runs (the dataclass defaults below; the README's
+"PTI defaults" table says where each value comes from).  `preview` is a faster schedule for trying
+points on a CPU (fewer steps, projection with LPIPS(AlexNet): about a fifth of the time; a blurrier,
+less faithful reconstruction); its values are in PROFILES.  Both tune with LPIPS on the full-resolution
+images: downsampling it to 256 saved only about 7% of a tuning step at 512 (benchmarks/inversion.py
+--tuning-lpips), so the threshold keeps PTI's meaning in both.  Explicit options override the
+profile's values.  The command line, the recipe and the web editor take their defaults and help
+text from here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ class ProjectionConfig:
     """W / W+ projection (PTI's w_projector, after stylegan2-ada's projector)."""
 
     steps: int = 450
-    lr: float = 5e-3
+    # the peak of the schedule below, applied from step 0: PTI runs project()'s own default 0.01 (its
+    # hyperparameters.first_inv_lr = 5e-3 only seeds the optimiser, whose lr the schedule overwrites)
+    lr: float = 0.01
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
     w_avg_samples: int = 600  # PTI; stylegan2-ada's projector uses 10,000
@@ -44,12 +49,20 @@ class TuningConfig:
     lr: float = 3e-4
     l2_weight: float = 1.0
     lpips_weight: float = 1.0
-    lpips_threshold: float = 0.06  # stop as soon as LPIPS(alex) falls below this
+    lpips_threshold: float = 0.06  # stop as soon as LPIPS(alex) falls to this
     lpips_net: str = "alex"
+    # LPIPS of the loss and of the stop rule: None = on the full-resolution images, as PTI (its 0.06
+    # threshold assumes that); a number = area-downsampled to at most that size (photodrag's old 256)
+    lpips_resolution: Optional[int] = None
+    # False: tune the checkpoint's own noise maps, as PTI (it optimises noise only in a throwaway copy
+    # during projection); True: tune the generator holding the projection's optimised noise maps
+    keep_projection_noise: bool = False
     locality_regularization: bool = False  # off by default in PTI
     locality_alpha: float = 30.0
     locality_l2_weight: float = 0.1
     locality_lpips_weight: float = 0.1
+    locality_truncation: float = 0.5  # PTI samples the regulariser's latents with truncation psi 0.5
+    locality_noise_mode: str = "none"  # and renders them without noise
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,16 @@ class InversionConfig:
             "tuning_steps": self.tuning.steps,
             "lpips_threshold": self.tuning.lpips_threshold,
             "projection_lpips": self.projection.lpips_net,
+            "keep_projection_noise": self.tuning.keep_projection_noise,
             "seed": self.seed,
         }
+
+    def perceptual_nets(self) -> list:
+        """The (net, resolution) LPIPS networks an inversion with this config asks for (None = full size)."""
+        p, t = self.projection, self.tuning
+        return sorted(
+            {(p.lpips_net, p.loss_resolution), ("alex", p.loss_resolution), (t.lpips_net, t.lpips_resolution)}, key=str
+        )
 
 
 PROFILES = {
@@ -95,6 +116,7 @@ def make_config(
     tuning_steps: Optional[int] = None,
     lpips_threshold: Optional[float] = None,
     projection_lpips: Optional[str] = None,
+    keep_projection_noise: Optional[bool] = None,
     seed: Optional[int] = None,
 ) -> InversionConfig:
     """The config of a named profile with the options that were given (None = the profile's value)."""
@@ -106,6 +128,7 @@ def make_config(
         tuning_steps=tuning_steps,
         lpips_threshold=lpips_threshold,
         projection_lpips=projection_lpips,
+        keep_projection_noise=keep_projection_noise,
         seed=seed,
     )
     o = dict(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
@@ -128,7 +151,10 @@ def make_config(
             lpips_net=o.get("projection_lpips", p.lpips_net),
         ),
         tuning=replace(
-            t, steps=o.get("tuning_steps", t.steps), lpips_threshold=o.get("lpips_threshold", t.lpips_threshold)
+            t,
+            steps=o.get("tuning_steps", t.steps),
+            lpips_threshold=o.get("lpips_threshold", t.lpips_threshold),
+            keep_projection_noise=o.get("keep_projection_noise", t.keep_projection_noise),
         ),
     )
 

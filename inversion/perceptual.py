@@ -63,10 +63,15 @@ class Perceptual(nn.Module):
             mapped[key] = sd[src]
         self.lpips.net.load_state_dict(mapped)
 
+    def input_size(self, size: int) -> int:
+        """The size the network sees of a `size` x `size` image (downsampled when over `resolution`)."""
+        return size if self.resolution is None else min(size, self.resolution)
+
     def features(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Unit-normalised trunk features of images in [-1, 1] (compute a fixed target's once)."""
-        if self.resolution is not None and x.shape[-1] > self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
+        size = self.input_size(x.shape[-1])
+        if size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="area")
         outs = self.lpips.net(self.lpips.scaling_layer(x))
         return [o * (o.square().sum(dim=1, keepdim=True) + 1e-10).rsqrt() for o in outs]
 

@@ -50,6 +50,16 @@ class InversionRecord(StageRecord):
         return self.data.get("cache", {}).get("hit")
 
     @property
+    def tuned_noise_maps(self) -> Optional[str]:
+        """The noise maps the generator was tuned with: "checkpoint" (PTI) or "projection"."""
+        return self.data.get("tuning", {}).get("noise_maps")
+
+    @property
+    def stop_lpips_resolution(self) -> Optional[int]:
+        """The image size the LPIPS of tuning's loss and stop rule saw."""
+        return self.data.get("tuning", {}).get("stop_lpips", {}).get("resolution")
+
+    @property
     def identity_distance(self) -> Optional[float]:
         return self.data.get("identity", {}).get("distance")
 

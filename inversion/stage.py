@@ -1,9 +1,10 @@
 """The inversion stage on disk: RUN_DIR/align/ -> RUN_DIR/invert/.
 
-Files: pivot.safetensors, the tuned generator (generator.json pointing at the cache
-entry, or generator.safetensors with --no-cache), invert.json (model, config, metrics,
-seconds, cache hit/miss, the aligned image it was made for), reconstruction.png and
-compare.png (aligned photo | projection | PTI reconstruction).
+Files: pivot.safetensors (w and the projection's noise maps), the tuned generator
+(generator.json pointing at the cache entry, or generator.safetensors with --no-cache),
+invert.json (model, config, metrics, seconds, cache hit/miss, the aligned image it was made
+for, the noise maps the generator was tuned with and the size tuning's LPIPS saw),
+reconstruction.png and compare.png (aligned photo | projection | PTI reconstruction).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Pivotal tuning: train the generator so that G(pivot) reproduces the photo.
 
 The pivot w stays fixed; every generator weight is trainable (Adam, lr from TuningConfig); the loss is
-L2 + LPIPS(alex) and training stops as soon as LPIPS falls below the threshold.  The
-optional locality regulariser (off by default, as in PTI) keeps images of latents near
-the pivot unchanged.
+L2 + LPIPS(alex) and training stops as soon as LPIPS falls to the threshold.  LPIPS sees the images at
+the size the given `Perceptual` takes them (full resolution in PTI; the caller picks the network).  The
+generator's noise buffers are not trained: the tuned copy keeps the noise maps of the generator passed in.
+The optional locality regulariser (off by default, as in PTI) keeps images of latents near the pivot
+unchanged: latents sampled with truncation (0.5) and rendered without noise, as PTI does.
 """
 
 from __future__ import annotations
@@ -27,9 +29,19 @@ class Tuning:
     generator: Generator
     steps: int  # optimisation steps actually run
     stopped_early: bool
-    lpips: float  # LPIPS(alex) of G_tuned(pivot) vs target, after tuning
+    lpips: float  # LPIPS(alex) of G_tuned(pivot) vs target, after tuning (the stop rule's LPIPS)
     mse: float
     history: List[float]
+    lpips_resolution: int  # the image size the stop rule's LPIPS saw
+
+
+def locality_latent(G_frozen: Generator, pivot: torch.Tensor, cfg: TuningConfig, gen: torch.Generator) -> torch.Tensor:
+    """A latent `locality_alpha` away from the pivot, towards a random w mapped with `locality_truncation`."""
+    z = torch.randn([1, G_frozen.z_dim], generator=gen).to(pivot.device)
+    with torch.no_grad():
+        w_z = G_frozen.mapping(z, truncation_psi=cfg.locality_truncation)
+        direction = w_z - pivot
+        return pivot + cfg.locality_alpha * direction / direction.norm()
 
 
 def _locality_loss(
@@ -40,13 +52,10 @@ def _locality_loss(
     perceptual: Perceptual,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    z = torch.randn([1, G.z_dim], generator=gen).to(pivot.device)
+    w_near = locality_latent(G_frozen, pivot, cfg, gen)
     with torch.no_grad():
-        w_z = G_frozen.mapping(z)
-        direction = w_z - pivot
-        w_near = pivot + cfg.locality_alpha * direction / direction.norm()
-        ref = G_frozen.synthesis(w_near, noise_mode="const", force_fp32=True)
-    img = G.synthesis(w_near, noise_mode="const", force_fp32=True)
+        ref = G_frozen.synthesis(w_near, noise_mode=cfg.locality_noise_mode, force_fp32=True)
+    img = G.synthesis(w_near, noise_mode=cfg.locality_noise_mode, force_fp32=True)
     return F.mse_loss(img, ref) * cfg.locality_l2_weight + perceptual(img, ref) * cfg.locality_lpips_weight
 
 
@@ -59,7 +68,7 @@ def tune(
     seed: int = 0,
     callback: Optional[StepCallback] = None,
 ) -> Tuning:
-    """Return a tuned copy of `G`; `G` itself is never modified."""
+    """Return a tuned copy of `G` (with `G`'s noise maps); `G` itself is never modified."""
     G_frozen = G
     G = copy.deepcopy(G).train(False).requires_grad_(True)
     G.mapping.requires_grad_(False)  # the pivot is fixed, so the mapping gets no gradient anyway
@@ -93,4 +102,12 @@ def tune(
         img = G.synthesis(pivot, noise_mode="const", force_fp32=True)
         final_lpips = float(perceptual(img, target))
         final_mse = float(F.mse_loss(img, target))
-    return Tuning(generator=G, steps=steps, stopped_early=stopped, lpips=final_lpips, mse=final_mse, history=history)
+    return Tuning(
+        generator=G,
+        steps=steps,
+        stopped_early=stopped,
+        lpips=final_lpips,
+        mse=final_mse,
+        history=history,
+        lpips_resolution=perceptual.input_size(target.shape[-1]),
+    )

@@ -13,8 +13,9 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
       "align": {"face": "largest", "size": 512},
       "invert": {"profile", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
-                 "projection_lpips", "seed"},      # defaults: inversion/config.py (InversionConfig,
-                                                   # PROFILES); keys left out take the profile's values
+                 "projection_lpips", "keep_projection_noise", "seed"},
+                                           # defaults: inversion/config.py (InversionConfig,
+                                           # PROFILES); keys left out take the profile's values
       "drag": {"steps", "lr", "lambda_mask", "r1", "r2"},  # defaults: drag/config.py (DragConfig)
       "composite": {"blend": "photo"}      # photo (the photo's own pixels moved) | generator (face paste)
     }
@@ -45,6 +46,7 @@ _INVERT_KEYS = {
     "tuning_steps": int,
     "lpips_threshold": (int, float),
     "projection_lpips": str,
+    "keep_projection_noise": bool,
     "seed": int,
 }
 _DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}

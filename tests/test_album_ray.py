@@ -55,16 +55,37 @@ def test_workers_run_this_checkout(cluster):
     assert ray.get(where.remote()) == str(ROOT / "pipeline" / "album.py")
 
 
+def _worker_threads() -> int:
+    """The torch threads of a one-CPU Ray worker (the album's workers ask for one CPU each)."""
+
+    @ray.remote(num_cpus=1)
+    def threads():
+        import torch
+
+        return torch.get_num_threads()
+
+    return ray.get(threads.remote())
+
+
 def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, tmp_path):
+    """The same bytes as a local album run with the workers' thread count: float sums split over another
+    number of threads round differently, and a last-bit difference can flip a pixel of the JPEG."""
+    import torch
+
     recipe = parse_recipe(album_recipe(model))
-    local = run_album(
-        ALBUM_PHOTOS,
-        recipe,
-        tmp_path / "local",
-        EditOptions(home=tmp_path / "h1", device="cpu"),
-        LocalExecutor(RandomLpipsModels),
-        progress=False,
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_worker_threads())
+    try:
+        local = run_album(
+            ALBUM_PHOTOS,
+            recipe,
+            tmp_path / "local",
+            EditOptions(home=tmp_path / "h1", device="cpu"),
+            LocalExecutor(RandomLpipsModels),
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
     opts = EditOptions(home=tmp_path / "h2", device="cpu")
     ex = RayExecutor(models_factory=RandomLpipsModels)
     first = run_album(ALBUM_PHOTOS, recipe, tmp_path / "ray", opts, ex, progress=False)
