@@ -147,9 +147,9 @@ def locked_run(
 
 
 def owned_by_run(run_path: Path, path: Path, output: bool = False) -> Optional[str]:
-    """What the run does to `path` when it is one of the run's own files, else None: an input
-    (photo, recipe, mask) or an `output` must not be in a stage folder (replaced whole) or be
-    RUN/recipe.json (rewritten); an output may not be in RUN/input/ either (the kept originals)."""
+    """Why `path` is one of the run folder's own files ('the run replaces its drag stage folder', ...),
+    else None: an input (photo, recipe, mask) or an `output` must not be in a stage folder (replaced
+    whole) or be RUN/recipe.json (rewritten); an output may not be in RUN/input/ either (kept originals)."""
     run_path, path = Path(run_path).resolve(), Path(path).resolve()
     try:
         rel = path.relative_to(run_path)
@@ -157,9 +157,11 @@ def owned_by_run(run_path: Path, path: Path, output: bool = False) -> Optional[s
         return None
     first = rel.parts[0] if rel.parts else ""
     if first in STAGE_FOLDERS:
-        return f"in the {first} stage folder of {run_path}, which the run replaces"
+        return f"the run replaces its {first} stage folder"
     if rel.parts == ("recipe.json",):
-        return f"{run_path}/recipe.json, which the run rewrites"
-    if output and (first == "input" or rel.parts in ((), (MARKER,))):
-        return f"one of the run folder {run_path}'s own files"
+        return "the run rewrites its recipe.json"
+    if output and first == "input":
+        return "input/ keeps the original photos"
+    if output and rel.parts in ((), (MARKER,)):
+        return "it is the run folder's own"
     return None

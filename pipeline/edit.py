@@ -24,7 +24,7 @@ from align.stage import run_align
 from common.errors import UsageError
 from common.fileio import format_bytes, same_file, sweep_temps, write_json
 from common.images import load_photo
-from common.run import locked_run
+from common.run import check_run_folder, locked_run
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord, drag_request
 from inversion.record import InversionRecord
@@ -70,6 +70,9 @@ def run_edit(
         raise UsageError(f"-o {output} is the input photo: refusing to overwrite it; {OVERWRITE_HINT}")
     photo = load_photo(photo_path)  # bad input fails here, before anything is written; decoded once
     output_format(Path(output), photo)
+    run_path = Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256, recipe.to_json())
+    check_run_folder(run_path)  # a user's own folder is refused before anything else is said about it
+    check_run_paths(run_path, [photo.path, recipe.mask_path, *inputs], output)
     model = model_for(recipe.model, recipe.size)
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
     model_sha = store.hashes(model_path)
@@ -78,8 +81,6 @@ def run_edit(
     size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
-    run_path = Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256, recipe.to_json())
-    check_run_paths(run_path, [photo.path, recipe.mask_path, *inputs], output)
     with contextlib.ExitStack() as hold:
         run = hold.enter_context(locked_run(run_path, wait=wait, notify=notify))
         if cache is not None:

@@ -59,14 +59,12 @@ def check_run_paths(run_path: Path, inputs: Iterable[Optional[Path]], output: Op
     """Refuse an input (photo, recipe, mask) or the output that lies among the run folder's own files,
     which the run replaces or rewrites (a stage folder, RUN/recipe.json): an input is never overwritten."""
     for path in inputs:
-        if path is not None:
-            what = owned_by_run(run_path, Path(path))
-            if what is not None:
-                raise UsageError(
-                    f"the input {path} is {what}: refusing to overwrite it; copy it out of the run folder "
-                    "or give another run folder"
-                )
-    if output is not None:
-        what = owned_by_run(run_path, Path(output), output=True)
-        if what is not None:
-            raise UsageError(f"-o {output} is {what}: give an output outside the run folder's own files")
+        why = None if path is None else owned_by_run(run_path, Path(path))
+        if why is not None:
+            raise UsageError(
+                f"the input {path} is one of the run folder's own files ({why}): refusing to overwrite it; "
+                "copy it out of the run folder, or give another run folder"
+            )
+    why = None if output is None else owned_by_run(run_path, Path(output), output=True)
+    if why is not None:
+        raise UsageError(f"-o {output} is one of the run folder's own files ({why}); give an output outside them")

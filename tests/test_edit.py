@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.run import MARKER
 from helpers import MOUTH_RIGHT, PHOTOS, TOM, cli
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,7 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
     assert code == 130 and "interrupted" in err
     assert not out.exists() and not (run_dir / "drag").exists()
     assert (run_dir / "invert" / "invert.json").exists()
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [MARKER]  # no temp files
     monkeypatch.undo()
     import inversion.api as api  # undo removed the counter too: count again
 

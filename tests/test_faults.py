@@ -310,13 +310,19 @@ def test_sigterm_exits_143_with_one_line_and_keeps_finished_stages(env, capsys, 
         time.sleep(5)  # the handler raises here
         raise AssertionError("SIGTERM was not handled")
 
+    def unhandled(signum, frame):  # what runs if the CLI installs no handler (instead of pytest dying)
+        raise RuntimeError("SIGTERM was not handled by the command line")
+
     monkeypatch.setattr("pipeline.edit.run_composite", terminated)
-    before = signal.getsignal(signal.SIGTERM)
-    code, _, err = cli(capsys, *map(str, edit_args(env, run, out)))
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = cli(capsys, *map(str, edit_args(env, run, out)))
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the CLI gives the handler back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert code == 143, err
     assert "terminated" in one_line(err)
     assert (run / "drag" / "drag.json").is_file() and not out.exists() and temps(run) == []
-    assert signal.getsignal(signal.SIGTERM) is before  # the CLI gives the handler back
 
 
 @pytest.mark.slow
