@@ -322,7 +322,8 @@ def weights_path(s: Settings, name: str) -> None:
 @click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.",
+    help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>-<recipe hash>); finished stages are reused. "
+    "An existing folder must be empty or a photodrag run folder.",
 )
 @click.option(
     "--from",

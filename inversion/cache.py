@@ -303,9 +303,9 @@ class InversionCache:
         """Bytes of everything under the cache folder: entries, temp folders being written, anything else."""
         return tree_size(self.root) if self.root.is_dir() else 0
 
-    def sweep(self, grace_s: Optional[float] = None) -> List[Tuple[Path, int]]:
+    def sweep(self) -> List[Tuple[Path, int]]:
         """Remove the temp folders of killed writers (owner gone, older than the grace period)."""
-        return sweep_temps(self.root, **({} if grace_s is None else {"grace_s": grace_s}))
+        return sweep_temps(self.root)
 
     def evict(self, keep: Optional[str] = None) -> List[str]:
         """Remove least recently used entries until the cache fits its limit; entries in use are skipped

@@ -371,6 +371,7 @@ def small_disk(path: Path, free: int):
         subprocess.run(["umount", "-l", str(path)], timeout=30)
 
 
+@pytest.mark.slow
 def test_a_read_only_home_serves_cache_hits(env, capsys):
     tmp = env["tmp"]
     recipe = env["recipe"]()
