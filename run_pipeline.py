@@ -28,7 +28,7 @@ from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
-from common.fileio import atomic_path, disk_full_error, format_bytes, is_disk_full, sweep_temps
+from common.fileio import atomic_path, disk_full_error, is_disk_full, sweep_temps, swept_line
 from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
 from drag.config import DragConfig
@@ -91,19 +91,13 @@ class Settings:
             if output is not None:
                 removed += sweep_temps(output.parent, targets=[output.name])
             if removed:
-                self.info(
-                    f"removed {len(removed)} leftover temp files of killed runs "
-                    f"({format_bytes(sum(n for _, n in removed))})"
-                )
+                self.info(swept_line(removed))
             yield
 
     def sweep_cache(self, cache: InversionCache) -> None:
         removed = cache.sweep()
         if removed:
-            self.info(
-                f"removed {len(removed)} leftover temp folders of killed runs from the cache "
-                f"({format_bytes(sum(n for _, n in removed))})"
-            )
+            self.info(swept_line(removed, " from the cache"))
 
 
 @click.group(context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))

@@ -286,6 +286,14 @@ def _newest_mtime(path: Path) -> float:
     return max(times)
 
 
+def swept_line(removed: List[Tuple[Path, int]], where: str = "") -> Optional[str]:
+    """One line saying what a sweep removed, or None when it removed nothing."""
+    if not removed:
+        return None
+    total = format_bytes(sum(n for _, n in removed))
+    return f"removed {len(removed)} leftover temp files of killed runs{where} ({total})"
+
+
 def sweep_temps(
     folder: PathLike, targets: Optional[Iterable[str]] = None, grace_s: float = SWEEP_GRACE_S
 ) -> List[Tuple[Path, int]]:

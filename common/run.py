@@ -116,13 +116,15 @@ def locked_run(
 
     Another process holding it: wait (after `notify` says so), or raise `BusyError` when `wait` is
     False.  `create=False` (commands that read an earlier stage): a missing folder is yielded unlocked,
-    so the command reports which stage is missing.
+    so the command reports which stage is missing.  A folder made here is removed again when the
+    block fails before writing anything into it (a bad photo leaves no run folder).
     """
     path = Path(path)
     check_run_folder(path)
     if not create and not path.is_dir():
         yield RunFolder(path)
         return
+    created = not path.exists()
     marker = claim_run_folder(path) / MARKER
     try:
         fd = os.open(marker, os.O_RDWR)
@@ -142,6 +144,12 @@ def locked_run(
         os.ftruncate(fd, 0)
         os.write(fd, f"photodrag run folder; locked by pid {os.getpid()}\n".encode())
         yield RunFolder(path)
+    except BaseException:
+        if created and os.listdir(path) == [MARKER]:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+                path.rmdir()
+        raise
     finally:
         os.close(fd)  # releases the lock
 

@@ -22,7 +22,7 @@ import drag.stage as drag_stage
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
-from common.fileio import format_bytes, same_file, sweep_temps, write_json
+from common.fileio import same_file, sweep_temps, swept_line, write_json
 from common.images import load_photo
 from common.run import check_run_folder, locked_run
 from drag.points import DragPair, map_to_aligned
@@ -161,4 +161,4 @@ def _sweep(run_path: Path, output: Path, cache, log: Callable[[str], None]) -> N
     removed += sweep_temps(output.parent, targets=[output.name])
     removed += cache.sweep() if cache is not None else []
     if removed:
-        log(f"removed {len(removed)} leftover temp files of killed runs ({format_bytes(sum(n for _, n in removed))})")
+        log(swept_line(removed))
