@@ -120,21 +120,20 @@ def test_a_users_folder_as_run_folder_is_refused_and_left_as_it_was(env, capsys)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("which", ["recipe", "mask", "output"])
-def test_an_input_or_output_among_the_run_folders_own_files_is_refused(env, capsys, which):
+def test_an_input_or_output_among_the_run_folders_own_files_is_refused(env, capsys):
     run, out = env["tmp"] / "run", env["tmp"] / "o.jpg"
     recipe = env["recipe"](mask={"circle": [371, 569, 80]})
     assert cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
-    victim = {"recipe": run / "recipe.json", "mask": run / "drag" / "mask.png", "output": run / "drag" / "o.jpg"}[which]
-    args = {
-        "recipe": ["--recipe", str(victim), "-o", str(out)],
-        "mask": ["--recipe", str(recipe), "--mask", str(victim), "-o", str(out)],
-        "output": ["--recipe", str(recipe), "-o", str(victim)],
-    }[which]
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    code, _, err = cli(capsys, "edit", str(TOM), *args, "--run-dir", str(run))
-    one_line_refusal(code, err, str(victim))
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    mask = run / "drag" / "mask.png"  # written by the drag stage, whose folder a rerun replaces whole
+    for victim, args in [
+        (run / "recipe.json", ["--recipe", str(run / "recipe.json"), "-o", str(out)]),  # the run rewrites it
+        (mask, ["--recipe", str(recipe), "--mask", str(mask), "-o", str(out)]),
+        (run / "drag" / "o.jpg", ["--recipe", str(recipe), "-o", str(run / "drag" / "o.jpg")]),
+    ]:
+        code, _, err = cli(capsys, "edit", str(TOM), *args, "--run-dir", str(run))
+        one_line_refusal(code, err, str(victim), "one of the run folder's own files")
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_a_run_folder_in_use_fails_at_once_with_no_wait(env, capsys):
