@@ -1,19 +1,22 @@
 """photodrag command line: edit a face photo by dragging points (DragGAN on a PTI inversion).
 
 Every error is reported as one line: exit code 2 for bad usage or input, 1 for an
-internal failure, 130 when interrupted.  `--verbose` adds the traceback.
+internal failure or a full disk, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM,
+handled like Ctrl-C: finished stages kept, temp files removed).  `--verbose` adds the traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
+import signal
 import sys
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 import torch
@@ -25,8 +28,8 @@ from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
-from common.fileio import atomic_path
-from common.run import RunFolder
+from common.fileio import atomic_path, disk_full_error, is_disk_full, sweep_temps, swept_line
+from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
 from drag.config import DragConfig
 from drag.points import map_to_aligned, parse_circle, parse_drag
@@ -77,6 +80,27 @@ class Settings:
     def info(self, msg: str) -> None:
         if not self.quiet:
             click.echo(msg, err=True)
+
+    def notice(self, msg: str) -> None:
+        """A line shown even with --quiet (a wait for another process)."""
+        click.echo(f"photodrag: {msg}", err=True)
+
+    @contextlib.contextmanager
+    def run_folder(self, run_dir: Path, create: bool = False, output: Optional[Path] = None) -> Iterator[None]:
+        """Hold RUN_DIR for a stage command (another process writing it: wait, saying so), after
+        sweeping what killed runs left in it (and beside `output`)."""
+        with locked_run(run_dir, create=create, notify=self.notice):
+            removed = sweep_temps(run_dir)
+            if output is not None:
+                removed += sweep_temps(output.parent, targets=[output.name])
+            if removed:
+                self.info(swept_line(removed))
+            yield
+
+    def sweep_cache(self, cache: InversionCache) -> None:
+        removed = cache.sweep()
+        if removed:
+            self.info(swept_line(removed, " from the cache"))
 
 
 @click.group(context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
@@ -323,7 +347,8 @@ def weights_path(s: Settings, name: str) -> None:
 @click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>); finished stages are reused.",
+    help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>-<recipe hash>); finished stages are reused. "
+    "An existing folder must be empty or a photodrag run folder.",
 )
 @click.option(
     "--from",
@@ -348,6 +373,11 @@ def weights_path(s: Settings, name: str) -> None:
     show_default=True,
     help="Where an album (several photos) runs: here, one photo after the other, or on Ray.",
 )
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail at once when another photodrag process is using the run folder (default: wait for it).",
+)
 @click.option("--address", help="Ray cluster to connect to [env RAY_ADDRESS; default: start a local Ray].")
 @click.option("--workers", type=click.IntRange(1), help="Ray workers [default: one per GPU, else per CPU].")
 @blend_option(None)
@@ -369,6 +399,7 @@ def edit(
     from_stage: Optional[str],
     jpeg_quality: Optional[int],
     overwrite_input: bool,
+    no_wait: bool,
     cluster: str,
     address: Optional[str],
     workers: Optional[int],
@@ -448,6 +479,9 @@ def edit(
             progress=not s.quiet,
             log=s.info,
             overwrite_input=overwrite_input,
+            inputs=(recipe_path,),
+            wait=not no_wait,
+            notify=s.notice,
         )
         for w in summary.warnings:
             click.echo(f"photodrag: warning: {w}", err=True)
@@ -524,13 +558,15 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     """
 
     if list_faces:
-        faces = find_all(photo, run_dir)
+        with s.run_folder(run_dir, create=True):
+            faces = find_all(photo, run_dir)
         for i, f in enumerate(faces):
             l, t, r, b = (round(v) for v in f.box)
             click.echo(f"face {i}: box ({l}, {t}, {r}, {b}) size {r - l}x{b - t} score {f.score:.2f}")
         click.echo(str(run_dir / "faces.png"))
         return
-    res = run_align(photo, run_dir, size=check_size(size), face=face)
+    with s.run_folder(run_dir, create=True):
+        res = run_align(photo, run_dir, size=check_size(size), face=face)
     for w in res.warnings:
         click.echo(f"photodrag: warning: {w}", err=True)
     l, t, r, b = (round(v) for v in res.face.box)
@@ -564,17 +600,21 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     model = model or f"ffhq-{size}"
     store = s.store()
     G, path = load_model(model, store, s.device)
-    res = run_invert(
-        run_dir,
-        G,
-        model,
-        checkpoint_sha256(path),
-        config,
-        perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
-        cache=None if no_cache else s.cache(),
-        store_fp16=fp16_cache,
-        progress=not s.quiet,
-    )
+    cache = None if no_cache else s.cache()
+    with s.run_folder(run_dir), cache.pinned() if cache else contextlib.nullcontext():
+        if cache is not None:
+            s.sweep_cache(cache)
+        res = run_invert(
+            run_dir,
+            G,
+            model,
+            checkpoint_sha256(path),
+            config,
+            perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
+            cache=cache,
+            store_fp16=fp16_cache,
+            progress=not s.quiet,
+        )
     m = res.metrics
     for w in res.warnings:
         click.echo(f"photodrag: warning: {w}", err=True)
@@ -690,9 +730,10 @@ def drag(
         landmarks=align.aligned_landmarks if amounts else None,
     )
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
-    state = run_drag(
-        run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
-    )
+    with s.run_folder(run_dir):
+        state = run_drag(
+            run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
+        )
     record = DragRecord.load(run_dir)
     for w in record.warnings():
         click.echo(f"photodrag: warning: {w}", err=True)
@@ -748,8 +789,9 @@ def presets(run_dir: Optional[Path], presets_) -> None:
         raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
     img = preview_image(RunFolder(run_dir).read_image("align", "aligned.png"), record.aligned_landmarks, amounts)
     out = run_dir / "presets_preview.png"
-    with atomic_path(out) as tmp:
-        Image.fromarray(img).save(tmp, format="PNG")
+    with locked_run(run_dir, create=False, notify=lambda m: click.echo(f"photodrag: {m}", err=True)):
+        with atomic_path(out) as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
     click.echo(str(out))
 
 
@@ -776,7 +818,8 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
     Pixels outside the changed region are the input's own; writes OUTPUT and RUN_DIR/composite/
     (composite.json, blend_mask.png, changed.png, compare.png).
     """
-    record = run_composite(run_dir, output, jpeg_quality, blend=blend)
+    with s.run_folder(run_dir, output=output):
+        record = run_composite(run_dir, output, jpeg_quality, blend=blend)
     s.info(record.describe())
     if record.identity_distance is not None:
         s.info(f"identity distance, photo vs output photo: {record.identity_distance:.3f}")
@@ -899,6 +942,7 @@ def serve(
     limits = replace(
         LIMITS, max_sessions=max_sessions, max_pixels=int(max_megapixels * 1e6), idle_drop_s=idle_minutes * 60
     )
+    s.sweep_cache(s.cache())
     manager = build_manager(
         s,
         model,
@@ -1000,27 +1044,35 @@ def cache_info(s: Settings, key: str) -> None:
 @click.argument("key")
 @click.pass_obj
 def cache_rm(s: Settings, key: str) -> None:
-    """Remove one entry (KEY may be a unique prefix)."""
+    """Remove one entry (KEY may be a unique prefix); one in use by a running edit is waited for."""
     c = s.cache()
     e = c.find(key)
-    c.remove(e.key)
+    c.remove(e.key, notify=s.notice)
     click.echo(f"removed {e.key[:16]}")
 
 
 @cache.command("clear")
 @click.pass_obj
 def cache_clear(s: Settings) -> None:
-    """Remove every entry."""
-    click.echo(f"removed {s.cache().clear()} entries")
+    """Remove every entry not in use by a running edit, and what killed runs left."""
+    c = s.cache()
+    s.sweep_cache(c)
+    removed, busy = c.clear()
+    kept = f"; kept {busy} in use by running edits" if busy else ""
+    click.echo(f"removed {removed} entries{kept}")
 
 
 @cache.command("du")
 @click.pass_obj
 def cache_du(s: Settings) -> None:
-    """Total size of the cache and its limit."""
+    """Size of everything under the cache folder (after sweeping what killed runs left) and its limit."""
     c = s.cache()
+    s.sweep_cache(c)
+    total, entries = c.disk_usage(), c.entries()
+    other = total - sum(e.size for e in entries)
+    rest = f" + {_fmt_size(other)} of other files (writes in progress)" if other else ""
     click.echo(
-        f"{_fmt_size(c.total_size())} in {len(c.entries())} entries; limit {_fmt_size(c.limit_bytes)} "
+        f"{_fmt_size(total)}: {len(entries)} entries{rest}; limit {_fmt_size(c.limit_bytes)} "
         f"(set PHOTODRAG_CACHE_LIMIT_GB); {c.root}"
     )
 
@@ -1072,9 +1124,45 @@ def click_message(exc: click.ClickException) -> str:
     return msg
 
 
+class Terminated(BaseException):
+    """SIGTERM (sent by `timeout`, systemd, `docker stop`), raised in the main thread like Ctrl-C's
+    KeyboardInterrupt, so every `finally` runs: temp files are removed, finished stages stay."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not interrupt the clean-up
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_handled() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while the command runs (the previous handler comes back after)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _disk_full_message(exc: BaseException) -> str:
+    path = getattr(exc, "filename", None)
+    if path:
+        return str(disk_full_error(path))
+    return f"no space left on device ({' '.join(str(exc).split())}); free some space and run again"
+
+
 def main(argv=None) -> None:
     """Run the CLI with one-line errors and fixed exit codes."""
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    with _sigterm_handled():
+        _main(argv, verbose)
+
+
+def _main(argv, verbose: bool) -> None:
     try:
         cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -1088,14 +1176,20 @@ def main(argv=None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("photodrag: interrupted; finished files are kept, unfinished ones were discarded", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("photodrag: terminated (SIGTERM); finished files are kept, unfinished ones were discarded", err=True)
+        sys.exit(143)
     except PhotodragError as exc:
         if verbose:
             traceback.print_exc()
         click.echo(f"photodrag: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # anything else is our bug
+    except Exception as exc:  # anything else is our bug, or a full disk
         if verbose:
             traceback.print_exc()
+        if is_disk_full(exc):
+            click.echo(f"photodrag: error: {_disk_full_message(exc)}", err=True)
+            sys.exit(1)
         click.echo(f"photodrag: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)", err=True)
         sys.exit(1)
     sys.exit(0)

@@ -15,6 +15,7 @@ from align.record import AlignRecord
 from common.errors import UsageError
 from common.fileio import atomic_dir, file_digests, write_bytes
 from common.images import Photo, load_photo
+from common.run import claim_run_folder
 
 FORMAT_VERSION = 1
 PREVIEW_MAX_SIDE = 1024
@@ -104,7 +105,7 @@ def run_align(
     """Align the photo (a path, or one already decoded) and write the stage's files all at once (or none)."""
     photo = photo if isinstance(photo, Photo) else load_photo(photo)
     res = align_face(photo.rgb, size=size, face=face)
-    with atomic_dir(Path(run_dir) / "align") as tmp:
+    with atomic_dir(claim_run_folder(run_dir) / "align") as tmp:
         aligned_png = encode_png(res.aligned[..., ::-1])
         (tmp / "aligned.png").write_bytes(aligned_png)
         write_png(tmp / "preview.png", draw_alignment(photo.rgb, res))
@@ -124,5 +125,5 @@ def list_faces(photo_path: Union[str, Path], run_dir: Union[str, Path, None] = N
     if not faces:
         choose_face(faces, "largest")  # raises the no-face error
     if run_dir is not None:
-        write_png(Path(run_dir) / "faces.png", draw_faces(photo.rgb, faces))
+        write_png(claim_run_folder(run_dir) / "faces.png", draw_faces(photo.rgb, faces))
     return faces

@@ -27,3 +27,13 @@ class DownloadError(PhotodragError):
     """A download failed (network, server, size or hash)."""
 
     exit_code = 2
+
+
+class BusyError(UsageError):
+    """A run folder or cache entry is in use by another photodrag process (and we were told not to wait)."""
+
+
+class DiskFullError(PhotodragError):
+    """A write failed because its disk (or quota) is full: the message names the path and the free space."""
+
+    exit_code = 1

@@ -1,23 +1,36 @@
-"""Atomic file writing: a temp file in the same folder, fsync, then rename.
+"""Atomic file writing: a temp file in the same folder, fsync, then rename; and sweeping what killed writers left.
 
-A reader never sees a half-written file: either the old one or the complete new one.
+A reader never sees a half-written file: either the old one or the complete new one.  Every temp
+name carries its writer's PID (`.NAME.PID-XXXXXXXX.tmp`, and `.NAME.old-PID` for a folder moved
+aside), so `sweep_temps` can tell an orphan (owner gone, older than a grace period) from a live write.
+A write that fails because the disk is full is a `DiskFullError` naming the path and the free space.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, Optional, Union
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from common.errors import UsageError
+from common.errors import DiskFullError, PhotodragError, UsageError
 
 PathLike = Union[str, os.PathLike]
+
+SWEEP_GRACE_S = 600.0  # a temp younger than this is never swept, whoever owns it (another host, a slow write)
+LEGACY_GRACE_S = 86400.0  # temp names without a PID (older versions): swept after a day
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-[a-z0-9_]+\.tmp|old-(?P<old>\d+))$")
+_LEGACY_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
 
 
 def _umask() -> int:
@@ -26,23 +39,87 @@ def _umask() -> int:
     return mask
 
 
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def free_space(path: PathLike) -> Optional[int]:
+    """Free bytes on the disk holding `path` (or its nearest existing parent); None when unknown."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the disk or quota is full; libraries word it differently."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(t in str(exc) for t in _DISK_FULL_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(path: PathLike) -> DiskFullError:
+    free = free_space(path)
+    there = "unknown free space" if free is None else f"{format_bytes(free)} free there"
+    return DiskFullError(f"no space left on device writing {path} ({there}); free some space and run again")
+
+
+def _write_error(path: Path, exc: OSError) -> Exception:
+    if is_disk_full(exc):
+        return disk_full_error(path)
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: PathLike) -> Iterator[None]:
+    """Turn a disk-full failure inside the block (any library's wording, or a full disk) into a
+    `DiskFullError` naming `path`; other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:  # from a write nested inside this one: name the outer path, the one the user knows
+        raise disk_full_error(path) from None
+    except PhotodragError:
+        raise
+    except Exception as exc:
+        free = free_space(path)
+        if is_disk_full(exc) or (free is not None and free < 64 * 1024):
+            raise disk_full_error(path) from None
+        raise
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}-"
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _write_error(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp_path, path)
+        with disk_full_as_error(path):
+            yield tmp_path
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -115,6 +192,35 @@ def check_digests(folder: PathLike, digests: Optional[Dict[str, dict]]) -> Optio
 
 
 @contextlib.contextmanager
+def temp_dir(parent: PathLike, name: str) -> Iterator[Path]:
+    """Yield a new empty folder `PARENT/.NAME.PID-XXXXXXXX.tmp`, removed when the block ends (whatever
+    the block did not move away); a full disk inside the block is a `DiskFullError` naming PARENT/NAME."""
+    target = Path(parent) / name
+    try:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(name), suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    try:
+        with disk_full_as_error(target):
+            yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_aside(path: Path) -> Optional[Path]:
+    """Rename the folder `path` to `.NAME.old-PID` (to be deleted once its replacement is in place)."""
+    if not path.exists():
+        return None
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if old.exists():  # left by an earlier process that had our PID
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
+    return old
+
+
+@contextlib.contextmanager
 def atomic_dir(path: PathLike) -> Iterator[Path]:
     """Yield an empty temp folder; it replaces the folder `path` only if the block succeeds.
 
@@ -122,24 +228,106 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     leaves the previous complete folder (or none) and never a partial one.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
+    with temp_dir(path.parent, path.name) as tmp:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
+        old = _move_aside(path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None and not path.exists():
+                os.replace(old, path)  # put the previous complete folder back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# sweeping ----------------------------------------------------------------------------------
+def temp_owner(name: str) -> Optional[Tuple[str, Optional[int]]]:
+    """(the name it stands in for, its writer's PID or None for an older PID-less name) when `name`
+    is one of our temp names, else None."""
+    m = _TEMP_NAME.match(name)
+    if m:
+        return m["target"], int(m["pid"] or m["old"])
+    m = _LEGACY_TEMP_NAME.match(name)
+    return (m["target"], None) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine (ours counts)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def tree_size(path: PathLike) -> int:
+    """Bytes of a file, or of every file under a folder (links not followed); 0 for what vanished."""
+    path = Path(path)
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+        return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    except OSError:
+        return 0
+
+
+def _newest_mtime(path: Path) -> float:
+    times = [path.lstat().st_mtime]
+    if path.is_dir() and not path.is_symlink():
+        times += [p.lstat().st_mtime for p in path.rglob("*")]
+    return max(times)
+
+
+def swept_line(removed: List[Tuple[Path, int]], where: str = "") -> Optional[str]:
+    """One line saying what a sweep removed, or None when it removed nothing."""
+    if not removed:
+        return None
+    total = format_bytes(sum(n for _, n in removed))
+    return f"removed {len(removed)} leftover temp files of killed runs{where} ({total})"
+
+
+def sweep_temps(
+    folder: PathLike, targets: Optional[Iterable[str]] = None, grace_s: float = SWEEP_GRACE_S
+) -> List[Tuple[Path, int]]:
+    """Remove the temp files and folders that killed writers left in `folder`: our temp names (for
+    `targets` only, when given) whose owner PID is gone and which are older than `grace_s`.
+
+    Best effort: what cannot be removed (read-only disk, vanished) is left.  Returns (path, bytes) removed.
+    """
+    folder = Path(folder)
+    wanted = None if targets is None else set(targets)
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return []
+    now, removed = time.time(), []
+    for p in children:
+        owner = temp_owner(p.name)
+        if owner is None or (wanted is not None and owner[0] not in wanted):
+            continue
+        target, pid = owner
+        if pid is not None and pid_alive(pid):
+            continue
+        try:
+            if now - _newest_mtime(p) < (grace_s if pid is not None else max(grace_s, LEGACY_GRACE_S)):
+                continue
+            size = tree_size(p)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError:
+            continue
+        removed.append((p, size))
+    return removed
 
 
 class FileHashes:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from common.errors import PhotodragError, UsageError
-from common.fileio import sha256_file, write_json
+from common.fileio import sha256_file, sweep_temps, write_json
 from pipeline.recipe import Recipe
 
 ALBUM_FILE = "album.json"
@@ -406,6 +406,7 @@ def run_album(
         raise UsageError(f"two photos would both be written as {twice[0]}; rename one or edit them in two albums")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temps(out_dir, targets=[ALBUM_FILE])  # a killed album's half-written album.json (each edit sweeps its own)
     rsha = recipe_sha256(recipe, options)
     previous = read_album(out_dir)
     tasks, known = plan(photos, out_dir, rsha, previous, force=options.from_stage is not None)

@@ -5,28 +5,33 @@ aligned image, model and options for invert; inversion, points, mask and options
 anything upstream that ran again invalidates the stages after it.  `from_stage` forces a
 recompute from that stage on.  Each stage writes its folder atomically, so an interrupted
 edit leaves complete stages that the next run picks up.
+
+The edit holds its run folder's lock from start to end (another edit of the same folder waits, or
+fails with `wait=False`), keeps the cache entries it reads pinned, and first sweeps what killed
+runs left behind (temp files in the run folder, beside the output, in the cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import drag.stage as drag_stage
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
-from common.fileio import same_file, write_json
+from common.fileio import same_file, sweep_temps, swept_line, write_json
 from common.images import load_photo
-from common.run import RunFolder
+from common.run import check_run_folder, locked_run
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord, drag_request
 from inversion.record import InversionRecord
 from inversion.stage import run_invert
 from pipeline.composite import output_format, run_composite
 from pipeline.models import LoadedModels
-from pipeline.outputs import OVERWRITE_HINT, default_run_dir, keep_original
+from pipeline.outputs import OVERWRITE_HINT, check_run_paths, default_run_dir, keep_original
 from pipeline.recipe import Recipe
 from pipeline.summary import STAGES, EditSummary, StageRunner
 from weights.models import model_for, resolve_model_path
@@ -49,10 +54,15 @@ def run_edit(
     log: Callable[[str], None] = lambda msg: None,
     overwrite_input: bool = False,
     models: Optional[LoadedModels] = None,
+    inputs: Iterable[Optional[Path]] = (),
+    wait: bool = True,
+    notify: Callable[[str], None] = lambda msg: None,
 ) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
     (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
-    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default)."""
+    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default).
+    `inputs` are further files the run must never overwrite (the recipe file); `wait` False fails at
+    once when another process holds the run folder (`notify` tells the user when it waits)."""
     if from_stage is not None and from_stage not in STAGES:
         raise UsageError(f"--from must be one of {', '.join(STAGES)}")
     overwrite = same_file(output, photo_path)
@@ -60,6 +70,9 @@ def run_edit(
         raise UsageError(f"-o {output} is the input photo: refusing to overwrite it; {OVERWRITE_HINT}")
     photo = load_photo(photo_path)  # bad input fails here, before anything is written; decoded once
     output_format(Path(output), photo)
+    run_path = Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256, recipe.to_json())
+    check_run_folder(run_path)  # a user's own folder is refused before anything else is said about it
+    check_run_paths(run_path, [photo.path, recipe.mask_path, *inputs], output)
     model = model_for(recipe.model, recipe.size)
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
     model_sha = store.hashes(model_path)
@@ -68,73 +81,88 @@ def run_edit(
     size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
-    run = RunFolder(Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256))
-    if overwrite:
-        kept = keep_original(photo.path, photo.sha256, run.path)
-        log(f"the original photo is kept as {kept}")
-        photo = dataclasses.replace(photo, path=kept)
-    summary = EditSummary(output=Path(output), run_dir=run.path)
-    stages = StageRunner(summary, from_stage, log)
+    with contextlib.ExitStack() as hold:
+        run = hold.enter_context(locked_run(run_path, wait=wait, notify=notify))
+        if cache is not None:
+            hold.enter_context(cache.pinned())  # no other edit evicts the entry this one reads
+        output = Path(output)
+        _sweep(run.path, output, cache, log)
+        if overwrite:
+            kept = keep_original(photo.path, photo.sha256, run.path)
+            log(f"the original photo is kept as {kept}")
+            photo = dataclasses.replace(photo, path=kept)
+        summary = EditSummary(output=output, run_dir=run.path)
+        stages = StageRunner(summary, from_stage, log)
 
-    intact = lambda rec: rec.read_intact(run.path)
-    fresh_align = lambda: (a := intact(AlignRecord)) is not None and a.is_fresh(photo.sha256, size, recipe.face)
-    stages.stage("align", fresh_align, lambda: run_align(photo, run.path, size=size, face=recipe.face))
-    align = AlignRecord.load(run.path)
-    summary.warnings.extend(align.warnings)  # also when reused: a small face stays small
-    summary.face = align.describe()
-    pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
-    pts, mask = map_to_aligned(
-        pairs,
-        recipe.coords,
-        align.matrix,
-        size,
-        photo.size,
-        recipe.mask_circle,
-        recipe.mask_path,
-        presets=recipe.presets,
-        landmarks=align.aligned_landmarks if align.has_landmarks else None,
-    )
-
-    config = recipe.inversion_config()
-    summary.profile = config.profile
-    perceptual = lambda net, r: models.perceptual(net, store, r, device)
-    fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
-    result = stages.stage(
-        "invert",
-        fresh_invert,
-        lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual, cache, progress=progress),
-    )
-    inversion = InversionRecord.load(run.path)
-    summary.cache_hit = inversion.cache_hit if result is None else result.cache_hit
-    summary.warnings.extend(result.warnings if result is not None else [])
-    summary.identity["photo vs reconstruction"] = inversion.identity_distance
-
-    drag_cfg = recipe.drag_config()
-    request = drag_request(pts, mask, drag_cfg, recipe.presets)
-    ran = stages.stage(
-        "drag",
-        lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
-        lambda: drag_stage.run_drag(
-            run.path,
-            pts,
-            mask,
-            drag_cfg,
-            device=device,
-            progress=progress,
-            extra_record={"request": request},
+        intact = lambda rec: rec.read_intact(run.path)
+        fresh_align = lambda: (a := intact(AlignRecord)) is not None and a.is_fresh(photo.sha256, size, recipe.face)
+        stages.stage("align", fresh_align, lambda: run_align(photo, run.path, size=size, face=recipe.face))
+        align = AlignRecord.load(run.path)
+        summary.warnings.extend(align.warnings)  # also when reused: a small face stays small
+        summary.face = align.describe()
+        pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
+        pts, mask = map_to_aligned(
+            pairs,
+            recipe.coords,
+            align.matrix,
+            size,
+            photo.size,
+            recipe.mask_circle,
+            recipe.mask_path,
             presets=recipe.presets,
-        ),
-    )
-    dragged = DragRecord.load(run.path)
-    summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
-    summary.identity["photo vs edited"] = dragged.identity_distance
-    summary.presets = dragged.preset_table()
-    summary.warnings.extend(dragged.warnings() if ran is not None else [])
+            landmarks=align.aligned_landmarks if align.has_landmarks else None,
+        )
 
-    composited = stages.stage(
-        "composite", lambda: False, lambda: run_composite(run.path, Path(output), jpeg_quality, photo, recipe.blend)
-    )
-    summary.identity["photo vs output photo"] = composited.identity_distance
-    summary.composite = composited.describe()
-    write_json(run.path / "recipe.json", recipe.as_ran(photo.path, model, config))
-    return summary
+        config = recipe.inversion_config()
+        summary.profile = config.profile
+        perceptual = lambda net, r: models.perceptual(net, store, r, device)
+        fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
+        result = stages.stage(
+            "invert",
+            fresh_invert,
+            lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual, cache, progress=progress),
+        )
+        inversion = InversionRecord.load(run.path)
+        summary.cache_hit = inversion.cache_hit if result is None else result.cache_hit
+        summary.warnings.extend(result.warnings if result is not None else [])
+        summary.identity["photo vs reconstruction"] = inversion.identity_distance
+
+        drag_cfg = recipe.drag_config()
+        request = drag_request(pts, mask, drag_cfg, recipe.presets)
+        ran = stages.stage(
+            "drag",
+            lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
+            lambda: drag_stage.run_drag(
+                run.path,
+                pts,
+                mask,
+                drag_cfg,
+                device=device,
+                progress=progress,
+                extra_record={"request": request},
+                presets=recipe.presets,
+            ),
+        )
+        dragged = DragRecord.load(run.path)
+        summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
+        summary.identity["photo vs edited"] = dragged.identity_distance
+        summary.presets = dragged.preset_table()
+        summary.warnings.extend(dragged.warnings() if ran is not None else [])
+
+        composited = stages.stage(
+            "composite", lambda: False, lambda: run_composite(run.path, output, jpeg_quality, photo, recipe.blend)
+        )
+        summary.identity["photo vs output photo"] = composited.identity_distance
+        summary.composite = composited.describe()
+        write_json(run.path / "recipe.json", recipe.as_ran(photo.path, model, config))
+        return summary
+
+
+def _sweep(run_path: Path, output: Path, cache, log: Callable[[str], None]) -> None:
+    """Remove what killed runs left: stage temp folders in the run folder, temp files beside the output
+    and in the cache (only orphans: owner gone, older than the grace period)."""
+    removed = sweep_temps(run_path) + sweep_temps(run_path / "input")
+    removed += sweep_temps(output.parent, targets=[output.name])
+    removed += cache.sweep() if cache is not None else []
+    if removed:
+        log(swept_line(removed))

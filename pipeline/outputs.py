@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Iterable, Optional
 
 from common.errors import UsageError
 from common.fileio import copy_file, same_file, sha256_file
+from common.run import owned_by_run
 
 OVERWRITE_HINT = "give another -o, or --overwrite-input to replace it (the original is then kept in the run folder)"
 
@@ -38,5 +42,29 @@ def keep_original(photo_path: Path, sha256: str, run_path: Path) -> Path:
     return kept
 
 
-def default_run_dir(home: Path, photo_path: Path, sha256: str) -> Path:
-    return Path(home) / "runs" / f"{photo_path.stem}-{sha256[:12]}"
+def recipe_fingerprint(recipe_json: dict) -> str:
+    """8 hex digits of the recipe (without its photo path): different edits get different run folders."""
+    data = {k: v for k, v in recipe_json.items() if k != "photo"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_run_dir(home: Path, photo_path: Path, sha256: str, recipe_json: Optional[dict] = None) -> Path:
+    """$HOME/runs/<photo>-<photo hash>-<recipe fingerprint>: one folder per photo and edit, so that
+    another edit of the same photo never shares (and overwrites) it; a repeated edit reuses it."""
+    tail = "" if recipe_json is None else f"-{recipe_fingerprint(recipe_json)}"
+    return Path(home) / "runs" / f"{Path(photo_path).stem}-{sha256[:12]}{tail}"
+
+
+def check_run_paths(run_path: Path, inputs: Iterable[Optional[Path]], output: Optional[Path] = None) -> None:
+    """Refuse an input (photo, recipe, mask) or the output that lies among the run folder's own files,
+    which the run replaces or rewrites (a stage folder, RUN/recipe.json): an input is never overwritten."""
+    for path in inputs:
+        why = None if path is None else owned_by_run(run_path, Path(path))
+        if why is not None:
+            raise UsageError(
+                f"the input {path} is one of the run folder's own files ({why}): refusing to overwrite it; "
+                "copy it out of the run folder, or give another run folder"
+            )
+    why = None if output is None else owned_by_run(run_path, Path(output), output=True)
+    if why is not None:
+        raise UsageError(f"-o {output} is one of the run folder's own files ({why}); give an output outside them")

@@ -14,6 +14,7 @@ from align.ffhq import ffhq_quad, quad_to_matrix
 from align.stage import run_align
 from common.geometry import apply_matrix, warp_to_photo
 from common.images import load_photo
+from common.run import MARKER
 from helpers import NO_SHARED, PHOTOS, run
 
 FACE_PHOTOS = ["Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg"]
@@ -54,7 +55,7 @@ def test_every_face_photo_aligns(name, tmp_path):
     corners = np.array([[0, 0], [0, 256], [256, 256], [256, 0]]) - 0.5
     np.testing.assert_allclose(apply_matrix(rec["matrix"], quad), corners, atol=1e-6)
     np.testing.assert_allclose(apply_matrix(rec["inverse"], corners), quad, atol=1e-6)
-    assert [p.name for p in tmp_path.joinpath("run").iterdir()] == ["align"]  # no temp folders left
+    assert sorted(p.name for p in tmp_path.joinpath("run").iterdir()) == [MARKER, "align"]  # no temp folders left
 
 
 def test_bald_guys_large_photo_many_faces(tmp_path):
@@ -235,7 +236,7 @@ def test_failure_while_writing_leaves_no_stage_folder(tmp_path, monkeypatch):
     monkeypatch.setattr("align.stage.draw_alignment", boom)
     with pytest.raises(RuntimeError):
         run_align(photo("2008_002506.jpg"), tmp_path / "run", size=128)
-    assert os.listdir(tmp_path / "run") == []
+    assert os.listdir(tmp_path / "run") == [MARKER]  # the run folder's marker, no temp folder
 
 
 def test_rerun_replaces_the_stage_folder_whole(tmp_path):
@@ -244,4 +245,4 @@ def test_rerun_replaces_the_stage_folder_whole(tmp_path):
     run_align(path, tmp_path / "run", size=128, face=1)
     rec = json.loads((tmp_path / "run" / "align" / "align.json").read_text())
     assert rec["face_index"] == 1
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["align"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [MARKER, "align"]

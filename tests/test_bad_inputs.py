@@ -102,6 +102,53 @@ def test_overwrite_input_keeps_the_original_in_the_run_folder(env, capsys):
     assert json.loads((run / "align" / "align.json").read_text())["photo"]["path"] == str(kept[0].resolve())
 
 
+# 1b. a run folder is the tool's own: a user's folder is refused, no input is overwritten ---------
+def test_a_users_folder_as_run_folder_is_refused_and_left_as_it_was(env, capsys):
+    mine = env["tmp"] / "mine"
+    (mine / "composite").mkdir(parents=True)
+    (mine / "composite" / "notes.txt").write_text("my notes")
+    recipe = mine / "recipe.json"
+    recipe.write_bytes(env["recipe"]().read_bytes())
+    before = sorted((p.relative_to(mine), p.read_bytes() if p.is_file() else None) for p in mine.rglob("*"))
+    out = env["tmp"] / "o.jpg"
+    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(mine))
+    one_line_refusal(code, err, str(mine), "not a photodrag run folder")
+    for argv in (["align", str(TOM), "--out", str(mine)], ["composite", str(mine), "-o", str(out)]):
+        code, _, err = cli(capsys, *argv)
+        one_line_refusal(code, err, "not a photodrag run folder")
+    assert sorted((p.relative_to(mine), p.read_bytes() if p.is_file() else None) for p in mine.rglob("*")) == before
+    assert not out.exists()
+
+
+def test_an_input_or_output_among_the_run_folders_own_files_is_refused(env, capsys):
+    run, out = env["tmp"] / "run", env["tmp"] / "o.jpg"
+    recipe = env["recipe"](mask={"circle": [371, 569, 80]})
+    assert cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    mask = run / "drag" / "mask.png"  # written by the drag stage, whose folder a rerun replaces whole
+    for victim, args in [
+        (run / "recipe.json", ["--recipe", str(run / "recipe.json"), "-o", str(out)]),  # the run rewrites it
+        (mask, ["--recipe", str(recipe), "--mask", str(mask), "-o", str(out)]),
+        (run / "drag" / "o.jpg", ["--recipe", str(recipe), "-o", str(run / "drag" / "o.jpg")]),
+    ]:
+        code, _, err = cli(capsys, "edit", str(TOM), *args, "--run-dir", str(run))
+        one_line_refusal(code, err, str(victim), "one of the run folder's own files")
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_folder_in_use_fails_at_once_with_no_wait(env, capsys):
+    from common.run import locked_run
+
+    run = env["tmp"] / "run"
+    with locked_run(run):  # another process's edit, as far as the lock is concerned
+        code, _, err = cli(
+            capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(env["tmp"] / "o.jpg"),
+            "--run-dir", str(run), "--no-wait",
+        )  # fmt: skip
+    one_line_refusal(code, err, str(run), "in use by another photodrag process")
+    assert sorted(p.name for p in run.iterdir()) == [".photodrag-run"]
+
+
 # 2 + 3. damaged caches and run folders are noticed and recomputed ------------------------------
 def test_damaged_cache_entry_is_recomputed_on_a_plain_rerun(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"

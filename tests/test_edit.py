@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.run import MARKER
 from helpers import MOUTH_RIGHT, PHOTOS, TOM, cli
 
 pytestmark = pytest.mark.slow
@@ -50,10 +51,10 @@ def test_second_edit_with_other_points_skips_inversion(env, capsys):
     assert env["calls"]["project"] == 1  # no projection (or tuning) step ran again
     img = Image.open(out2)
     assert img.format == "JPEG" and img.size == Image.open(TOM).size
-    runs = list((env["home"] / "runs").iterdir())
-    assert len(runs) == 1
-    drag = json.loads((runs[0] / "drag" / "drag.json").read_text())
-    assert drag["points"][0]["photo"]["handle"] == [168.0, 544.0]
+    runs = sorted((env["home"] / "runs").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert len(runs) == 2  # another edit of the photo gets its own run folder (named by the recipe)
+    handles = [json.loads((r / "drag" / "drag.json").read_text())["points"][0]["photo"]["handle"] for r in runs]
+    assert handles == [list(map(float, MOUTH_RIGHT)), [168.0, 544.0]]  # the first run is left as it was
     # a fresh run folder still hits the inversion cache
     code, _, err = cli(
         capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out2), "--run-dir", str(env["tmp"] / "fresh")
@@ -114,7 +115,7 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
     assert code == 130 and "interrupted" in err
     assert not out.exists() and not (run_dir / "drag").exists()
     assert (run_dir / "invert" / "invert.json").exists()
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [MARKER]  # no temp files
     monkeypatch.undo()
     import inversion.api as api  # undo removed the counter too: count again
 
