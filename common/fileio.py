@@ -60,8 +60,10 @@ def free_space(path: PathLike) -> Optional[int]:
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) says the disk or quota is full; libraries word it differently."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS):
             return True
         if any(t in str(exc) for t in _DISK_FULL_TEXTS):
             return True

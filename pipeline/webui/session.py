@@ -9,8 +9,8 @@ step back.  A session whose page stops polling is stopped by the manager's reape
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
-import errno
 import io
 import secrets
 import shutil
@@ -29,7 +29,8 @@ from PIL import Image
 from align.detect import find_faces
 from align.record import AlignRecord
 from align.stage import run_align
-from common.errors import PhotodragError, UsageError
+from common.errors import DiskFullError, PhotodragError, UsageError
+from common.fileio import is_disk_full
 from common.geometry import apply_matrix
 from common.images import load_photo
 from common.run import RunFolder
@@ -141,18 +142,20 @@ class Session:
             if self.stop_event.is_set():
                 raise UsageError("stopped")
 
-        run_invert(
-            self.run_dir,
-            svc.generator(),
-            svc.model_name,
-            svc.model_sha256,
-            svc.inversion_config,
-            svc.perceptual,
-            svc.cache,
-            progress=False,
-            on_step=on_step,
-        )
-        self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
+        with svc.cache.pinned() if svc.cache is not None else contextlib.nullcontext():
+            # no other edit evicts the entry this session reads until its tuned generator is loaded
+            run_invert(
+                self.run_dir,
+                svc.generator(),
+                svc.model_name,
+                svc.model_sha256,
+                svc.inversion_config,
+                svc.perceptual,
+                svc.cache,
+                progress=False,
+                on_step=on_step,
+            )
+            self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
         self.align = AlignRecord.load(self.run_dir)
         self.reconstruction = RunFolder(self.run_dir).read_image("invert", "reconstruction.png")
         self.history, self.rounds, self.round_points = [], [], []
@@ -419,22 +422,13 @@ class ServerBusy(Exception):
     """Every session slot is held by an open page or a running job (answered 503)."""
 
 
-class DiskFull(PhotodragError):
-    """The server's disk has no room for what a request must store (answered 507)."""
-
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+class DiskFull(DiskFullError):
+    """The server's disk has no room for what a request must store (answered 507; no server path)."""
 
 
 def disk_full(exc: BaseException) -> bool:
     """Whether `exc`, or an error it was raised from or during, says the disk (or quota) is full."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in NO_SPACE):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return is_disk_full(exc)
 
 
 def no_space_message(root: Path) -> str:
