@@ -189,3 +189,23 @@ def nvidia_to_rosinality(sd: Dict[str, torch.Tensor], num_mapping: int):
         styled(f"synthesis.b{res}.conv1", f"convs.{2 * k + 1}")
         torgb(f"synthesis.b{res}.torgb", f"to_rgbs.{k}")
     return out
+
+
+def tiny_services(model: Path, cache_dir: Path, nets, *, resolution: int = 64, inversion_config=None, **kw):
+    """The web editor's Services on a saved tiny model with the given (random-backbone) LPIPS nets; the
+    inversion defaults to a 3-step preview, and `kw` sets any other field (drag_config, blend, ...)."""
+    from inversion.cache import InversionCache
+    from inversion.config import make_config
+    from pipeline.webui.session import Services
+
+    return Services(
+        model_name=str(model),
+        model_path=model,
+        model_sha256="tiny",
+        resolution=resolution,
+        device=torch.device("cpu"),
+        cache=InversionCache(cache_dir),
+        perceptual=lambda n, r: nets[n],
+        inversion_config=inversion_config or make_config("preview", projection_steps=3, tuning_steps=1),
+        **kw,
+    )

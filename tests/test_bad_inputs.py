@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, REFERENCE, TOM, cli, tiny_generator
+from helpers import NO_SHARED, PHOTOS, REFERENCE, TOM, cli, tiny_generator, tiny_services
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
 
@@ -507,26 +507,15 @@ def web(tmp_path):
         pytest.skip(NO_SHARED)
     from fastapi.testclient import TestClient
 
-    from inversion.cache import InversionCache
-    from inversion.config import make_config
     from inversion.perceptual import Perceptual
     from pipeline.webui.app import create_app
-    from pipeline.webui.session import Services, SessionManager
+    from pipeline.webui.session import SessionManager
     from weights.checkpoint import save_generator
 
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64, dim=32), model)
     nets = {n: Perceptual(n, random_backbone=True) for n in ("alex",)}
-    svc = Services(
-        model_name=str(model),
-        model_path=model,
-        model_sha256="tiny",
-        resolution=64,
-        device=torch.device("cpu"),
-        cache=InversionCache(tmp_path / "cache"),
-        perceptual=lambda n, r: nets[n],
-        inversion_config=make_config("preview", projection_steps=3, tuning_steps=1),
-    )
+    svc = tiny_services(model, tmp_path / "cache", nets)
     app = create_app(SessionManager(tmp_path / "ui", svc), allowed_hosts=["127.0.0.1:7860"])
     with TestClient(app, base_url="http://127.0.0.1:7860", raise_server_exceptions=False) as client:
         r = client.post("/api/session", files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")})

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from helpers import NO_SHARED, PHOTOS, cli, tiny_generator
+from helpers import NO_SHARED, PHOTOS, cli, tiny_generator, tiny_services
 from weights.checkpoint import save_generator
 
 pytestmark = pytest.mark.slow
@@ -105,20 +105,15 @@ def test_edit_equals_the_web_session(setup, nets, blend):
 
     pytest.importorskip("fastapi")
     from drag.engine import DragConfig
-    from inversion.cache import InversionCache
     from inversion.config import make_config
-    from pipeline.webui.session import Services, SessionManager
+    from pipeline.webui.session import SessionManager
 
     model, photo, tmp = setup
     edited = edit_output(model, photo, tmp, blend)
-    svc = Services(
-        model_name=str(model),
-        model_path=model,
-        model_sha256="tiny",
-        resolution=64,
-        device=torch.device("cpu"),
-        cache=InversionCache(tmp / "web-cache"),
-        perceptual=lambda n, r: nets[n],
+    svc = tiny_services(
+        model,
+        tmp / "web-cache",
+        nets,
         inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
         drag_config=DragConfig(),
         blend=blend,

@@ -10,21 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, tiny_generator
+from helpers import NO_SHARED, PHOTOS, tiny_generator, tiny_services
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from drag.engine import DragConfig  # noqa: E402
-from inversion.cache import InversionCache  # noqa: E402
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig  # noqa: E402
 from inversion.perceptual import Perceptual  # noqa: E402
 from pipeline.webui.app import create_app  # noqa: E402
 from pipeline.webui.guard import served_hosts  # noqa: E402
-from pipeline.webui.session import Services, SessionManager  # noqa: E402
+from pipeline.webui.session import SessionManager  # noqa: E402
 from weights.checkpoint import save_generator  # noqa: E402
 
 TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
@@ -45,17 +43,10 @@ def manager(tmp_path, nets):
     cfg = InversionConfig(
         projection=ProjectionConfig(steps=6, w_avg_samples=100), tuning=TuningConfig(steps=3, lpips_threshold=0.0)
     )
-    svc = Services(
-        model_name=str(model),
-        model_path=model,
-        model_sha256="tiny",
-        resolution=128,
-        device=torch.device("cpu"),
-        cache=InversionCache(tmp_path / "cache"),
-        perceptual=lambda n, r: nets[n],
-        inversion_config=cfg,
-        drag_config=DragConfig(stall_steps=10**6),
-    )  # long drags must run until stopped
+    # long drags must run until stopped
+    svc = tiny_services(
+        model, tmp_path / "cache", nets, resolution=128, inversion_config=cfg, drag_config=DragConfig(stall_steps=10**6)
+    )
     return SessionManager(tmp_path / "ui", svc)
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import NO_SHARED, TOM, tiny_generator
+from helpers import NO_SHARED, TOM, tiny_generator, tiny_services
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -54,23 +54,12 @@ def alex():
     return {"alex": Perceptual("alex", random_backbone=True)}
 
 
-def tiny_services(tmp_path: Path, lp) -> Services:
-    from inversion.cache import InversionCache
-    from inversion.config import make_config
+def _tiny_model(folder: Path) -> Path:
     from weights.checkpoint import save_generator
 
-    model = tmp_path / "tiny.safetensors"
+    model = folder / "tiny.safetensors"
     save_generator(tiny_generator(res=64, dim=32), model)
-    return Services(
-        model_name=str(model),
-        model_path=model,
-        model_sha256="tiny",
-        resolution=64,
-        device=torch.device("cpu"),
-        cache=InversionCache(tmp_path / "cache"),
-        perceptual=lambda n, r: lp[n],
-        inversion_config=make_config("preview", projection_steps=3, tuning_steps=1),
-    )
+    return model
 
 
 def editor(manager, **kw) -> TestClient:
@@ -251,7 +240,7 @@ def test_an_upload_to_a_full_disk_is_507_and_leaves_no_session_folder(small_disk
 
 def test_a_full_disk_later_is_507_or_said_in_the_status(small_disk, tmp_path, alex):
     root = small_disk / "ui"
-    with editor(SessionManager(root, tiny_services(tmp_path, alex))) as c:
+    with editor(SessionManager(root, tiny_services(_tiny_model(tmp_path), tmp_path / "cache", alex))) as c:
         sid = upload(c).json()["id"]
         c.post(f"/api/session/{sid}/invert", json={"face": 0})
         assert wait(c, sid)["state"] == "ready"
