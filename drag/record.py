@@ -12,7 +12,8 @@ import numpy as np
 from common.record import StageRecord
 
 # drag.json "stop_reason": why the drag ended, exactly the values drag/engine.py and drag/stage.py
-# set (tests/test_drag.py checks the two agree).  The engine checks them in this order each step.
+# set (tests/test_drag.py checks the two agree).  The engine checks the first three in this order
+# after tracking, each step; run_drag checks should_stop() before each step.
 STOP_REASONS: Dict[str, str] = {
     "reached": "every handle is within DragConfig.reach px of its target (reach_many px when more than "
     "reach_few points are dragged)",
