@@ -32,8 +32,9 @@ from common.fileio import atomic_path, disk_full_error, is_disk_full, sweep_temp
 from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
 from drag.config import DragConfig
+from drag.draw import preview_image
 from drag.points import map_to_aligned, parse_circle, parse_drag
-from drag.presets import PRESETS, parse_presets, preview_image
+from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.cache import InversionCache

@@ -14,7 +14,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from common.geometry import matrix_scale
+from common.geometry import PIXEL_CENTRE, matrix_scale, resize_matrix
 
 # dlib's 68-point layout
 LEFT_EYE = slice(36, 42)  # the subject's right eye, on the image's left
@@ -46,14 +46,15 @@ def quad_to_matrix(quad: np.ndarray, size: int) -> np.ndarray:
     Continuous coordinates put pixel centres at +0.5; the matrix works on pixel indices
     (centres at integers), as dlib landmarks and OpenCV's warps do.
     """
-    src = np.asarray(quad, dtype=np.float64)[[0, 1, 3]] + 0.5  # TL, BL, TR corners (continuous)
+    src = np.asarray(quad, dtype=np.float64)[[0, 1, 3]] + PIXEL_CENTRE  # TL, BL, TR corners (continuous)
     dst = np.array([[0, 0], [0, size], [size, 0]], dtype=np.float64)
     a = np.hstack([src, np.ones((3, 1))])  # solve [x y 1] @ A.T = dst exactly, in float64
     affine = np.linalg.solve(a, dst).T
     m = np.eye(3)
     m[:2] = affine
-    shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])  # continuous -> index, on the aligned side
-    unshift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # index -> continuous, on the photo side
+    c = PIXEL_CENTRE
+    shift = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1]])  # continuous -> index, on the aligned side
+    unshift = np.array([[1, 0, c], [0, 1, c], [0, 0, 1]])  # index -> continuous, on the photo side
     return shift @ m @ unshift
 
 
@@ -114,8 +115,7 @@ def warp_to_aligned(rgb: np.ndarray, matrix: np.ndarray, quad: np.ndarray, size:
         new_w, new_h = max(1, int(round(crop.shape[1] / k))), max(1, int(round(crop.shape[0] / k)))
         sx, sy = crop.shape[1] / new_w, crop.shape[0] / new_h
         crop = cv2.resize(crop, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        # index mapping of INTER_AREA resize: new = (old + 0.5) / s - 0.5
-        down = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
+        down = resize_matrix(1 / sx, 1 / sy)  # index mapping of the INTER_AREA resize: new = (old + 0.5) / s - 0.5
         m = m @ np.linalg.inv(down)
     out = cv2.warpAffine(crop, m[:2], (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -177,7 +177,7 @@ def preset_table(G, args) -> dict:
     from align.identity import describe
     from common.errors import UsageError
     from drag.engine import DragConfig, DragEngine
-    from drag.presets import PRESETS, measure_presets, preset_mask, with_presets
+    from drag.presets import PRESETS, add_preset_drags, measure_presets, preset_mask
     from pipeline.quality import summarize
     from weights.networks import to_uint8, z_from_seed
 
@@ -197,7 +197,7 @@ def preset_table(G, args) -> dict:
         for name in PRESETS:
             amounts = {name: args.preset_amount}
             try:
-                pts, _ = with_presets(np.zeros((0, 2, 2)), None, lm, amounts, G.img_resolution)
+                pts, _ = add_preset_drags(np.zeros((0, 2, 2)), None, lm, amounts, G.img_resolution)
                 engine = DragEngine(
                     G,
                     w,

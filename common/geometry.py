@@ -12,6 +12,10 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+# Pixel i covers [i - 0.5, i + 0.5): index coordinates (centres at integers, as dlib, OpenCV's warps
+# and drag points use) + PIXEL_CENTRE = continuous coordinates (the pixel's edges at integers).
+PIXEL_CENTRE = 0.5
+
 
 def apply_matrix(m, pts) -> np.ndarray:
     """Map [..., 2] points (x, y) with a 3x3 affine matrix."""
@@ -23,6 +27,12 @@ def apply_matrix(m, pts) -> np.ndarray:
 def matrix_scale(m) -> float:
     """Output pixels per input pixel of a similarity (its scale)."""
     return math.sqrt(abs(np.linalg.det(np.asarray(m, dtype=np.float64)[:2, :2])))
+
+
+def resize_matrix(sx: float, sy: float) -> np.ndarray:
+    """3x3 index mapping of an image resized by (sx, sy) as cv2.resize does: new = (old + 0.5) * s - 0.5."""
+    c = PIXEL_CENTRE
+    return np.array([[sx, 0.0, c * sx - c], [0.0, sy, c * sy - c], [0.0, 0.0, 1.0]])
 
 
 def warp_to_photo(

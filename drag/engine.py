@@ -32,7 +32,7 @@ class DragState:
     handles: torch.Tensor  # [N, 2] (x, y), aligned pixels
     distances: List[float]
     done: bool = False
-    reason: Optional[str] = None  # reached | max_steps | stalled
+    reason: Optional[str] = None  # why it ended: one of drag.record.STOP_REASONS (all but "stopped")
     loss: float = float("nan")
     history: List[float] = field(default_factory=list)  # total distance after each step
 
@@ -65,7 +65,7 @@ class DragEngine:
         self.block = config.feature_block if config.feature_block in names else names[-1]
         self.r1 = ops.scale_radius(config.r1, self.size)
         self.r2 = ops.scale_radius(config.r2, self.size)
-        self.reach = 1.0 if len(self.handles0) <= 5 else 2.0
+        self.reach = config.stop_distance(len(self.handles0))
         self.w_opt = self.w0[:, : config.layers].clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.w_opt], lr=config.lr)
         with torch.no_grad():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.geometry import PIXEL_CENTRE
+
 
 def scale_radius(r_at_512: float, size: int) -> int:
     """A radius given for 512 px images, scaled to `size` (at least 1 px), as DragGAN does."""
@@ -24,7 +26,7 @@ def sample(feat: torch.Tensor, pts: torch.Tensor, size: int) -> torch.Tensor:
     interpolates bilinearly between feature cells at fractional points.
     """
     shape = pts.shape[:-1]
-    grid = (pts.reshape(1, 1, -1, 2).to(feat.dtype) + 0.5) * (2.0 / size) - 1.0
+    grid = (pts.reshape(1, 1, -1, 2).to(feat.dtype) + PIXEL_CENTRE) * (2.0 / size) - 1.0
     out = F.grid_sample(feat, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out[0, :, 0].t().reshape(*shape, feat.shape[1])
 

@@ -17,7 +17,8 @@ from PIL import Image
 
 from common.errors import UsageError
 from common.geometry import apply_matrix, matrix_scale
-from drag.presets import with_presets
+from drag.config import MIN_DRAG_PX
+from drag.presets import add_preset_drags
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _PAIR = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")
@@ -75,7 +76,7 @@ def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size:
                     f"(it maps to ({p[0]:.1f}, {p[1]:.1f}) in a {size}x{size} crop); "
                     "see align/preview.png for the crop"
                 )
-        if np.linalg.norm(t - h) < 0.5:
+        if np.linalg.norm(t - h) < MIN_DRAG_PX:
             raise UsageError(
                 f"drag {i + 1}: the handle {fmt_point(pair.handle)} and the target "
                 f"{fmt_point(pair.target)} are under half an aligned pixel apart "
@@ -83,7 +84,7 @@ def to_aligned(pairs: Sequence[DragPair], coords: str, matrix: np.ndarray, size:
             )
     for i in range(len(pts)):
         for j in range(i):
-            if np.linalg.norm(pts[i, 0] - pts[j, 0]) < 0.5:
+            if np.linalg.norm(pts[i, 0] - pts[j, 0]) < MIN_DRAG_PX:
                 raise UsageError(
                     f"drags {j + 1} and {i + 1} both move the handle {fmt_point(pairs[i].handle)}: "
                     "give each handle one target"
@@ -155,5 +156,5 @@ def map_to_aligned(
     elif mask_path is not None:
         mask = load_mask(Path(mask_path), coords, matrix, size, photo_size)
     if presets:
-        return with_presets(pts, mask, landmarks, presets, size)
+        return add_preset_drags(pts, mask, landmarks, presets, size)
     return pts, mask

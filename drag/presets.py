@@ -15,21 +15,23 @@ head turned towards the image right, head tilted up); negative amounts do the op
 Combining presets: a landmark moved by several presets gets the sum of their motions (one handle,
 one target), since two handles on one point with different targets contradict each other. An
 amount of 0 moves nothing, and points that would move less than half a pixel are left out
-(DragGAN refuses zero-length drags).
+(DragGAN refuses zero-length drags; drag.config.MIN_DRAG_PX).
+
+After a drag, `preset_report` measures each preset's achieved motion on the landmarks detected
+again on the edited face.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from common.errors import UsageError
-
-MIN_DRAG_PX = 0.5  # drag.points.to_aligned refuses shorter drags
+from drag.config import MIN_DRAG_PX
 
 # One landmark's motion per unit amount: (dlib index, du, dv) in IOD along the face's axes.
 Move = Tuple[int, float, float]
@@ -244,18 +246,6 @@ def preset_mask(landmarks, names: Sequence[str], size: int) -> np.ndarray:
     return mask
 
 
-def preview_image(aligned: np.ndarray, landmarks, amounts: Mapping[str, float]) -> np.ndarray:
-    """The aligned RGB image with the default mask tinted green and arrows handle -> target."""
-    # the drag stage's arrows; drag.stage imports torch, so only when drawing
-    from drag.stage import draw_points
-
-    size = aligned.shape[0]
-    handles, targets = preset_drags(landmarks, amounts, size)
-    mask = preset_mask(landmarks, list(amounts), size)[..., None]
-    tinted = aligned.astype(np.float32) * (1 - 0.35 * mask) + np.array([40, 200, 80], np.float32) * 0.35 * mask
-    return draw_points(np.clip(tinted, 0, 255).astype(np.uint8), handles, targets)
-
-
 def drag_disc_mask(pts: np.ndarray, landmarks, size: int, pad: float = 0.25) -> np.ndarray:
     """Float mask [size, size]: a band of `pad` IOD around each explicit drag (handle to target),
     so explicit drags mixed with presets can move under the presets' default mask."""
@@ -269,7 +259,7 @@ def drag_disc_mask(pts: np.ndarray, landmarks, size: int, pad: float = 0.25) -> 
     return mask.astype(np.float32)
 
 
-def with_presets(pts: np.ndarray, mask, landmarks, amounts: Mapping[str, float], size: int):
+def add_preset_drags(pts: np.ndarray, mask, landmarks, amounts: Mapping[str, float], size: int):
     """Explicit aligned drags [N, 2, 2] (N may be 0) plus the presets' drags, stacked, and the mask:
     the given one, else the presets' default mask (widened around explicit drags).
 
@@ -281,7 +271,7 @@ def with_presets(pts: np.ndarray, mask, landmarks, amounts: Mapping[str, float],
     if len(pts) + len(handles) == 0:
         raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
     for h in handles:
-        if len(pts) and (np.linalg.norm(pts[:, 0] - h, axis=1) < 0.5).any():
+        if len(pts) and (np.linalg.norm(pts[:, 0] - h, axis=1) < MIN_DRAG_PX).any():
             raise UsageError(
                 f"a --drag handle lands on a preset's landmark (at {h[0]:.1f}, {h[1]:.1f} in aligned pixels): "
                 "give each handle one target"
@@ -344,3 +334,29 @@ def measure_presets(before, after, amounts: Mapping[str, float]) -> List[PresetM
             )
         )
     return out
+
+
+# detect(rgb image, near (x, y)) -> the 68 landmarks [68, 2] of the face nearest `near`; raises
+# UsageError when no face is found (the drag stage passes align's dlib detector)
+Detect = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def preset_report(
+    landmarks_aligned: np.ndarray, edited: np.ndarray, presets: Mapping[str, float], detect: Detect
+) -> dict:
+    """drag.json "presets": the landmarks detected again on the edited face and, per preset, the
+    requested vs achieved motion; a face not found again is said so."""
+    report = {
+        "amounts": dict(presets),
+        "face_found": False,
+        "measured": {},
+        "compared": "landmarks of the aligned photo vs landmarks detected again on the edited face",
+    }
+    try:
+        again = detect(edited, np.asarray(landmarks_aligned).mean(0))
+    except UsageError as exc:
+        report["note"] = f"{exc}: achieved motion not measured"
+        return report
+    report["face_found"] = True
+    report["measured"] = {m.name: m.to_json() for m in measure_presets(landmarks_aligned, again, presets)}
+    return report

@@ -11,6 +11,18 @@ import numpy as np
 
 from common.record import StageRecord
 
+# drag.json "stop_reason": why the drag ended, exactly the values drag/engine.py and drag/stage.py
+# set (tests/test_drag.py checks the two agree).  The engine checks the first three in this order
+# after tracking, each step; run_drag checks should_stop() before each step.
+STOP_REASONS: Dict[str, str] = {
+    "reached": "every handle is within DragConfig.reach px of its target (reach_many px when more than "
+    "reach_few points are dragged)",
+    "max_steps": "DragConfig.steps optimisation steps were taken",
+    "stalled": "the total distance to the targets improved by less than DragConfig.stall_min_gain px "
+    "over the last stall_steps steps",
+    "stopped": "the caller's should_stop() ended the drag early (run_drag; the web editor's stop)",
+}
+
 
 def drag_request(
     pts: np.ndarray, mask: Optional[np.ndarray], config, presets: Optional[Mapping[str, float]] = None
@@ -38,6 +50,7 @@ class DragRecord(StageRecord):
 
     @property
     def stop_reason(self) -> str:
+        """One of STOP_REASONS."""
         return self.data["stop_reason"]
 
     @property

@@ -1,8 +1,8 @@
 """The drag stage on disk: RUN_DIR/invert/ -> RUN_DIR/drag/.
 
 Files: edited.png, w_edited.safetensors, drag.json (points in aligned and photo pixels,
-final handles and distances, steps, stop reason, seconds), preview.png (before | after with
-arrows), and optionally an animation of the steps (.gif or .mp4).
+final handles and distances, steps, stop reason (drag.record.STOP_REASONS), seconds),
+preview.png (before | after with arrows), and optionally an animation of the steps (.gif or .mp4).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -21,56 +20,17 @@ from tqdm import tqdm
 
 from align.identity import describe, identity_report
 from align.record import AlignRecord
-from common.errors import UsageError
-from common.fileio import atomic_dir, atomic_path, file_digests
+from common.fileio import atomic_dir, file_digests
 from common.geometry import apply_matrix, matrix_scale
 from common.run import RunFolder
+from drag.draw import before_after, draw_points, write_animation
 from drag.engine import DragConfig, DragEngine, DragState
-from drag.presets import measure_presets
+from drag.presets import preset_report
 from drag.record import DragRecord
 from inversion.stage import load_inversion
 
 FORMAT_VERSION = 1
-
-
-def draw_points(img: np.ndarray, handles, targets, starts=None) -> np.ndarray:
-    """RGB image with arrows handle -> target (red handle, blue target, grey start)."""
-    zoom = max(1, 512 // img.shape[1])
-    canvas = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST) if zoom > 1 else img.copy()
-    canvas = np.ascontiguousarray(canvas)
-    r = max(3, canvas.shape[1] // 128)
-
-    def pt(p):
-        return int(round((p[0] + 0.5) * zoom - 0.5)), int(round((p[1] + 0.5) * zoom - 0.5))
-
-    for i, (h, t) in enumerate(zip(handles, targets)):
-        if starts is not None:
-            cv2.circle(canvas, pt(starts[i]), r, (160, 160, 160), -1, cv2.LINE_AA)
-        cv2.arrowedLine(canvas, pt(h), pt(t), (255, 255, 255), max(1, r // 2), cv2.LINE_AA, tipLength=0.2)
-        cv2.circle(canvas, pt(h), r, (230, 40, 40), -1, cv2.LINE_AA)
-        cv2.circle(canvas, pt(t), r, (40, 90, 230), -1, cv2.LINE_AA)
-    return canvas
-
-
-def write_animation(path: Path, frames: List[np.ndarray], fps: int = 12) -> None:
-    """GIF (Pillow) or MP4 (OpenCV) of RGB frames, written atomically."""
-    suffix = path.suffix.lower()
-    with atomic_path(path) as tmp:
-        if suffix == ".gif":
-            imgs = [Image.fromarray(f) for f in frames]
-            imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
-        elif suffix == ".mp4":
-            h, w = frames[0].shape[:2]
-            tmp_mp4 = tmp.with_suffix(".mp4")
-            writer = cv2.VideoWriter(str(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            if not writer.isOpened():
-                raise UsageError("this OpenCV build cannot write MP4; use --animate steps.gif")
-            for f in frames:
-                writer.write(np.ascontiguousarray(f[..., ::-1]))
-            writer.release()
-            tmp_mp4.replace(tmp)
-        else:
-            raise UsageError(f"--animate {path.name}: use a .gif or .mp4 file name")
+OWNED_FILES = ("edited.png", "w_edited.safetensors", "preview.png")  # besides drag.json
 
 
 def run_drag(
@@ -101,9 +61,40 @@ def run_drag(
     w0 = w_pivot if w_start is None else w_start.to(w_pivot.device)
     engine = DragEngine(G, w0, handles, targets, mask=mask, config=config)
     before = engine.render(engine.start())
-    frames = [draw_points(before, handles, targets)] if animate else []
-    bar = tqdm(total=config.steps, desc="drag", unit="step", leave=False, disable=not progress, dynamic_ncols=True)
+    frames = [draw_points(before, handles, targets)] if animate else None
     t0 = time.perf_counter()
+    state = _drive(engine, targets, progress, callback, should_stop, frames, frame_every)
+    seconds = time.perf_counter() - t0
+    edited = engine.render(state)
+    final = state.handles.cpu().numpy().astype(np.float64)
+    points = point_report(handles, targets, final, align.inverse)
+    record = _record(run, engine, state, points, mask, seconds, w_start is None)
+    record["identity"] = dict(
+        identity_report(run.read_image("align", "aligned.png"), edited),
+        compared="aligned photo vs edited face (dlib face recognition)",
+    )
+    if presets:
+        record["presets"] = preset_report(align.aligned_landmarks, edited, presets, landmarks_again)
+    record.update(extra_record or {})
+    if frames is not None:
+        frames.append(draw_points(edited, final, targets))
+    preview = before_after(before, edited, handles, targets, final)
+    _write_stage(run, record, state, edited, preview, mask, animate, frames)
+    return state
+
+
+def _drive(
+    engine: DragEngine,
+    targets: np.ndarray,
+    progress: bool,
+    callback: Optional[Callable[[DragState], None]],
+    should_stop: Optional[Callable[[], bool]],
+    frames: Optional[List[np.ndarray]],
+    frame_every: int,
+) -> DragState:
+    """Step the engine until it is done or `should_stop()` says so, with a progress bar; every
+    `frame_every` steps a picture of the handles goes to `frames` (None: no animation)."""
+    bar = tqdm(total=engine.cfg.steps, desc="drag", unit="step", leave=False, disable=not progress, dynamic_ncols=True)
     state = engine.start()
     with bar:
         while not state.done:
@@ -113,36 +104,46 @@ def run_drag(
             state = engine.step(state)
             bar.update(1)
             bar.set_postfix(distance=f"{sum(state.distances):.1f}px", refresh=False)
-            if animate and state.step % frame_every == 0 and not state.done:
+            if frames is not None and state.step % frame_every == 0 and not state.done:
                 frames.append(draw_points(engine.render(state), state.handles.tolist(), targets))
             if callback is not None:
                 callback(state)
-    seconds = time.perf_counter() - t0
-    edited = engine.render(state)
-    inverse = align.inverse
-    to_photo = lambda p: apply_matrix(inverse, p)
+    return state
+
+
+def point_report(handles: np.ndarray, targets: np.ndarray, final: np.ndarray, inverse) -> List[dict]:
+    """drag.json "points": each handle, target, final position and distance left, in aligned
+    pixels and in photo pixels (`inverse`: the aligned -> photo matrix)."""
     scale = matrix_scale(inverse)
-    final = state.handles.cpu().numpy().astype(np.float64)
+    to_photo = lambda p: apply_matrix(inverse, p).round(2).tolist()
     points = []
-    for i in range(len(handles)):
-        d = float(np.linalg.norm(final[i] - targets[i]))
+    for h, t, f in zip(handles, targets, final):
+        d = float(np.linalg.norm(f - t))
         points.append(
             {
-                "aligned": {
-                    "handle": handles[i].tolist(),
-                    "target": targets[i].tolist(),
-                    "final": final[i].tolist(),
-                    "distance": round(d, 3),
-                },
+                "aligned": {"handle": h.tolist(), "target": t.tolist(), "final": f.tolist(), "distance": round(d, 3)},
                 "photo": {
-                    "handle": to_photo(handles[i]).round(2).tolist(),
-                    "target": to_photo(targets[i]).round(2).tolist(),
-                    "final": to_photo(final[i]).round(2).tolist(),
+                    "handle": to_photo(h),
+                    "target": to_photo(t),
+                    "final": to_photo(f),
                     "distance": round(d * scale, 3),
                 },
             }
         )
-    record = {
+    return points
+
+
+def _record(
+    run: RunFolder,
+    engine: DragEngine,
+    state: DragState,
+    points: List[dict],
+    mask: Optional[np.ndarray],
+    seconds: float,
+    from_pivot: bool,
+) -> dict:
+    """drag.json's measurements of a finished drag (identity, presets and files are added after)."""
+    return {
         "format_version": FORMAT_VERSION,
         "invert_sha256": run.file_sha256("invert", "invert.json"),
         "points": points,
@@ -150,30 +151,32 @@ def run_drag(
         "steps": state.step,
         "stop_reason": state.reason,
         "seconds": round(seconds, 2),
-        "start": "pivot" if w_start is None else "previous edit",
+        "start": "pivot" if from_pivot else "previous edit",
         "ms_per_step": round(1000 * seconds / max(state.step, 1), 1),
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(engine.cfg),
         "radii_px": {"r1": engine.r1, "r2": engine.r2},
         "mean_distance": {
             "aligned": round(float(np.mean([p["aligned"]["distance"] for p in points])), 3),
             "photo": round(float(np.mean([p["photo"]["distance"] for p in points])), 3),
         },
     }
-    record["identity"] = dict(
-        identity_report(run.read_image("align", "aligned.png"), edited),
-        compared="aligned photo vs edited face (dlib face recognition)",
-    )
-    if presets:
-        record["presets"] = preset_report(align.aligned_landmarks, edited, presets)
-    record.update(extra_record or {})
-    if animate:
-        frames.append(draw_points(edited, final, targets))
+
+
+def _write_stage(
+    run: RunFolder,
+    record: dict,
+    state: DragState,
+    edited: np.ndarray,
+    preview: np.ndarray,
+    mask: Optional[np.ndarray],
+    animate: Optional[Path],
+    frames: Optional[List[np.ndarray]],
+) -> None:
+    """RUN_DIR/drag/ all at once; a bare `animate` file name goes inside it, a path where it says."""
     with atomic_dir(run.stage("drag")) as tmp:
         Image.fromarray(edited).save(tmp / "edited.png")
         save_file({"w": state.w.detach().cpu().contiguous()}, str(tmp / "w_edited.safetensors"))
-        before_panel = draw_points(before, handles, targets)
-        after_panel = draw_points(edited, final, targets, starts=handles)
-        Image.fromarray(np.hstack([before_panel, after_panel])).save(tmp / "preview.png")
+        Image.fromarray(preview).save(tmp / "preview.png")
         if mask is not None:
             Image.fromarray((mask * 255).astype(np.uint8)).save(tmp / "mask.png")
         if animate:
@@ -184,26 +187,9 @@ def run_drag(
             )
         record["files"] = file_digests(tmp, OWNED_FILES)
         DragRecord(record).save(tmp)
-    return state
 
 
-def preset_report(landmarks_aligned: np.ndarray, edited: np.ndarray, presets: Mapping[str, float]) -> dict:
-    """drag.json "presets": the landmarks detected again on the edited face (align's dlib models)
-    and, per preset, the requested vs achieved motion; a face not found again is said so."""
-    report = {
-        "amounts": dict(presets),
-        "face_found": False,
-        "measured": {},
-        "compared": "landmarks of the aligned photo vs landmarks detected again on the edited face",
-    }
-    try:
-        again = describe(edited, near=np.asarray(landmarks_aligned).mean(0)).landmarks
-    except UsageError as exc:
-        report["note"] = f"{exc}: achieved motion not measured"
-        return report
-    report["face_found"] = True
-    report["measured"] = {m.name: m.to_json() for m in measure_presets(landmarks_aligned, again, presets)}
-    return report
-
-
-OWNED_FILES = ("edited.png", "w_edited.safetensors", "preview.png")  # besides drag.json
+def landmarks_again(rgb: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """The 68 landmarks of the face nearest `near` in `rgb` (align's dlib models; UsageError when
+    there is none): how preset_report finds the edited face's landmarks."""
+    return describe(rgb, near=near).landmarks

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -112,8 +113,6 @@ def _face_region(landmarks: Optional[np.ndarray], size: int):
     """(bounding box, hull mask) of the face landmarks in aligned pixels, or (None, None)."""
     if landmarks is None:
         return None, None
-    import cv2
-
     lm = np.clip(np.rint(landmarks), 0, size - 1).astype(np.int32)
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(lm), 1)
@@ -143,23 +142,12 @@ def invert(
     `face_landmarks` (68 x 2, aligned pixels) adds LPIPS/MSE inside the face region;
     `on_step(phase, step, total, values)` sees every optimisation step (for progress displays).
     """
-    if aligned.shape[:2] != (generator.img_resolution,) * 2:
-        raise UsageError(
-            f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
-            f"{generator.img_resolution}x{generator.img_resolution} images; "
-            f"re-run align with --size {generator.img_resolution}"
-        )
+    _check_resolution(aligned, generator)
     device = generator.mapping.w_avg.device
-    key = None
-    if cache is not None:
-        key = cache_key(aligned, model_sha256, config.canonical_json() + f"|fp16={store_fp16}")
-        entry = cache.get(key)
-        if entry is not None:
-            pivot = Pivot.load(entry.pivot_path, device)
-            tuned = load_generator(entry.generator_path, device)
-            return InversionResult(
-                pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}), True, key, entry.path
-            )
+    key = None if cache is None else cache_key(aligned, model_sha256, config.canonical_json() + f"|fp16={store_fp16}")
+    hit = None if cache is None else _from_cache(cache, key, device)
+    if hit is not None:
+        return hit
     target = image_to_tensor(aligned, device)
     t0 = time.perf_counter()
     pcfg, tcfg = config.projection, config.tuning
@@ -170,8 +158,7 @@ def invert(
     with bar:
         proj = project(work, target, pcfg, lpips_proj, seed=config.seed, callback=cb)
     t1 = time.perf_counter()
-    with torch.no_grad():
-        projected_img = work.synthesis(proj.w, noise_mode="const", force_fp32=True)
+    projected_img = _render(work, proj.w)
     # PTI tunes the checkpoint as loaded (its own noise maps); the projection's noise was a throwaway copy's
     start = work if tcfg.keep_projection_noise else generator
     same_net = (tcfg.lpips_net, tcfg.lpips_resolution) == ("alex", pcfg.loss_resolution)
@@ -180,40 +167,68 @@ def invert(
     with bar:
         tuned = tune(start, proj.w, target, tcfg, tuning_lpips, seed=config.seed, callback=cb)
     t2 = time.perf_counter()
-    with torch.no_grad():
-        tuned_img = tuned.generator.synthesis(proj.w, noise_mode="const", force_fp32=True)
-    box, mask = _face_region(face_landmarks, generator.img_resolution)
+    region = _face_region(face_landmarks, generator.img_resolution)
+    quality = lambda img: _metrics(img, target, lpips_alex, *region)
     metrics = {
-        "projection": dict(_metrics(projected_img, target, lpips_alex, box, mask), steps=proj.steps),
-        "tuning": dict(
-            _metrics(tuned_img, target, lpips_alex, box, mask),
-            steps=tuned.steps,
-            stopped_early=tuned.stopped_early,
-            threshold=tcfg.lpips_threshold,
-            noise_maps=TUNED_NOISE[tcfg.keep_projection_noise],
-            stop_lpips={
-                "net": tcfg.lpips_net,
-                "resolution": tuned.lpips_resolution,
-                "downsampled": tuned.lpips_resolution < generator.img_resolution,
-                "final": round(tuned.lpips, 5),
-            },
-        ),
+        "projection": dict(quality(projected_img), steps=proj.steps),
+        "tuning": dict(quality(_render(tuned.generator, proj.w)), **_tuning_report(tuned, tcfg, generator)),
         "metric": f"LPIPS(alex) on the images at {lpips_alex.input_size(generator.img_resolution)} px and MSE in "
         "[-1, 1] units, against the aligned photo (tuning.stop_lpips: the LPIPS of tuning's loss and stop rule)",
         "seconds": {"projection": round(t1 - t0, 2), "tuning": round(t2 - t1, 2), "total": round(t2 - t0, 2)},
     }
     pivot = Pivot(w=proj.w, noise=proj.noise)
-    cache_path = None
-    if cache is not None:
-
-        def write(folder: Path) -> None:
-            pivot.save(folder / "pivot.safetensors")
-            save_generator(tuned.generator, folder / "generator.safetensors", fp16=store_fp16)
-
-        entry = cache.put(
-            key,
-            write,
-            {"metrics": metrics, "model_sha256": model_sha256, "config": config.to_dict(), "fp16": store_fp16},
-        )
-        cache_path = entry.path
+    meta = {"metrics": metrics, "model_sha256": model_sha256, "config": config.to_dict(), "fp16": store_fp16}
+    cache_path = None if cache is None else _store(cache, key, pivot, tuned.generator, meta)
     return InversionResult(pivot, tuned.generator, metrics, False, key, cache_path)
+
+
+def _check_resolution(aligned: np.ndarray, generator: Generator) -> None:
+    if aligned.shape[:2] != (generator.img_resolution,) * 2:
+        raise UsageError(
+            f"the aligned image is {aligned.shape[1]}x{aligned.shape[0]} but the generator makes "
+            f"{generator.img_resolution}x{generator.img_resolution} images; "
+            f"re-run align with --size {generator.img_resolution}"
+        )
+
+
+def _from_cache(cache: InversionCache, key: str, device) -> Optional[InversionResult]:
+    """The cached pivot and tuned generator for `key`, or None on a miss."""
+    entry = cache.get(key)
+    if entry is None:
+        return None
+    pivot = Pivot.load(entry.pivot_path, device)
+    tuned = load_generator(entry.generator_path, device)
+    return InversionResult(
+        pivot, tuned, dict(entry.meta.get("metrics", {}), seconds={"total": 0.0}), True, key, entry.path
+    )
+
+
+def _render(G: Generator, w: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return G.synthesis(w, noise_mode="const", force_fp32=True)
+
+
+def _tuning_report(tuned, tcfg, generator: Generator) -> dict:
+    """invert.json's tuning facts besides the image metrics: steps, the early stop and its LPIPS."""
+    return dict(
+        steps=tuned.steps,
+        stopped_early=tuned.stopped_early,
+        threshold=tcfg.lpips_threshold,
+        noise_maps=TUNED_NOISE[tcfg.keep_projection_noise],
+        stop_lpips={
+            "net": tcfg.lpips_net,
+            "resolution": tuned.lpips_resolution,
+            "downsampled": tuned.lpips_resolution < generator.img_resolution,
+            "final": round(tuned.lpips, 5),
+        },
+    )
+
+
+def _store(cache: InversionCache, key: str, pivot: Pivot, tuned: Generator, meta: dict) -> Path:
+    """Put the pivot and the tuned generator (fp16 when meta["fp16"]) in the cache; the entry's folder."""
+
+    def write(folder: Path) -> None:
+        pivot.save(folder / "pivot.safetensors")
+        save_generator(tuned, folder / "generator.safetensors", fp16=meta["fp16"])
+
+    return cache.put(key, write, meta).path

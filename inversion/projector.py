@@ -88,11 +88,7 @@ def project(
     w_avg, w_std = w_statistics(G, cfg.w_avg_samples, cfg.w_avg_seed)
     num = G.num_ws if cfg.w_plus else 1
     w_opt = w_avg.to(device).repeat(1, num, 1).clone().requires_grad_(True)
-    bufs = noise_buffers(G) if cfg.optimize_noise else {}
-    with torch.no_grad():
-        for buf in bufs.values():
-            buf.copy_(torch.randn(buf.shape, generator=gen).to(device))
-            buf.requires_grad_(True)
+    bufs = _random_noise(G, gen, device) if cfg.optimize_noise else {}
     opt = torch.optim.Adam([w_opt] + list(bufs.values()), betas=(0.9, 0.999), lr=cfg.lr)
     target_feats = [f.detach() for f in perceptual.features(target)]
     history = []
@@ -114,10 +110,7 @@ def project(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                for buf in bufs.values():
-                    buf -= buf.mean()
-                    buf *= buf.square().mean().rsqrt()
+            _renormalise(bufs)
             history.append(float(dist.detach()))
             if callback is not None:
                 callback(step, {"lpips": float(dist.detach()), "loss": float(loss.detach())})
@@ -127,6 +120,37 @@ def project(
     w = w_opt.detach()
     if not cfg.w_plus:
         w = w.repeat(1, G.num_ws, 1)
+    return _projection(G, w, bufs, target, perceptual, cfg.steps, history)
+
+
+def _random_noise(G: Generator, gen: torch.Generator, device) -> Dict[str, torch.Tensor]:
+    """G's noise buffers, filled with fresh Gaussian noise from `gen` and made trainable."""
+    bufs = noise_buffers(G)
+    with torch.no_grad():
+        for buf in bufs.values():
+            buf.copy_(torch.randn(buf.shape, generator=gen).to(device))
+            buf.requires_grad_(True)
+    return bufs
+
+
+def _renormalise(bufs: Dict[str, torch.Tensor]) -> None:
+    """Each noise map back to zero mean and unit variance, in place (after every step)."""
+    with torch.no_grad():
+        for buf in bufs.values():
+            buf -= buf.mean()
+            buf *= buf.square().mean().rsqrt()
+
+
+def _projection(
+    G: Generator,
+    w: torch.Tensor,
+    bufs: Dict[str, torch.Tensor],
+    target: torch.Tensor,
+    perceptual: Perceptual,
+    steps: int,
+    history: List[float],
+) -> Projection:
+    """The result: the final w's image scored against the target, and a copy of the noise maps."""
     with torch.no_grad():
         img = G.synthesis(w, noise_mode="const", force_fp32=True)
         final_lpips = float(perceptual(img, target))
@@ -134,7 +158,7 @@ def project(
     return Projection(
         w=w,
         noise={k: v.detach().clone() for k, v in bufs.items()},
-        steps=cfg.steps,
+        steps=steps,
         lpips=final_lpips,
         mse=final_mse,
         history=history,

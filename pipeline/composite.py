@@ -33,7 +33,7 @@ from align.identity import identity_report
 from align.record import AlignRecord
 from common.errors import UsageError
 from common.fileio import atomic_dir, atomic_path, same_file
-from common.geometry import apply_matrix, warp_to_photo
+from common.geometry import apply_matrix, resize_matrix, warp_to_photo
 from common.images import Photo, load_photo
 from common.record import StageRecord
 from common.run import RunFolder
@@ -374,8 +374,7 @@ def composite_edit(
 def display_matrix(matrix: np.ndarray, photo_size: Tuple[int, int], display_size: Tuple[int, int]) -> np.ndarray:
     """The photo -> aligned matrix for the photo resized (cv2.resize) from `photo_size` to `display_size`."""
     sx, sy = display_size[0] / photo_size[0], display_size[1] / photo_size[1]
-    to_display = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    return np.asarray(matrix, dtype=np.float64) @ np.linalg.inv(to_display)
+    return np.asarray(matrix, dtype=np.float64) @ np.linalg.inv(resize_matrix(sx, sy))
 
 
 def changed_picture(photo_rgb: np.ndarray, result: EditComposite, matrix: np.ndarray, max_side: int = 1024):

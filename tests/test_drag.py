@@ -140,6 +140,42 @@ def test_stall_is_detected():
     assert state.reason == "stalled" and state.step < 20
 
 
+def test_the_reach_comes_from_the_config():
+    """The 1 px / 2 px stop rule: DragConfig.reach up to reach_few points, reach_many beyond."""
+    cfg = DragConfig()
+    assert [cfg.stop_distance(n) for n in (1, 5, 6, 20)] == [1.0, 1.0, 2.0, 2.0]
+    near = [[64, 64]], [[67, 64]]  # 3 px to go
+    assert DragEngine(_Field(), torch.zeros(1, 8, 2), *near, config=DragConfig(reach=4.0)).reach == 4.0
+    state = DragEngine(_Field(), torch.zeros(1, 8, 2), *near, config=DragConfig(reach=4.0)).run()
+    assert state.reason == "reached" and state.step == 0  # already within reach: no step taken
+    many = [[20 + 10 * i, 64] for i in range(6)], [[23 + 10 * i, 64] for i in range(6)]
+    state = DragEngine(_Field(), torch.zeros(1, 8, 2), *many, config=DragConfig(reach_many=4.0)).run()
+    assert state.reason == "reached" and state.step == 0
+    state = DragEngine(_Field(), torch.zeros(1, 8, 2), *many, config=DragConfig(reach_few=6, steps=0)).run()
+    assert state.reason == "max_steps"  # six points counted as few: the 1 px reach applies
+
+
+def test_the_stop_reasons_set_are_the_documented_ones():
+    """Every `reason="..."` the drag code sets (engine and stage, read with ast) is in
+    drag.record.STOP_REASONS, and every documented reason is set somewhere."""
+    import ast
+    from pathlib import Path
+
+    from drag.record import STOP_REASONS
+
+    set_in_code = set()
+    for f in (Path(__file__).resolve().parents[1] / "drag").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "reason" and isinstance(node.value, ast.Constant):
+                set_in_code.add(node.value.value)
+            if isinstance(node, ast.Assign) and any(getattr(t, "attr", None) == "reason" for t in node.targets):
+                assert isinstance(node.value, ast.Constant), (
+                    f"{f.name}:{node.lineno} sets a reason this test cannot read"
+                )
+                set_in_code.add(node.value.value)
+    assert set_in_code == set(STOP_REASONS)
+
+
 # tiny real generators -------------------------------------------------------------------------
 def test_drag_on_a_tiny_generator_lowers_the_motion_loss(monkeypatch):
     """With the handles held still (tracking off), motion supervision on the real architecture

@@ -154,7 +154,7 @@ def test_drag_without_invert_says_what_to_run(tmp_path, capsys):
 def test_animation_writers(tmp_path, suffix):
     import cv2
 
-    from drag.stage import write_animation
+    from drag.draw import write_animation
 
     frames = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(4)]
     path = tmp_path / f"steps{suffix}"

@@ -57,3 +57,107 @@ def test_the_floor_check_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("import os\n\ndef f():\n    from pipeline.edit import run_edit\n    import weights.store\n")
     assert list(project_imports(f)) == [(4, "pipeline"), (5, "weights")]
+
+
+# import cycles ----------------------------------------------------------------------------------
+SCRIPT_DIRS = {"tests", "benchmarks"}  # run as scripts: their own folder is on sys.path
+
+
+def module_files(root: Path) -> dict:
+    """Dotted module name -> file, for every project .py under `root` (hidden folders left out)."""
+    out = {}
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        parts = list(rel.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts:
+            out[".".join(parts)] = f
+    return out
+
+
+def import_graph(root: Path) -> dict:
+    """Module -> the project modules it imports, at the top or inside functions (read with `ast`).
+
+    `from pkg import name` counts `pkg.name` when that is a module, else `pkg`; a script folder's
+    modules also find their siblings by bare name."""
+    files = module_files(root)
+    graph = {}
+    for mod, f in files.items():
+        package = mod.rsplit(".", 1)[0] if "." in mod else ""
+        if f.name == "__init__.py":
+            package = mod
+        names = []
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, base] if base else up)
+                names += [f"{base}.{a.name}" for a in node.names] + [base]
+        found = set()
+        for name in names:
+            candidates = [name]
+            if mod.split(".")[0] in SCRIPT_DIRS and package:
+                candidates.append(f"{package}.{name}")
+            for cand in candidates:
+                if cand in files:
+                    found.add(cand)
+                    break
+        graph[mod] = found - {mod}
+    return graph
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_no_import_cycle_in_the_tree():
+    graph = import_graph(ROOT)
+    assert {"drag.stage", "drag.presets", "run_pipeline", "tests.helpers"} <= set(graph)
+    assert "drag.presets" in graph["drag.draw"] and "weights.networks" in graph["drag.engine"]
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_local_import(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("from pkg.b import f\n")
+    (tmp_path / "pkg" / "b.py").write_text("def f():\n    from pkg import c\n")
+    (tmp_path / "pkg" / "c.py").write_text("import pkg.a as a\n")
+    (tmp_path / "pkg" / "d.py").write_text("from pkg.a import x\n")
+    graph = import_graph(tmp_path)
+    assert graph["pkg.b"] == {"pkg.c", "pkg"} and graph["pkg.d"] == {"pkg.a"}
+    assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]

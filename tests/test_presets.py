@@ -297,11 +297,11 @@ def test_cli_preview_refuses_a_run_without_landmarks(run_dir, tmp_path, capsys):
 
 
 # wiring: stacking with explicit drags, the default mask, the measurement, recipes ---------------
-def test_with_presets_stacks_after_explicit_drags_and_uses_the_default_mask(lm):
-    from drag.presets import with_presets
+def test_add_preset_drags_stacks_after_explicit_drags_and_uses_the_default_mask(lm):
+    from drag.presets import add_preset_drags
 
     explicit = np.array([[[100.0, 100.0], [110.0, 95.0]]])
-    pts, mask = with_presets(explicit, None, lm, {"smile": 0.5}, SIZE)
+    pts, mask = add_preset_drags(explicit, None, lm, {"smile": 0.5}, SIZE)
     handles, targets = preset_drags(lm, {"smile": 0.5}, SIZE)
     np.testing.assert_array_equal(pts[0], explicit[0])
     np.testing.assert_allclose(pts[1:, 0], handles)
@@ -309,10 +309,10 @@ def test_with_presets_stacks_after_explicit_drags_and_uses_the_default_mask(lm):
     smile_only = preset_mask(lm, ["smile"], SIZE)
     assert (mask >= smile_only).all() and at(mask, (100, 100)) == 1 and at(mask, (110, 95)) == 1
     given = np.zeros((SIZE, SIZE), np.float32)
-    assert with_presets(explicit, given, lm, {"smile": 0.5}, SIZE)[1] is given  # a given mask overrides
-    assert "nothing to drag" in one_line_error(with_presets, np.zeros((0, 2, 2)), None, lm, {"smile": 0.0}, SIZE)
+    assert add_preset_drags(explicit, given, lm, {"smile": 0.5}, SIZE)[1] is given  # a given mask overrides
+    assert "nothing to drag" in one_line_error(add_preset_drags, np.zeros((0, 2, 2)), None, lm, {"smile": 0.0}, SIZE)
     clash = np.array([[lm[48], lm[48] + 5]])
-    assert "one target" in one_line_error(with_presets, clash, None, lm, {"smile": 0.5}, SIZE)
+    assert "one target" in one_line_error(add_preset_drags, clash, None, lm, {"smile": 0.5}, SIZE)
 
 
 def test_preset_order_does_not_change_the_drags(lm):
@@ -386,11 +386,12 @@ def test_drag_with_a_preset_refuses_a_run_without_landmarks(run_dir, tmp_path, c
 
 def test_preset_report_detects_the_landmarks_again_and_the_record_prints_the_table(run_dir, lm):
     """On the unedited aligned face the achieved motion is about 0; the requested one is the formula's."""
+    from drag.presets import preset_report
     from drag.record import DragRecord
-    from drag.stage import preset_report
+    from drag.stage import landmarks_again
 
     aligned = np.asarray(Image.open(run_dir / "align" / "aligned.png").convert("RGB"))
-    report = preset_report(lm, aligned, {"smile": 0.5, "eyebrows": -0.3})
+    report = preset_report(lm, aligned, {"smile": 0.5, "eyebrows": -0.3}, landmarks_again)
     assert report["face_found"] and set(report["measured"]) == {"smile", "eyebrows"}
     _, disp = preset_motion(lm, "smile", 0.5)
     smile = report["measured"]["smile"]
@@ -400,7 +401,7 @@ def test_preset_report_detects_the_landmarks_again_and_the_record_prints_the_tab
     assert lines[0].split() == ["preset", "amount", "requested", "achieved"]
     assert lines[1].split()[:2] == ["smile", "0.50"] and lines[2].split()[:2] == ["eyebrows", "-0.30"]
     blank = np.zeros_like(aligned)
-    missed = preset_report(lm, blank, {"smile": 0.5})
+    missed = preset_report(lm, blank, {"smile": 0.5}, landmarks_again)
     assert missed["face_found"] is False and "not measured" in missed["note"]
     assert "no face detected again" in DragRecord({"presets": missed}).preset_table()[0]
     assert DragRecord({}).preset_table() == []

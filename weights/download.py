@@ -48,48 +48,63 @@ def download(
     if expected_size is not None and offset > expected_size:
         part.unlink()
         offset = 0
+    resp = _connect(url, offset, timeout)
+    if resp is not None:
+        _receive(resp, url, part, offset, expected_size, dest.name, progress)
+    return _verify(url, part, dest, expected_size, expected_sha256)
+
+
+def _connect(url: str, offset: int, timeout: float):
+    """The server's response from `offset` on, or None when it has nothing left to send (HTTP 416)."""
     try:
-        resp = _open(url, offset, timeout)
+        return _open(url, offset, timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # nothing left to send: the .part may be complete
-            resp = None
-        else:
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+            return None
+        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot reach {url} ({reason})") from None
-    if resp is not None:
-        with resp:
-            if offset and resp.status != 206:  # server ignored the Range header: start over
-                offset = 0
-            length = resp.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else expected_size
-            with (
-                open(part, "ab" if offset else "wb") as fh,
-                tqdm(
-                    total=total,
-                    initial=offset,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=dest.name,
-                    disable=not progress,
-                    leave=False,
-                ) as bar,
-            ):
-                try:
-                    for block in iter(lambda: resp.read(CHUNK), b""):
-                        fh.write(block)
-                        bar.update(len(block))
-                except (OSError, urllib.error.URLError) as exc:
-                    raise DownloadError(
-                        f"download of {url} broke off ({exc}); run the same command again to resume"
-                    ) from None
-        got = part.stat().st_size
-        if total is not None and got < total:
-            raise DownloadError(
-                f"download of {url} stopped at {got} of {total} bytes; run the same command again to resume"
-            )
+
+
+def _receive(resp, url: str, part: Path, offset: int, expected_size: Optional[int], name: str, progress: bool) -> None:
+    """Append the response's bytes to `part` (or start it over when the server ignored the Range
+    header); a download that breaks off or stops short keeps `part` for the next call."""
+    with resp:
+        if offset and resp.status != 206:  # server ignored the Range header: start over
+            offset = 0
+        length = resp.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else expected_size
+        with (
+            open(part, "ab" if offset else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=name,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
+            try:
+                for block in iter(lambda: resp.read(CHUNK), b""):
+                    fh.write(block)
+                    bar.update(len(block))
+            except (OSError, urllib.error.URLError) as exc:
+                raise DownloadError(
+                    f"download of {url} broke off ({exc}); run the same command again to resume"
+                ) from None
+    got = part.stat().st_size
+    if total is not None and got < total:
+        raise DownloadError(
+            f"download of {url} stopped at {got} of {total} bytes; run the same command again to resume"
+        )
+
+
+def _verify(url: str, part: Path, dest: Path, expected_size: Optional[int], expected_sha256: Optional[str]) -> str:
+    """Rename `part` onto `dest` when its size and sha256 are the expected ones (else remove it)."""
     got = part.stat().st_size
     if expected_size is not None and got != expected_size:
         part.unlink()
