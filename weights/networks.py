@@ -138,11 +138,13 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
+        # The weight gain scales the product (a vector per sample), not the weight matrix:
+        # one pass over the weights fewer in the forward and in the backward.
+        w = self.weight.to(x.dtype)
         b = self.bias.to(x.dtype) * self.bias_gain
         if self.activation == "linear":
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation, gain=LRELU_GAIN)
+            return torch.addmm(b.unsqueeze(0), x, w.t(), alpha=self.weight_gain)
+        return bias_act(x.matmul(w.t()) * self.weight_gain, b, act=self.activation, gain=LRELU_GAIN)
 
 
 class MappingNetwork(nn.Module):

@@ -77,6 +77,192 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tens
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [n, out]
 
 
+def _fir_pads(filter_size: int, kernel: int) -> tuple[int, int]:
+    """NVIDIA's conv2d_resample(up=2, padding=k//2): padding of the transposed output before the FIR."""
+    p0 = (filter_size + 1) // 2 + kernel // 2 - (kernel - 1)
+    p1 = (filter_size - 2) // 2 + kernel // 2 - (kernel - 2)
+    return p0, p1
+
+
+def _fir_backward(g: torch.Tensor, f: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """Gradient of `fir_filter(x, f, pad)` (gain 1) with respect to x, given the output gradient `g`.
+
+    A valid correlation's input gradient is the full correlation with the flipped filter;
+    cropping the forward's padding off that is again `fir_filter` with the flipped filter and
+    the complementary padding (taps - 1 - pad), as fast as the forward (oneDNN's depthwise
+    grad-input kernels measured 10x slower than that on channels-last maps).
+    """
+    fh, fw = f.shape
+    return fir_filter(g, f.flip([0, 1]), (fw - 1 - pad[0], fw - 1 - pad[1], fh - 1 - pad[2], fh - 1 - pad[3]))
+
+
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per channel, the sum over batch and pixels of a * b."""
+    return (a * b).sum(dim=[0, 2, 3])
+
+
+def _conv_args(up: bool, kh: int, kw: int) -> tuple:
+    """(stride, padding, dilation, transposed, output_padding, groups) of the layer's convolution."""
+    if up:
+        return [2, 2], [0, 0], [1, 1], True, [0, 0], 1
+    return [1, 1], [kh // 2, kw // 2], [1, 1], False, [0, 0], 1
+
+
+def _conv_input_grad(gy: torch.Tensor, x: torch.Tensor, wm: torch.Tensor, up: bool) -> torch.Tensor:
+    """d/dx of the layer's convolution (`_layer_forward`) for the weights `_modulated` built."""
+    kh, kw = wm.shape[2:]
+    return torch.ops.aten.convolution_backward(gy, x, wm, None, *_conv_args(up, kh, kw), [True, False, False])[0]
+
+
+def _conv_weight_grad(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, up: bool) -> torch.Tensor:
+    """d/d(modulated weights) of the layer's convolution, shaped like `weight` [out, in, kh, kw].
+
+    Computed on NCHW copies: oneDNN's weight-gradient kernels for batch 1 measured 4-5x
+    slower on channels-last maps than the two copies plus the NCHW kernel.
+    """
+    shape = [weight.shape[1], weight.shape[0], *weight.shape[2:]] if up else list(weight.shape)
+    like = weight.new_empty(shape, dtype=x.dtype)  # only its shape is read
+    args = _conv_args(up, *weight.shape[2:])
+    gw = torch.ops.aten.convolution_backward(gy.contiguous(), x.contiguous(), like, None, *args, [False, True, False])[
+        1
+    ]
+    return gw.transpose(0, 1) if up else gw
+
+
+def _modulated(weight: torch.Tensor, outer: torch.Tensor, x: torch.Tensor, up: bool) -> torch.Tensor:
+    """weight * outer[o, i] as the convolution takes it ([in, out, k, k] when transposed), in x's
+    dtype, written straight into the memory layout the convolution would otherwise copy it to."""
+    w, o = (weight.transpose(0, 1), outer.t()) if up else (weight, outer)
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    out = torch.empty(w.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    return torch.mul(w, o.reshape(*o.shape, 1, 1), out=out)
+
+
+def _layer_forward(x, weight, st, s, noise, bias, gain, clamp, up, f) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_FusedLayer`'s forward: one convolution with the fully modulated weights, then, in place,
+    the bias (inside the convolution when not up-sampling), noise, leaky ReLU and clamp.
+    Returns (output, the modulated weights as the convolution took them)."""
+    wm = _modulated(weight, st.reshape(1, -1) * s.reshape(-1, 1), x, up)
+    b = None if bias is None else (bias * gain).to(x.dtype)
+    if up:
+        y = F.conv_transpose2d(x, wm, stride=2)
+        p0, p1 = _fir_pads(f.shape[0], weight.shape[3])
+        y = fir_filter(y, f, (p0, p1, p0, p1))
+        if b is not None:
+            y.add_(b.reshape(1, -1, 1, 1))
+    else:
+        y = F.conv2d(x, wm, bias=b, padding=weight.shape[2] // 2)
+    if noise is not None:
+        y.add_((noise * gain).to(y.dtype))
+    F.leaky_relu_(y, LRELU_ALPHA)
+    if clamp is not None:
+        y.clamp_(-clamp, clamp)
+    return y, wm
+
+
+def _demodulation(weight: torch.Tensor, st: torch.Tensor, gain: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_k weight^2 [out, in], s = gain / ||weight * st|| [out]) for one sample's styles `st`."""
+    wsq = torch.linalg.vector_norm(weight, dim=(2, 3)).square()
+    return wsq, (wsq @ st.square() + 1e-8).rsqrt() * gain
+
+
+class _FusedLayer(torch.autograd.Function):
+    """A demodulated StyleGAN2 layer (batch 1) as one autograd node with a hand-written backward.
+
+        s   = gain / sqrt(sum_{i,k} (weight[o, i, k] st[i])^2 + 1e-8)          (times 4 when up)
+        out = clamp(lrelu(conv(x, weight * st[in] * s[out]) (then FIR when up) + gain * (bias + noise)))
+
+    The forward keeps only its inputs, the small per-channel factors and its output (which
+    the next layer keeps anyway), not the pre-activation: the backward reads the leaky-ReLU
+    slope and the clamp mask off the output, and gets d/ds from
+        sum_hw dL/dz * z = sum_hw dL/dout * out        (where not clamped; lrelu(z) = slope * z),
+    so with frozen weights (projection, drag) it runs one grad-input convolution and no
+    weight-gradient one.  With trainable weights (tuning) the weight gradient and the
+    demodulation's share are assembled in two passes over the weights.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, st, noise, bias, gain, clamp, up, f):
+        wsq, s = _demodulation(weight, st, gain * (4.0 if up else 1.0))
+        out, wm = _layer_forward(x, weight, st, s, noise, bias, gain, clamp, up, f)
+        ctx.save_for_backward(x, weight, st, noise, bias, out, f, wsq, s, wm)
+        ctx.gain, ctx.clamp, ctx.up = gain, clamp, up
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, st, noise, bias, out, f, wsq, s, wm = ctx.saved_tensors
+        gain, clamp, up = ctx.gain, ctx.clamp, ctx.up
+        need_x, need_w, need_st, need_noise, need_bias = ctx.needs_input_grad[:5]
+        h = torch.ops.aten.hardtanh_backward(grad, out, -clamp, clamp) if clamp is not None else grad
+        g = torch.ops.aten.leaky_relu_backward(h, out, LRELU_ALPHA, True)  # dL/dz
+        outer = st.reshape(1, -1) * s.reshape(-1, 1)  # [out, in]
+        gy = g
+        if up:
+            p0, p1 = _fir_pads(f.shape[0], weight.shape[3])
+            gy = _fir_backward(g, f, (p0, p1, p0, p1))
+        gx = _conv_input_grad(gy, x, wm, up) if need_x else None
+        gwm = _conv_weight_grad(gy, x, weight, up).to(weight.dtype) if need_w or (need_st and gx is None) else None
+        d_w = d_st = d_noise = d_bias = None
+        if need_w or need_st:
+            if gwm is not None and (gx is None or weight.numel() <= out.numel()):
+                a = (gwm * weight).sum(dim=[2, 3])  # [out, in]
+                d_st, d_s = s @ a, a @ st
+            else:
+                # s * dL/ds = sum_hw g * (z - gain * (bias + noise)),  sum_hw g * z = sum_hw h * out
+                s_ds = _channel_dot(h, out).to(s.dtype)
+                if bias is not None:
+                    s_ds = s_ds - gain * bias * g.sum(dim=[0, 2, 3]).to(s.dtype)
+                if noise is not None:
+                    nz = noise.expand(*out.shape[:1], 1, *out.shape[2:])
+                    s_ds = s_ds - gain * _channel_dot(g, nz).to(s.dtype)
+                d_s = s_ds / s
+                if bool((st.abs() < 1e-20).any()):
+                    # the input gradient before the st scaling, which dividing by st cannot recover
+                    wm1 = _modulated(weight, s.reshape(-1, 1).expand_as(outer), x, up)
+                    d_st = _channel_dot(_conv_input_grad(gy, x, wm1, up), x).to(st.dtype)
+                else:
+                    d_st = _channel_dot(gx, x).to(st.dtype) / st
+            # the demodulation: s = c * q^-1/2 with q[o] = sum_i wsq[o, i] st[i]^2
+            dq = d_s * s.pow(3) * (-0.5 / (gain * (4.0 if up else 1.0)) ** 2)
+            d_st = d_st + 2 * st * (dq @ wsq)
+            if need_w:
+                d_w = gwm * outer.reshape(*outer.shape, 1, 1)
+                d_w.addcmul_(weight, (2 * dq.reshape(-1, 1) * st.square().reshape(1, -1)).reshape(*outer.shape, 1, 1))
+        if need_bias:
+            d_bias = gain * g.sum(dim=[0, 2, 3]).to(bias.dtype)
+        if need_noise:
+            d_noise = (gain * g.sum(dim=1, keepdim=True)).sum_to_size(noise.shape).to(noise.dtype)
+        return (gx if need_x else None), d_w, d_st, d_noise, d_bias, None, None, None, None
+
+
+def fused_layer(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    up: bool = False,
+    resample_filter: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    gain: float = 1.0,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """Batch-1 demodulated layer + noise, bias, leaky ReLU, gain, clamp as one autograd node (`_FusedLayer`)."""
+    if x.shape[0] != 1 or styles.shape[0] != 1:
+        raise ValueError("fused_layer needs batch 1")
+    if up and resample_filter is None:
+        raise ValueError("up-sampling needs the resample filter")
+    f = resample_filter if up else weight.new_ones([1, 1])
+    args = (x, weight, styles[0], noise, bias, gain, clamp, up, f)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:5]):
+        return _FusedLayer.apply(*args)
+    with torch.no_grad():
+        _, s = _demodulation(weight, styles[0], gain * (4.0 if up else 1.0))
+        return _layer_forward(x, weight, styles[0], s, noise, bias, gain, clamp, up, f)[0]
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -108,6 +294,10 @@ def modulated_conv2d(
     """
     out_c, in_c, kh, kw = weight.shape
     n = x.shape[0]
+    if demodulate and n == 1 and fold_styles is None and x.dtype == torch.float32 and act == "lrelu":
+        return fused_layer(
+            x, weight, styles, up=up, resample_filter=resample_filter, noise=noise, bias=bias, gain=gain, clamp=clamp
+        )
     if x.dtype == torch.float16 and demodulate:
         # Pre-normalise to keep fp16 activations in range (as the original does).
         weight = weight * (1 / math.sqrt(in_c * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
@@ -116,7 +306,7 @@ def modulated_conv2d(
     if up:
         scale = (scale if scale is not None else styles.new_full([n, out_c], gain)) * 4.0
     if fold_styles is None:
-        fold_styles = n == 1 and not (weight.requires_grad or styles.requires_grad)
+        fold_styles = n == 1 and (not demodulate or not (weight.requires_grad or styles.requires_grad))
     elif fold_styles and n != 1:
         raise ValueError("fold_styles=True needs batch 1")
     if fold_styles:
