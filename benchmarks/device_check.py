@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import random_perceptual, summary
 
 FP32_TOL = 1e-4  # CUDA float32 vs CPU float32 (TF32 off), relative to the largest magnitude
 FP16_TOL = 5e-2  # the fp16 layers (num_fp16_res=4 in the FFHQ configs) vs the CPU's float32
@@ -67,7 +67,7 @@ def _timed(fn, device, repeats: int = 3) -> dict:
         if cuda:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    out = {"ms_median": round(1000 * statistics.median(times), 1)}
+    out = summary(times)
     if cuda:
         out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
@@ -110,7 +110,6 @@ def check_drag_and_inversion(res: int, device, dry: bool, steps: int) -> dict:
     from drag.engine import DragEngine
     from inversion.api import invert
     from inversion.config import make_config
-    from inversion.perceptual import Perceptual
 
     G = _generator(res, dry).to(device)
     with torch.no_grad():
@@ -122,13 +121,7 @@ def check_drag_and_inversion(res: int, device, dry: bool, steps: int) -> dict:
     drag = {"s": round(time.perf_counter() - t0, 2), "steps": steps, "finite": bool(torch.isfinite(state.w).all())}
     with torch.no_grad():
         aligned = eng.render(state)
-    nets: dict = {}
-
-    def perceptual(net, r):
-        if (net, r) not in nets:
-            nets[net, r] = Perceptual(net, random_backbone=True, resolution=r).to(device)
-        return nets[net, r]
-
+    perceptual = random_perceptual(device)
     config = make_config(projection_steps=steps, tuning_steps=steps, lpips_threshold=0.0)
     t0 = time.perf_counter()
     res_inv = invert(np.ascontiguousarray(aligned), G, config, perceptual=perceptual, progress=False)

@@ -25,7 +25,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -113,7 +112,7 @@ def _sync(device):
 
 
 def _time(res: int, modes: list, device_name: str, repeats: int, threads: int, plain: bool, queue) -> None:
-    from timing import machine
+    from timing import interleaved_wall_cpu, machine, summary
 
     G, gens, ws, device = _setup(res, device_name, threads)
     sync = _sync(device)
@@ -123,19 +122,7 @@ def _time(res: int, modes: list, device_name: str, repeats: int, threads: int, p
         fns[f"fast/{mode}"] = _step(G, G, ws, mode)
         if plain:
             fns[f"plain/{mode}"] = _step(G, gens["plain"], ws, mode)
-    for fn in fns.values():  # warm-up
-        fn()
-    sync()
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    order = list(fns)
-    for r in range(repeats):
-        for name in order if r % 2 == 0 else order[::-1]:
-            t0, c0 = time.perf_counter(), time.process_time()
-            fns[name]()
-            sync()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+    wall, cpu = interleaved_wall_cpu(fns, repeats, warmup=1, sync=sync)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     gflop = forward_gflop(G.config)
@@ -150,7 +137,7 @@ def _time(res: int, modes: list, device_name: str, repeats: int, threads: int, p
         base = f"{path}/forward"
         for mode in modes:
             key = f"{path}/{mode}"
-            rows[mode] = {"ms_median": round(1000 * med[key], 1), "ms_min": round(1000 * min(wall[key]), 1)}
+            rows[mode] = summary(wall[key])
             if base in med:
                 rows[mode]["over_forward"] = round(med[key] / med[base], 2)
                 rows[mode]["over_forward_cpu_time"] = round(med_cpu[key] / med_cpu[base], 2)

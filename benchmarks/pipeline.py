@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,13 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isolated import run_isolated
+from timing import peak_rss_mib, random_perceptual, rss_mib
 
 FULL = {"projection": 450, "tuning": 350, "drag": 300}
 HANDLE, TARGET = (371, 569), (390, 550)  # a mouth corner of the default photo, dragged up and out
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _recipe(model: Path, steps: dict):
@@ -64,23 +60,16 @@ def _stage(name: str, res: int, photo: Path, run_dir: Path, model: Path, steps: 
     if name == "align":
         from align.stage import run_align
 
-        ready = _rss_mib()
+        ready = rss_mib()
         t0 = time.perf_counter()
         run_align(photo, run_dir, size=res)
     elif name == "invert":
-        from inversion.perceptual import Perceptual
         from inversion.stage import run_invert
         from weights.checkpoint import load_generator
 
         G = load_generator(model)
-        nets: dict = {}
-
-        def perceptual(net: str, r):
-            if (net, r) not in nets:
-                nets[net, r] = Perceptual(net, random_backbone=True, resolution=r)
-            return nets[net, r]
-
-        ready = _rss_mib()
+        perceptual = random_perceptual()
+        ready = rss_mib()
         t0 = time.perf_counter()
         run_invert(
             run_dir, G, f"ffhq-{res} random", "0" * 64, recipe.inversion_config(), perceptual, None, progress=False
@@ -102,17 +91,18 @@ def _stage(name: str, res: int, photo: Path, run_dir: Path, model: Path, steps: 
             recipe.mask_path,
             landmarks=align.aligned_landmarks if align.has_landmarks else None,
         )
-        ready = _rss_mib()
+        ready = rss_mib()
         t0 = time.perf_counter()
         run_drag(run_dir, pts, mask, recipe.drag_config(), progress=False)
     else:
         from pipeline.composite import run_composite
 
-        ready = _rss_mib()
+        ready = rss_mib()
         t0 = time.perf_counter()
         run_composite(run_dir, run_dir.parent / "edited.jpg")
     seconds = time.perf_counter() - t0
-    queue.put({"s": round(seconds, 2), "peak_rss_mib": round(_rss_mib(), 1), "rss_mib_before_stage": round(ready, 1)})
+    report = {"s": round(seconds, 2), "peak_rss_mib": round(peak_rss_mib(), 1), "rss_mib_before_stage": round(ready, 1)}
+    queue.put(report)
 
 
 def _model(res: int, path: Path, queue) -> None:

@@ -45,19 +45,28 @@ def interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, timed alternately: A B B A A B ... after `warmup` calls each."""
+    return interleaved_wall_cpu(fns, repeats, warmup, sync)[0]
+
+
+def interleaved_wall_cpu(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """As `interleaved`, and the process CPU seconds of each call beside the wall seconds."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns)
     for r in range(repeats):
         for name in order if r % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fns[name]()
             sync()
-            times[name].append(time.perf_counter() - t0)
-    return times
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
 
 
 def summary(times: list[float]) -> dict:
@@ -96,3 +105,19 @@ def peak_memory_above_setup(fn: Callable[[], object], device) -> dict:
         torch.cuda.synchronize(device)
         return {"peak_gpu_mib_above_setup": round((torch.cuda.max_memory_allocated(device) - start) / 2**20, 1)}
     return {"peak_rss_mib_above_setup": round(peak_rss_mib() - base, 1)}
+
+
+def random_perceptual(device=None) -> Callable[[str, object], object]:
+    """A `perceptual(net, resolution)` builder for the stages: LPIPS with random backbones (ImageNet
+    weights cannot be downloaded here; speed does not depend on the values), one per (net, resolution)."""
+    from inversion.perceptual import Perceptual
+
+    nets: dict = {}
+
+    def perceptual(net: str, resolution=None):
+        if (net, resolution) not in nets:
+            lp = Perceptual(net, random_backbone=True, resolution=resolution)
+            nets[net, resolution] = lp if device is None else lp.to(device)
+        return nets[net, resolution]
+
+    return perceptual
