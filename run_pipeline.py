@@ -29,20 +29,22 @@ from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.fileio import atomic_path, disk_full_error, is_disk_full, sweep_temps, swept_line
+from common.options import Setting, settings_of
 from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
-from drag.config import DragConfig
+from drag.config import DRAG_OPTIONS, DragConfig
 from drag.draw import preview_image
 from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.cache import InversionCache
-from inversion.config import InversionConfig, make_config, option_defaults
+from inversion.config import PROFILES, InversionConfig, inversion_settings, make_config, option_defaults
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
 from pipeline.composite import BLENDS, DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
+from pipeline.flags import setting_option, setting_options
 from pipeline.outputs import check_outputs
 from pipeline.recipe import load_recipe, parse_recipe, with_presets
 from pipeline.webui.guard import WILDCARDS, served_hosts, split_host
@@ -56,6 +58,7 @@ from weights.store import WeightStore
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
 LIMITS = Limits()  # the web editor's
+DRAG_SETTINGS = settings_of(DragConfig, DRAG_OPTIONS)  # steps, lr, lambda_mask, r1, r2
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
 
 
@@ -146,6 +149,12 @@ INVERSION_OPTIONS = (
 )
 
 
+def profile_option(x: Setting):
+    """An inversion option (declared on its config dataclass) whose default is the chosen profile's."""
+    preview = f"; preview {PREVIEW[x.name]}" if x.name in PROFILES["preview"] else ""
+    return setting_option(x, defaults=False, help=f"{x.help} [default: {FULL[x.name]}{preview}].")
+
+
 def inversion_options(f):
     """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips,
     --keep-projection-noise, --seed."""
@@ -160,22 +169,7 @@ def inversion_options(f):
             "Default: the full PTI schedule.",
         ),
         click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
-        click.option(
-            "--projection-steps",
-            type=click.IntRange(1),
-            help=f"Projection steps [default: {FULL['projection_steps']}; preview {PREVIEW['projection_steps']}].",
-        ),
-        click.option(
-            "--tuning-steps",
-            type=click.IntRange(0),
-            help=f"Pivotal tuning step limit [default: {FULL['tuning_steps']}; preview {PREVIEW['tuning_steps']}].",
-        ),
-        click.option(
-            "--lpips-threshold",
-            type=click.FloatRange(0.0),
-            help=f"Stop tuning once LPIPS(alex), on the full-resolution images as PTI, falls to this "
-            f"[default: {FULL['lpips_threshold']}].",
-        ),
+        *(profile_option(x) for x in inversion_settings()[:3]),
         click.option(
             "--projection-lpips",
             type=click.Choice(["vgg", "alex"]),
@@ -189,9 +183,7 @@ def inversion_options(f):
             help="Tune the generator with the noise maps the projection optimised "
             "[default: the checkpoint's own noise maps, as PTI].",
         ),
-        click.option(
-            "--seed", type=click.IntRange(0), help=f"Seed of the inversion's noise [default: {FULL['seed']}]."
-        ),
+        profile_option(inversion_settings()[3]),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -670,17 +662,7 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     help="Image of the region allowed to move (white), the size of the photo or the crop.",
 )
 @click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image.")
-@click.option("--steps", type=click.IntRange(1), default=DRAG.steps, show_default=True, help="Step limit.")
-@click.option("--lr", type=float, default=DRAG.lr, show_default=True, help="Adam learning rate on w[:, :6].")
-@click.option(
-    "--lambda-mask",
-    type=float,
-    default=DRAG.lambda_mask,
-    show_default=True,
-    help="Weight of keeping features outside the mask unchanged.",
-)
-@click.option("--r1", type=float, default=DRAG.r1, show_default=True, help="Motion supervision radius at 512 px.")
-@click.option("--r2", type=float, default=DRAG.r2, show_default=True, help="Point tracking radius at 512 px.")
+@setting_options(DRAG_SETTINGS)
 @click.option(
     "--animate",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -708,6 +690,7 @@ def drag(
     the final positions and distances in aligned and photo pixels, preview.png with arrows).
     """
 
+    config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
     if mask_path and mask_circle:
         raise UsageError("give either --mask or --mask-circle, not both")
     if animate and animate.suffix.lower() not in (".gif", ".mp4"):
@@ -730,7 +713,6 @@ def drag(
         presets=amounts,
         landmarks=align.aligned_landmarks if amounts else None,
     )
-    config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
     with s.run_folder(run_dir):
         state = run_drag(
             run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
@@ -881,34 +863,7 @@ def _check_hosts(ctx, param, values: tuple) -> tuple:
     help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.",
 )
 @inversion_options
-@click.option(
-    "--lr",
-    type=click.FloatRange(0.0, min_open=True),
-    default=DRAG.lr,
-    show_default=True,
-    help="Drag: Adam learning rate on w[:, :6].",
-)
-@click.option(
-    "--lambda-mask",
-    type=click.FloatRange(0.0),
-    default=DRAG.lambda_mask,
-    show_default=True,
-    help="Drag: weight of keeping features outside the painted mask unchanged.",
-)
-@click.option(
-    "--r1",
-    type=click.FloatRange(0.0, min_open=True),
-    default=DRAG.r1,
-    show_default=True,
-    help="Drag: motion supervision radius at 512 px.",
-)
-@click.option(
-    "--r2",
-    type=click.FloatRange(0.0, min_open=True),
-    default=DRAG.r2,
-    show_default=True,
-    help="Drag: point tracking radius at 512 px.",
-)
+@setting_options(DRAG_SETTINGS[1:], help_prefix="Drag: ")
 @blend_option(DEFAULT_BLEND)
 @click.pass_obj
 def serve(

@@ -1,31 +1,42 @@
-"""The drag settings, each default written once (the CLI, recipe and web editor derive from it)."""
+"""The drag settings, each default and range written once (the CLI, recipe and web editor derive from it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from common.options import check_settings, setting
 
 # The half-pixel rule, in aligned pixels: a drag shorter than this is refused (DragGAN refuses
 # zero-length drags), two handles closer than this are one handle, and a preset leaves out the
 # landmarks it would move less than this (drag/points.py, drag/presets.py).
 MIN_DRAG_PX = 0.5
 
+# the settings a user sets (command line, recipe "drag" section, web editor); the rest are fixed rules
+DRAG_OPTIONS = ("steps", "lr", "lambda_mask", "r1", "r2")
+
 
 @dataclass(frozen=True)
 class DragConfig:
     """DragGAN's reference settings for FFHQ (paper and official code)."""
 
-    steps: int = 300
-    lr: float = 2e-3
-    lambda_mask: float = 20.0
-    r1: float = 3.0  # motion-supervision radius at 512 px
-    r2: float = 12.0  # tracking radius at 512 px
-    layers: int = 6  # optimise w[:, :layers]; the rest stays at the pivot
+    steps: int = setting(300, help="Step limit.", ge=1)
+    lr: float = setting(2e-3, help="Adam learning rate on w[:, :6].", gt=0)
+    lambda_mask: float = setting(20.0, help="Weight of keeping features outside the mask unchanged.", ge=0)
+    r1: float = setting(3.0, help="Motion supervision radius at 512 px.", gt=0)
+    r2: float = setting(12.0, help="Point tracking radius at 512 px.", gt=0)
+    layers: int = setting(6, help="Optimise w[:, :layers]; the rest stays at the pivot.", ge=1)
     feature_block: str = "b128"
-    stall_steps: int = 40  # stop when the total distance has not improved by
-    stall_min_gain: float = 0.5  # stall_min_gain px over this many steps
-    reach: float = 1.0  # stop ("reached") once every handle is within this many px of its target,
-    reach_many: float = 2.0  # or within this many px when more than `reach_few` points are dragged
-    reach_few: int = 5
+    # stop when the total distance has not improved by stall_min_gain px over stall_steps steps
+    stall_steps: int = setting(40, help="Steps without progress before the drag stops.", ge=1)
+    stall_min_gain: float = setting(0.5, help="Progress (px) that counts against a stall.", ge=0)
+    # stop ("reached") once every handle is within `reach` px of its target, or within `reach_many`
+    # px when more than `reach_few` points are dragged
+    reach: float = setting(1.0, help="Stop distance (px) for a few points.", ge=0)
+    reach_many: float = setting(2.0, help="Stop distance (px) for many points.", ge=0)
+    reach_few: int = setting(5, help="Up to this many points count as a few.", ge=0)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def stop_distance(self, points: int) -> float:
         """The reach for a drag of `points` handles: the 1 px / 2 px stop rule."""

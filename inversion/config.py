@@ -13,18 +13,18 @@ text from here.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
+from typing import Optional, Tuple
 
 from common.errors import UsageError
+from common.options import Setting, check_settings, setting, settings_of
 
 
 @dataclass(frozen=True)
 class ProjectionConfig:
     """W / W+ projection (PTI's w_projector, after stylegan2-ada's projector)."""
 
-    steps: int = 450
+    steps: int = setting(450, name="projection_steps", help="Projection steps", ge=1)
     # the peak of the schedule below, applied from step 0: PTI runs project()'s own default 0.01 (its
     # hyperparameters.first_inv_lr = 5e-3 only seeds the optimiser, whose lr the schedule overwrites)
     lr: float = 0.01
@@ -40,16 +40,21 @@ class ProjectionConfig:
     lpips_net: str = "vgg"  # the projectors' perceptual loss is LPIPS(VGG16)
     loss_resolution: int = 256  # images larger than this are area-downsampled for the loss
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+
 
 @dataclass(frozen=True)
 class TuningConfig:
     """Pivotal tuning: the generator is trained, the pivot w is fixed."""
 
-    steps: int = 350
+    steps: int = setting(350, name="tuning_steps", help="Pivotal tuning step limit", ge=0)
     lr: float = 3e-4
     l2_weight: float = 1.0
     lpips_weight: float = 1.0
-    lpips_threshold: float = 0.06  # stop as soon as LPIPS(alex) falls to this
+    lpips_threshold: float = setting(
+        0.06, help="Stop tuning once LPIPS(alex), on the full-resolution images as PTI, falls to this", ge=0
+    )
     lpips_net: str = "alex"
     # LPIPS of the loss and of the stop rule: None = on the full-resolution images, as PTI (its 0.06
     # threshold assumes that); a number = area-downsampled to at most that size (photodrag's old 256)
@@ -64,13 +69,19 @@ class TuningConfig:
     locality_truncation: float = 0.5  # PTI samples the regulariser's latents with truncation psi 0.5
     locality_noise_mode: str = "none"  # and renders them without noise
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+
 
 @dataclass(frozen=True)
 class InversionConfig:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
-    seed: int = 0
+    seed: int = setting(0, help="Seed of the inversion's noise", ge=0)
     profile: str = "full"  # a label for people; the values above decide the result
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +113,11 @@ class InversionConfig:
         )
 
 
+def inversion_settings() -> Tuple[Setting, ...]:
+    """The numeric user-facing inversion options, declared on the dataclasses above, in help order."""
+    return (*settings_of(ProjectionConfig), *settings_of(TuningConfig), *settings_of(InversionConfig))
+
+
 PROFILES = {
     "full": {},
     "preview": {"projection_steps": 100, "tuning_steps": 50, "projection_lpips": "alex"},
@@ -119,7 +135,9 @@ def make_config(
     keep_projection_noise: Optional[bool] = None,
     seed: Optional[int] = None,
 ) -> InversionConfig:
-    """The config of a named profile with the options that were given (None = the profile's value)."""
+    """The config of a named profile with the options that were given (None = the profile's value).
+
+    The ranges are the dataclasses' own (`setting(...)`): building the config checks them."""
     if profile not in PROFILES:
         raise UsageError(f"unknown inversion profile {profile!r}; known: {', '.join(PROFILES)}")
     given = dict(
@@ -132,10 +150,6 @@ def make_config(
         seed=seed,
     )
     o = dict(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
-    if o.get("projection_steps", 1) < 1 or o.get("tuning_steps", 0) < 0 or o.get("seed", 0) < 0:
-        raise UsageError("projection steps must be at least 1, tuning steps and the seed at least 0")
-    if "lpips_threshold" in o and not (math.isfinite(o["lpips_threshold"]) and o["lpips_threshold"] >= 0):
-        raise UsageError(f"the LPIPS threshold must be a finite number >= 0, got {o['lpips_threshold']}")
     if o.get("projection_lpips", "vgg") not in ("vgg", "alex"):
         raise UsageError("the projection LPIPS must be vgg or alex")
     base = InversionConfig()

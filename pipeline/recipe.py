@@ -31,7 +31,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from align.align import MAX_SIZE, MIN_SIZE, valid_size
 from common.errors import UsageError
-from drag.config import DragConfig
+from common.options import settings_of
+from drag.config import DRAG_OPTIONS, DragConfig
 from drag.presets import check_amount, get_preset
 from inversion.config import InversionConfig, make_config
 from pipeline.composite import BLENDS, DEFAULT_BLEND
@@ -49,8 +50,9 @@ _INVERT_KEYS = {
     "keep_projection_noise": bool,
     "seed": int,
 }
-_DRAG_KEYS = {"steps": int, "lr": (int, float), "lambda_mask": (int, float), "r1": (int, float), "r2": (int, float)}
-_DRAG_DEFAULTS = {k: getattr(DragConfig(), k) for k in _DRAG_KEYS}  # the defaults live in DragConfig
+# the "drag" section: names, types and defaults from DragConfig's declared settings
+_DRAG_KEYS = {x.name: int if x.kind is int else (int, float) for x in settings_of(DragConfig, DRAG_OPTIONS)}
+_DRAG_DEFAULTS = {x.name: x.default for x in settings_of(DragConfig, DRAG_OPTIONS)}
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,32 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     coords = data.get("coords", "photo")
     if coords not in COORDS:
         _fail(where, f'"coords" must be one of {", ".join(COORDS)}')
+    for key in ("photo", "model"):
+        if key in data and not isinstance(data[key], str):
+            _fail(where, f'"{key}" must be a string')
     presets = _presets(data.get("presets", {}), where)
+    drags = _drags(data, presets, where)
+    circle, path = _mask(data.get("mask"), where)
+    face, size = _align(data.get("align", {}), where)
+    inv, drag, blend = _stage_sections(data, where)
+    return Recipe(
+        drags=drags,
+        presets=presets,
+        coords=coords,
+        photo=data.get("photo"),
+        model=data.get("model"),
+        mask_circle=circle,
+        mask_path=path,
+        face=face,
+        size=size,
+        invert=inv,
+        drag=drag,
+        blend=blend,
+    )
+
+
+def _drags(data: dict, presets: Dict[str, float], where: str) -> tuple:
+    """ "drags": [{"handle": [x, y], "target": [x, y]}, ...], non-empty unless presets move something."""
     drags = data.get("drags", [] if presets else None)
     if not isinstance(drags, list) or not (drags or presets):
         _fail(
@@ -199,21 +226,27 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         pairs.append(
             (_num_pair(d["handle"], f"{where} drags[{i}].handle"), _num_pair(d["target"], f"{where} drags[{i}].target"))
         )
-    circle = path = None
-    mask = data.get("mask")
-    if mask is not None:
-        if not isinstance(mask, dict) or len(mask) != 1 or not set(mask) <= {"circle", "path"}:
-            _fail(where, '"mask" must be {"circle": [x, y, r]} or {"path": "mask.png"}')
-        if "circle" in mask:
-            c = mask["circle"]
-            if not (isinstance(c, list) and len(c) == 3 and all(_is_number(v) for v in c) and c[2] > 0):
-                _fail(where, '"mask.circle" must be [x, y, r] with r > 0')
-            circle = tuple(float(v) for v in c)
-        else:
-            if not isinstance(mask["path"], str):
-                _fail(where, '"mask.path" must be a file name')
-            path = mask["path"]
-    align = data.get("align", {})
+    return tuple(pairs)
+
+
+def _mask(mask: Any, where: str) -> Tuple[Optional[tuple], Optional[str]]:
+    """ "mask": {"circle": [x, y, r]} or {"path": "mask.png"} -> (circle, path)."""
+    if mask is None:
+        return None, None
+    if not isinstance(mask, dict) or len(mask) != 1 or not set(mask) <= {"circle", "path"}:
+        _fail(where, '"mask" must be {"circle": [x, y, r]} or {"path": "mask.png"}')
+    if "circle" in mask:
+        c = mask["circle"]
+        if not (isinstance(c, list) and len(c) == 3 and all(_is_number(v) for v in c) and c[2] > 0):
+            _fail(where, '"mask.circle" must be [x, y, r] with r > 0')
+        return tuple(float(v) for v in c), None
+    if not isinstance(mask["path"], str):
+        _fail(where, '"mask.path" must be a file name')
+    return None, mask["path"]
+
+
+def _align(align: Any, where: str) -> Tuple[Any, Optional[int]]:
+    """ "align": {"face": "largest" | index, "size": power of two} -> (face, size)."""
     if not isinstance(align, dict) or set(align) - {"face", "size"}:
         _fail(where, '"align" may only hold "face" and "size"')
     face = align.get("face", "largest")
@@ -222,32 +255,25 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     size = align.get("size")
     if size is not None and not valid_size(size):
         _fail(where, f'"align.size" must be a power of two from {MIN_SIZE} to {MAX_SIZE}')
-    for key in ("photo", "model"):
-        if key in data and not isinstance(data[key], str):
-            _fail(where, f'"{key}" must be a string')
+    return face, size
+
+
+def _stage_sections(data: dict, where: str) -> Tuple[dict, dict, str]:
+    """The "invert", "drag" and "composite" sections, each checked by its config."""
     inv = _section(data, "invert", _INVERT_KEYS, {}, where)
     try:
         make_config(**inv)
     except UsageError as exc:
         _fail(where, f'"invert": {exc}')
     drag = _section(data, "drag", _DRAG_KEYS, _DRAG_DEFAULTS, where)
+    try:
+        DragConfig(**drag)
+    except UsageError as exc:
+        _fail(where, f'"drag": {exc}')
     blend = _section(data, "composite", {"blend": str}, {"blend": DEFAULT_BLEND}, where)["blend"]
     if blend not in BLENDS:
         _fail(where, f'"composite.blend" must be one of {", ".join(BLENDS)}, not {blend!r}')
-    return Recipe(
-        drags=tuple(pairs),
-        presets=presets,
-        coords=coords,
-        photo=data.get("photo"),
-        model=data.get("model"),
-        mask_circle=circle,
-        mask_path=path,
-        face=face,
-        size=size,
-        invert=inv,
-        drag=drag,
-        blend=blend,
-    )
+    return inv, drag, blend
 
 
 def _no_constant(name: str):

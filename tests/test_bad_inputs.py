@@ -397,14 +397,54 @@ def test_non_finite_options_in_a_recipe_are_refused(env, capsys, section):
 
 
 @pytest.mark.parametrize(
+    "drag,needles",
+    [
+        ('{"lr": -1}', ['"drag": lr must be > 0, got -1']),
+        ('{"lr": NaN}', ["NaN"]),
+        ('{"lambda_mask": -3}', ["lambda_mask must be >= 0"]),
+        ('{"steps": -5}', ["steps must be >= 1"]),
+        ('{"steps": 2.5}', ['"drag.steps" has the wrong type']),
+        ('{"r2": 0}', ["r2 must be > 0"]),
+    ],
+)
+def test_bad_drag_settings_in_a_recipe_are_refused_before_align(env, capsys, drag, needles):
+    code, err, run = edit_with_recipe(
+        env, capsys, '{"drags": [{"handle": [371, 569], "target": [390, 550]}], "drag": ' + drag + "}"
+    )
+    one_line_refusal(code, err, "recipe", *needles)
+    assert not run.exists()
+
+
+def test_a_drag_config_checks_its_own_ranges():
+    from common.errors import UsageError
+    from drag.config import DragConfig
+
+    for bad in (dict(lr=-1), dict(lr=math.nan), dict(lambda_mask=-3), dict(steps=-5), dict(steps=1.5), dict(r1=0)):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            DragConfig(**bad)
+    assert DragConfig(lr=0.01, steps=1, lambda_mask=0).lr == 0.01
+
+
+@pytest.mark.parametrize(
     "argv,needles",
     [
         (["edit", "--bogus"], ["No such option", "photodrag edit --help"]),
         (["edit", "x.jpg"], ["Missing option", "-o"]),
         (["invert", "run", "--projection-steps", "abc"], ["--projection-steps", "not a valid integer"]),
         (["edit", "x.jpg", "-o", "y.jpg", "--tuning-steps", "-1"], ["--tuning-steps"]),
-        (["edit", "x.jpg", "-o", "y.jpg", "--drag", "1,2:3,4", "--lpips-threshold", "nan"], ["LPIPS threshold"]),
+        (
+            ["edit", "x.jpg", "-o", "y.jpg", "--drag", "1,2:3,4", "--lpips-threshold", "nan"],
+            ["--lpips-threshold", "got nan"],
+        ),
         (["serve", "--seed", "x"], ["--seed"]),
+        # the drag settings: ranges declared on DragConfig, NaN and infinity refused too
+        (["drag", "run", "--drag", "1,2:3,4", "--lr", "-1"], ["--lr", "x>0"]),
+        (["drag", "run", "--drag", "1,2:3,4", "--lr", "nan"], ["--lr", "must be > 0, got nan"]),
+        (["drag", "run", "--drag", "1,2:3,4", "--lambda-mask", "-3"], ["--lambda-mask", "x>=0"]),
+        (["drag", "run", "--drag", "1,2:3,4", "--steps", "-5"], ["--steps", "x>=1"]),
+        (["drag", "run", "--drag", "1,2:3,4", "--r1", "inf"], ["--r1", "got inf"]),
+        (["serve", "--lr", "nan"], ["--lr", "got nan"]),
+        (["serve", "--r2", "0"], ["--r2"]),
         (["nosuchcommand"], ["No such command"]),
         (["--device", "tpu", "edit"], ["--device"]),
     ],
@@ -544,6 +584,10 @@ WRONG_BODIES = [
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 10**9}, "steps"),
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "speed": 3}, "speed"),
     ("drag", None, "body"),
+    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "lr": -1}, "lr"),
+    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "lambda_mask": -3}, "lambda_mask"),
+    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": -5}, "steps"),
+    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "r1": "3"}, "r1"),
     ("drag", {"presets": {"smile": "0.5"}}, "presets"),
     ("drag", {"presets": {"smile": None}}, "presets"),
     ("drag", {"presets": {"smile": True}}, "presets"),
@@ -565,6 +609,15 @@ def test_wrongly_typed_web_bodies_get_a_4xx_naming_the_field(web, endpoint, body
     assert r.status_code == 422, r.text
     assert field in r.json()["error"]
     assert client.get(f"/api/session/{sid}/status").json()["state"] == "uploaded"  # nothing started
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-1e999"])
+def test_non_finite_drag_settings_in_a_web_body_get_a_422(web, value):
+    client, sid = web
+    body = '{"drags": [{"handle": [371, 569], "target": [390, 550]}], "lr": ' + value + "}"
+    r = client.post(f"/api/session/{sid}/drag", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "lr" in r.json()["error"], r.text
+    assert client.get(f"/api/session/{sid}/status").json()["state"] == "uploaded"
 
 
 @pytest.mark.parametrize("endpoint", ["stop", "undo", "reset", "close"])

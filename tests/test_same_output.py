@@ -122,7 +122,7 @@ def test_edit_equals_the_web_session(setup, nets, blend):
     session.choose_face(0)
     session.thread.join(timeout=120)
     assert session.state == "ready", session.message
-    session.start_drag([{"handle": list(HANDLE), "target": list(TARGET)}], None, DRAG_STEPS)
+    session.start_drag([{"handle": list(HANDLE), "target": list(TARGET)}], None, {"steps": DRAG_STEPS})
     session.thread.join(timeout=120)
     assert session.state == "ready", session.message
     data, name, _ = session.result()

@@ -81,7 +81,8 @@ def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
         assert wait(c, a["id"])["state"] == "ready"
         assert c.get(f"/api/session/{b['id']}/status").json()["state"] == "uploaded"  # b untouched
         r = c.post(
-            f"/api/session/{a['id']}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 4}
+            f"/api/session/{a['id']}/drag",
+            json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 4, "lr": 0.004, "r2": 10},
         )
         assert r.status_code == 200
         st = wait(c, a["id"])
@@ -91,7 +92,9 @@ def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
         from io import BytesIO
 
         assert Image.open(BytesIO(res.content)).size == Image.open(TOM).size
-        assert c.get(f"/api/session/{a['id']}/recipe").json()["drags"][0]["handle"] == [371.0, 569.0]
+        recipe = c.get(f"/api/session/{a['id']}/recipe").json()
+        assert recipe["drags"][0]["handle"] == [371.0, 569.0]
+        assert recipe["drag"] == {"steps": 4, "lr": 0.004, "lambda_mask": 20.0, "r1": 3.0, "r2": 10}  # as the page set
         assert c.get(f"/api/session/{a['id']}/run.zip").status_code == 200
         assert c.get(f"/api/session/{b['id']}/result").status_code == 400  # b has nothing yet
         assert not (manager.root / b["id"] / "run").exists()

@@ -14,12 +14,13 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import PhotodragError
-from drag.config import DragConfig
+from common.options import Setting, settings_of
+from drag.config import DRAG_OPTIONS, DragConfig
 from drag.presets import PRESETS
 from pipeline.webui.guard import HostGuard
 from pipeline.webui.session import (
@@ -61,11 +62,27 @@ class PresetsBody(Body):
     presets: PresetAmounts = Field(default_factory=dict)
 
 
-class DragBody(Body):
+def setting_field(s: Setting) -> tuple:
+    """A request field for one drag setting: its type and range from DragConfig; None = the server's value."""
+    kind = Count if s.kind is int else Number
+    return Optional[kind], Field(None, ge=s.ge, gt=s.gt, le=s.le, description=s.help)
+
+
+class DragBase(Body):
     drags: List[DragPairBody] = Field(default_factory=list, max_length=100)
     presets: PresetAmounts = Field(default_factory=dict)
     mask: Optional[Annotated[str, Field(strict=True)]] = Field(None, max_length=30 * 2**20)
     steps: Count = Field(DragConfig().steps, ge=1, le=MAX_DRAG_STEPS)
+
+    def settings(self) -> Dict[str, float]:
+        """The drag settings this request gives (steps and the ones it sets), for DragConfig."""
+        given = {s.name: getattr(self, s.name) for s in DRAG_SETTINGS}
+        return {"steps": self.steps, **{k: v for k, v in given.items() if v is not None}}
+
+
+# lr, lambda_mask, r1, r2: generated from DragConfig's declared settings, so the page takes what the CLI takes
+DRAG_SETTINGS = settings_of(DragConfig, tuple(n for n in DRAG_OPTIONS if n != "steps"))
+DragBody = create_model("DragBody", __base__=DragBase, **{s.name: setting_field(s) for s in DRAG_SETTINGS})
 
 
 def validation_message(errors) -> str:
@@ -196,10 +213,10 @@ def create_app(
         return {"ok": True}
 
     @app.post("/api/session/{sid}/drag")
-    async def drag(sid: str, body: DragBody):
+    async def drag(sid: str, body: DragBody):  # type: ignore[valid-type]
         if not body.drags and not any(body.presets.values()):
             raise HTTPException(400, "click a handle and then a target first, or move a preset slider")
-        session(sid).start_drag([d.model_dump() for d in body.drags], body.mask, body.steps, body.presets)
+        session(sid).start_drag([d.model_dump() for d in body.drags], body.mask, body.settings(), body.presets)
         return {"ok": True}
 
     @app.post("/api/session/{sid}/presets")

@@ -34,7 +34,7 @@ from common.fileio import is_disk_full
 from common.geometry import apply_matrix
 from common.images import load_photo
 from common.run import RunFolder
-from drag.config import DragConfig
+from drag.config import DRAG_OPTIONS, DragConfig
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord
 from drag.stage import run_drag
@@ -208,8 +208,13 @@ class Session:
         return {"handles": to_photo(pts[:, 0]), "targets": to_photo(pts[:, 1]), "aligned": pts.tolist()}
 
     def start_drag(
-        self, drags: List[dict], mask_png: Optional[str], steps: int, presets: Optional[Mapping[str, float]] = None
+        self,
+        drags: List[dict],
+        mask_png: Optional[str],
+        settings: Mapping[str, float],
+        presets: Optional[Mapping[str, float]] = None,
     ) -> None:
+        """Start a drag round; `settings` are DragConfig values over the server's (steps at least)."""
         if self.thread is not None and self.thread.is_alive():
             raise UsageError(f"busy ({self.state}); wait or press Stop")
         if self.w_pivot is None:
@@ -220,10 +225,11 @@ class Session:
         if mask_png:
             mask_path = self.dir / "mask.png"
             self._save_mask(mask_png, mask_path)
-        pts, mask = self._request(pairs, mask_path, presets)
-        if not 1 <= steps <= MAX_DRAG_STEPS:
+        config = dataclasses.replace(self.services.drag_config or DragConfig(), **settings)
+        if not 1 <= config.steps <= MAX_DRAG_STEPS:
             raise UsageError(f"steps must be between 1 and {MAX_DRAG_STEPS}")
-        self._start("dragging", lambda: self._drag(pairs, pts, mask, steps, presets))
+        pts, mask = self._request(pairs, mask_path, presets)
+        self._start("dragging", lambda: self._drag(pairs, pts, mask, config, presets))
 
     def _save_mask(self, data_url: str, path: Path) -> None:
         """A painted mask (PNG data URL at display size) -> a photo-size mask file; never a path."""
@@ -241,7 +247,7 @@ class Session:
         full = cv2.resize(painted, self.photo.size, interpolation=cv2.INTER_NEAREST)
         Image.fromarray(full).save(path)
 
-    def _drag(self, pairs, pts: np.ndarray, mask, steps: int, presets: Optional[Dict[str, float]] = None) -> None:
+    def _drag(self, pairs, pts: np.ndarray, mask, config: DragConfig, presets: Optional[Dict[str, float]] = None):
         inverse = self.align.inverse
         to_photo = lambda p: apply_matrix(inverse, p).tolist()
         self.targets = to_photo(pts[:, 1])
@@ -249,13 +255,12 @@ class Session:
         last = [0.0]
 
         def on_state(state) -> None:
-            self.progress = Progress("drag", state.step, steps)
+            self.progress = Progress("drag", state.step, config.steps)
             self.handles = to_photo(state.handles.cpu().numpy())
             if time.time() - last[0] > FRAME_EVERY_S:
                 last[0] = time.time()
                 self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
 
-        config = dataclasses.replace(self.services.drag_config or DragConfig(), steps=steps)
         state = run_drag(
             self.run_dir,
             pts,
@@ -274,7 +279,7 @@ class Session:
         self.rounds.append(
             {
                 "drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
-                "steps": steps,
+                "drag": {name: getattr(config, name) for name in DRAG_OPTIONS},
                 "presets": dict(presets or {}),
             }
         )
@@ -351,10 +356,6 @@ class Session:
                 "a recipe replays one round of drags from the inversion: "
                 f"this session has {len(self.rounds)}; reset and drag once to get one"
             )
-        drag = {"steps": int(self.rounds[0]["steps"])}
-        if self.services.drag_config is not None:
-            c = self.services.drag_config
-            drag.update(lr=c.lr, lambda_mask=c.lambda_mask, r1=c.r1, r2=c.r2)
         return {
             "version": 1,
             "model": self.services.model_name,
@@ -363,7 +364,7 @@ class Session:
             **({"presets": self.rounds[0]["presets"]} if self.rounds[0].get("presets") else {}),
             "align": {"face": self.align.face_index, "size": self.align.size},
             "invert": self.services.inversion_config.options(),  # the session's profile and steps
-            "drag": drag,
+            "drag": self.rounds[0]["drag"],  # the round's steps, lr, lambda_mask, r1, r2
             "composite": {"blend": self.services.blend},
         }
 
