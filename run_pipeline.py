@@ -29,7 +29,7 @@ from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.fileio import atomic_path, disk_full_error, is_disk_full, sweep_temps, swept_line
-from common.options import Setting, settings_of
+from common.options import settings_of
 from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
 from drag.config import DRAG_OPTIONS, DragConfig
@@ -39,14 +39,14 @@ from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.cache import InversionCache
-from inversion.config import PROFILES, InversionConfig, inversion_settings, make_config, option_defaults
+from inversion.config import InversionConfig, make_config, option_defaults
 from inversion.stage import run_invert
-from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
-from pipeline.composite import BLENDS, DEFAULT_BLEND, run_composite
+from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
+from pipeline.composite import DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
-from pipeline.flags import setting_option, setting_options
+from pipeline.flags import blend_option, given_inversion_options, inversion_options, setting_options
 from pipeline.outputs import check_outputs
-from pipeline.recipe import load_recipe, parse_recipe, with_presets
+from pipeline.plan import plan_outputs, recipe_from_flags
 from pipeline.webui.guard import WILDCARDS, served_hosts, split_host
 from pipeline.webui.session import Limits, Services, SessionManager
 from weights.checkpoint import load_generator, read_checkpoint
@@ -60,6 +60,16 @@ FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview")
 LIMITS = Limits()  # the web editor's
 DRAG_SETTINGS = settings_of(DragConfig, DRAG_OPTIONS)  # steps, lr, lambda_mask, r1, r2
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
+
+
+def warn(msg: str) -> None:
+    """The one warning line: `photodrag: warning: MSG` on stderr."""
+    click.echo(f"photodrag: warning: {msg}", err=True)
+
+
+def warn_all(warnings) -> None:
+    for w in warnings:
+        warn(w)
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,7 @@ class Settings:
         return WeightStore(self.home, progress=not self.quiet)
 
     def cache(self):
-        return InversionCache(
-            self.home / "cache" / "inversion", warn=lambda msg: click.echo(f"photodrag: warning: {msg}", err=True)
-        )
+        return InversionCache(self.home / "cache" / "inversion", warn=warn)
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -134,87 +142,6 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
     Stages: align (dlib + FFHQ crop) -> invert (PTI) -> drag (DragGAN) -> composite.
     """
     ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None))
-
-
-# inversion options (the same on invert, edit and serve) -------------------------
-INVERSION_OPTIONS = (
-    "preview",
-    "w_plus",
-    "projection_steps",
-    "tuning_steps",
-    "lpips_threshold",
-    "projection_lpips",
-    "keep_projection_noise",
-    "seed",
-)
-
-
-def profile_option(x: Setting):
-    """An inversion option (declared on its config dataclass) whose default is the chosen profile's."""
-    preview = f"; preview {PREVIEW[x.name]}" if x.name in PROFILES["preview"] else ""
-    return setting_option(x, defaults=False, help=f"{x.help} [default: {FULL[x.name]}{preview}].")
-
-
-def inversion_options(f):
-    """--preview, --w-plus, --projection-steps, --tuning-steps, --lpips-threshold, --projection-lpips,
-    --keep-projection-noise, --seed."""
-    opts = [
-        click.option(
-            "--preview",
-            is_flag=True,
-            default=None,
-            help=f"The fast preview profile for trying points on a CPU: {PREVIEW['projection_steps']} "
-            f"projection steps with LPIPS({PREVIEW['projection_lpips']}), up to "
-            f"{PREVIEW['tuning_steps']} tuning steps (about 5x faster, rougher likeness). "
-            "Default: the full PTI schedule.",
-        ),
-        click.option("--w-plus", is_flag=True, default=None, help="Project into W+ (one w per layer) instead of W."),
-        *(profile_option(x) for x in inversion_settings()[:3]),
-        click.option(
-            "--projection-lpips",
-            type=click.Choice(["vgg", "alex"]),
-            help=f"Perceptual loss of the projection [default: {FULL['projection_lpips']} (the projectors'); "
-            f"preview {PREVIEW['projection_lpips']}].",
-        ),
-        click.option(
-            "--keep-projection-noise",
-            is_flag=True,
-            default=None,
-            help="Tune the generator with the noise maps the projection optimised "
-            "[default: the checkpoint's own noise maps, as PTI].",
-        ),
-        profile_option(inversion_settings()[3]),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def given_inversion_options(kwargs: dict) -> dict:
-    """The inversion options the user gave, as recipe "invert" keys (profile instead of --preview)."""
-    given = {k: kwargs.pop(k) for k in INVERSION_OPTIONS}
-    out = {k: v for k, v in given.items() if v is not None and k != "preview"}
-    if given["preview"]:
-        out["profile"] = "preview"
-    return out
-
-
-BLEND_HELP = (
-    "How the edit goes back into the photo: photo = the photo's own pixels moved by the edit's motion, "
-    "with what is new from the generator, untouched elsewhere; generator = the generator's whole face "
-    "pasted back (for comparison, or edits that change most of the face)."
-)
-
-
-def blend_option(default: Optional[str]):
-    """--blend photo|generator (`default` None: the recipe's, itself photo by default)."""
-    return click.option(
-        "--blend",
-        type=click.Choice(BLENDS),
-        default=default,
-        show_default=default is not None,
-        help=BLEND_HELP + ("" if default else f" [default: the recipe's, else {DEFAULT_BLEND}]"),
-    )
 
 
 # weights ----------------------------------------------------------------------
@@ -405,53 +332,21 @@ def edit(
     are left exactly as they were. Re-editing the same photo skips the inversion.
     """
 
-    amounts = parse_presets(presets_)
-    if recipe_path:
-        recipe = load_recipe(recipe_path)
-        if drags:
-            raise UsageError("give the points either with --drag or in the recipe, not both")
-        if amounts:
-            recipe = with_presets(recipe, amounts)
-    else:
-        if not drags and not amounts:
-            raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT (or a --recipe)")
-        if not drags and not any(amounts.values()):
-            raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
-        pairs = [parse_drag(d) for d in drags]
-        data = {"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs]} if pairs else {}
-        recipe = parse_recipe(dict(data, presets=amounts))
-    if model:
-        recipe = replace(recipe, model=model)
-    if mask_circle and mask_path:
-        raise UsageError("give either --mask or --mask-circle, not both")
-    if mask_circle:
-        recipe = replace(recipe, mask_circle=parse_circle(mask_circle), mask_path=None)
-    if mask_path:
-        recipe = replace(recipe, mask_path=str(mask_path), mask_circle=None)
-    if face is not None:
-        if face != "largest" and not face.isdigit():
-            raise UsageError(f"--face must be 'largest' or a face index, got {face!r}")
-        recipe = replace(recipe, face=face if face == "largest" else int(face))
-    if steps:
-        recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
-    if blend:
-        recipe = replace(recipe, blend=blend)
-    given = given_inversion_options(inversion)
-    if given:
-        make_config(**dict(recipe.invert, **given))  # refuse a bad combination before any work
-        recipe = replace(recipe, invert=dict(recipe.invert, **given))
-    photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
-    if not photos:
-        raise UsageError('give a PHOTO (or a recipe with a "photo")')
-    batch = len(photos) > 1 or cluster == "ray"
-    if batch and (run_dir or (output.suffix and not output.is_dir())):
-        raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
-    if not batch and (address or workers):
-        raise UsageError("--address and --workers go with --cluster ray")
-    pairs = [
-        (photo, output / f"{photo.stem}_edited{photo.suffix}" if batch or output.is_dir() else output)
-        for photo in photos
-    ]
+    recipe = recipe_from_flags(
+        recipe_path,
+        drags,
+        parse_presets(presets_),
+        model=model,
+        mask_circle=mask_circle,
+        mask_path=mask_path,
+        face=face,
+        steps=steps,
+        blend=blend,
+        invert=given_inversion_options(inversion),
+    )
+    photos, batch, pairs = plan_outputs(
+        photos, recipe, output, cluster=cluster, run_dir=run_dir, ray_options=bool(address or workers)
+    )
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
     if batch:
         return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
@@ -476,8 +371,7 @@ def edit(
             wait=not no_wait,
             notify=s.notice,
         )
-        for w in summary.warnings:
-            click.echo(f"photodrag: warning: {w}", err=True)
+        warn_all(summary.warnings)
         for line in summary.lines():
             s.info(line)
         click.echo(str(out))
@@ -496,7 +390,7 @@ def _edit_album(
 ) -> None:
     """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
     if cluster == "ray":
-        RayExecutor._ray()  # the install hint before any work
+        import_ray()  # the install hint before any work
         executor = RayExecutor(address=address, workers=workers)
     else:
         if address or workers:
@@ -560,8 +454,7 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
         return
     with s.run_folder(run_dir, create=True):
         res = run_align(photo, run_dir, size=check_size(size), face=face)
-    for w in res.warnings:
-        click.echo(f"photodrag: warning: {w}", err=True)
+    warn_all(res.warnings)
     l, t, r, b = (round(v) for v in res.face.box)
     s.info(f"face {res.face_index} of {len(res.faces)}: box ({l}, {t}, {r}, {b}) -> {res.size}x{res.size}")
     click.echo(str(run_dir / "align"))
@@ -609,8 +502,7 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
             progress=not s.quiet,
         )
     m = res.metrics
-    for w in res.warnings:
-        click.echo(f"photodrag: warning: {w}", err=True)
+    warn_all(res.warnings)
     if config.profile != "full":
         s.info(
             f"{config.profile} profile: {config.projection.steps} projection steps, up to "
@@ -718,8 +610,7 @@ def drag(
             run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
         )
     record = DragRecord.load(run_dir)
-    for w in record.warnings():
-        click.echo(f"photodrag: warning: {w}", err=True)
+    warn_all(record.warnings())
     for line in record.preset_table():
         s.info(line)
     s.info(
@@ -908,12 +799,11 @@ def serve(
         blend=blend,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"photodrag: warning: listening on {host}: anyone who can reach it can use the editor", err=True)
+        warn(f"listening on {host}: anyone who can reach it can use the editor")
     if host in WILDCARDS and not allow_hosts:
-        click.echo(
-            f"photodrag: warning: only requests to {', '.join(served_hosts(host, port))} are answered; "
-            "name this computer's address with --allow-host",
-            err=True,
+        warn(
+            f"only requests to {', '.join(served_hosts(host, port))} are answered; "
+            "name this computer's address with --allow-host"
         )
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
     app = create_app(manager, allowed_hosts=[*served_hosts(host, port), *allow_hosts], close_timeout_s=SHUTDOWN_S)

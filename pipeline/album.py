@@ -272,6 +272,15 @@ def _one_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+def import_ray():
+    """The `ray` module, or a UsageError with the install hint (ray is an optional extra)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    return ray
+
+
 class RayExecutor:
     """One Ray actor per worker (a GPU each when the cluster has GPUs); a dead worker is restarted
     and its photo retried.  Connects to `address` (or $RAY_ADDRESS), else starts a local Ray, unless
@@ -292,11 +301,7 @@ class RayExecutor:
 
     @staticmethod
     def _ray():
-        try:
-            import ray
-        except ImportError:
-            raise UsageError(INSTALL_HINT) from None
-        return ray
+        return import_ray()
 
     def run(self, tasks: Sequence[PhotoTask], recipe: Recipe, options: EditOptions) -> Iterator[PhotoResult]:
         ray = self._ray()

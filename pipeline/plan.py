@@ -1,0 +1,96 @@
+"""The `edit` command's plan: the recipe its flags describe and where each photo's edit goes.
+
+Pure functions over the parsed flags, so the command line only parses, calls and prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from common.errors import UsageError
+from drag.points import parse_circle, parse_drag
+from inversion.config import make_config
+from pipeline.recipe import Recipe, load_recipe, parse_recipe, with_presets
+
+
+def base_recipe(recipe_path: Optional[Path], drags: Sequence[str], amounts: dict) -> Recipe:
+    """The recipe file's (with the --preset amounts), or one made from --drag and --preset."""
+    if recipe_path:
+        recipe = load_recipe(recipe_path)
+        if drags:
+            raise UsageError("give the points either with --drag or in the recipe, not both")
+        return with_presets(recipe, amounts) if amounts else recipe
+    if not drags and not amounts:
+        raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT (or a --recipe)")
+    if not drags and not any(amounts.values()):
+        raise UsageError("nothing to drag: every preset amount is 0 and no --drag is given")
+    pairs = [parse_drag(d) for d in drags]
+    data = {"drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs]} if pairs else {}
+    return parse_recipe(dict(data, presets=amounts))
+
+
+def recipe_from_flags(
+    recipe_path: Optional[Path],
+    drags: Sequence[str],
+    amounts: dict,
+    *,
+    model: Optional[str] = None,
+    mask_circle: Optional[str] = None,
+    mask_path: Optional[Path] = None,
+    face: Optional[str] = None,
+    steps: Optional[int] = None,
+    blend: Optional[str] = None,
+    invert: Optional[dict] = None,
+) -> Recipe:
+    """The recipe of an `edit` command line: the base recipe, then each given flag over it."""
+    recipe = base_recipe(recipe_path, drags, amounts)
+    if model:
+        recipe = replace(recipe, model=model)
+    if mask_circle and mask_path:
+        raise UsageError("give either --mask or --mask-circle, not both")
+    if mask_circle:
+        recipe = replace(recipe, mask_circle=parse_circle(mask_circle), mask_path=None)
+    if mask_path:
+        recipe = replace(recipe, mask_path=str(mask_path), mask_circle=None)
+    if face is not None:
+        if face != "largest" and not face.isdigit():
+            raise UsageError(f"--face must be 'largest' or a face index, got {face!r}")
+        recipe = replace(recipe, face=face if face == "largest" else int(face))
+    if steps:
+        recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
+    if blend:
+        recipe = replace(recipe, blend=blend)
+    if invert:
+        make_config(**dict(recipe.invert, **invert))  # refuse a bad combination before any work
+        recipe = replace(recipe, invert=dict(recipe.invert, **invert))
+    return recipe
+
+
+def edited_name(photo: Path) -> str:
+    """The output file name of a photo edited into a folder: `<stem>_edited<ext>`."""
+    return f"{photo.stem}_edited{photo.suffix}"
+
+
+def plan_outputs(
+    photos: Sequence[Path],
+    recipe: Recipe,
+    output: Path,
+    *,
+    cluster: str = "local",
+    run_dir: Optional[Path] = None,
+    ray_options: bool = False,
+) -> Tuple[List[Path], bool, List[Tuple[Path, Path]]]:
+    """The photos to edit (the recipe's when none given), whether they run as an album, and
+    (photo, output) pairs; refuses flag combinations that do not fit the plan."""
+    photos = list(photos) or ([Path(recipe.photo)] if recipe.photo else [])
+    if not photos:
+        raise UsageError('give a PHOTO (or a recipe with a "photo")')
+    batch = len(photos) > 1 or cluster == "ray"
+    if batch and (run_dir or (output.suffix and not output.is_dir())):
+        raise UsageError("with several photos, -o must be a folder and --run-dir cannot be given")
+    if not batch and ray_options:
+        raise UsageError("--address and --workers go with --cluster ray")
+    pairs = [(photo, output / edited_name(photo) if batch or output.is_dir() else output) for photo in photos]
+    return photos, batch, pairs
