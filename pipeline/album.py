@@ -12,13 +12,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from tqdm import tqdm
+
+import pipeline
 from common.errors import PhotodragError, UsageError
 from common.fileio import sha256_file, sweep_temps, write_json
+from common.settings import resolve_device
+from pipeline.edit import run_edit
 from pipeline.recipe import Recipe
 
 ALBUM_FILE = "album.json"
@@ -177,9 +183,6 @@ def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None,
 
     A worker passes the same `models`, `store` and `cache` for all its photos, so networks are
     loaded and the model file is hashed once."""
-    from common.settings import resolve_device
-    from pipeline.edit import run_edit
-
     store = store or _store(options)
     cache = cache or _cache(options)
     t0 = time.perf_counter()
@@ -260,10 +263,6 @@ class _Worker:
 
     def where(self) -> dict:
         """Which code and process this worker runs (for checks and tests)."""
-        import os
-
-        import pipeline
-
         return {"pid": os.getpid(), "pipeline": pipeline.__file__}
 
 
@@ -299,12 +298,8 @@ class RayExecutor:
         self.models_factory = models_factory
         self.init_kwargs = dict(init_kwargs or {})
 
-    @staticmethod
-    def _ray():
-        return import_ray()
-
     def run(self, tasks: Sequence[PhotoTask], recipe: Recipe, options: EditOptions) -> Iterator[PhotoResult]:
-        ray = self._ray()
+        ray = import_ray()
         owns = not ray.is_initialized()
         if owns:
             kwargs = dict(include_dashboard=False, logging_level="warning", log_to_driver=False)
@@ -447,6 +442,4 @@ def run_album(
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="photo", desc="album", disable=not enabled, dynamic_ncols=True)

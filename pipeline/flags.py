@@ -7,7 +7,7 @@ checks it again (and refuses NaN, which click's range lets through) when the con
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import click
 
