@@ -11,9 +11,6 @@ import contextlib
 import datetime
 import json
 import math
-import signal
-import sys
-import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
@@ -28,7 +25,7 @@ from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
-from common.fileio import atomic_path, disk_full_error, is_disk_full, sweep_temps, swept_line
+from common.fileio import atomic_path, sweep_temps, swept_line
 from common.options import settings_of
 from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
@@ -39,19 +36,21 @@ from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.cache import InversionCache
-from inversion.config import InversionConfig, make_config, option_defaults
+from inversion.config import make_config, option_defaults
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
 from pipeline.composite import DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
+from pipeline.exits import run_cli
 from pipeline.flags import blend_option, given_inversion_options, inversion_options, setting_options
 from pipeline.outputs import check_outputs
 from pipeline.plan import plan_outputs, recipe_from_flags
 from pipeline.webui.guard import WILDCARDS, served_hosts, split_host
-from pipeline.webui.session import Limits, Services, SessionManager
-from weights.checkpoint import load_generator, read_checkpoint
+from pipeline.webui.serving import build_manager
+from pipeline.webui.session import Limits
+from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
-from weights.models import checkpoint_sha256, load_model, resolve_model_path
+from weights.models import checkpoint_sha256, load_model
 from weights.networks import to_uint8, z_from_seed
 from weights.registry import REGISTRY
 from weights.store import WeightStore
@@ -791,7 +790,10 @@ def serve(
     )
     s.sweep_cache(s.cache())
     manager = build_manager(
-        s,
+        s.home,
+        s.device,
+        s.store(),
+        s.cache(),
         model,
         inversion_config=make_config(**given_inversion_options(inversion)),
         drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2),
@@ -815,42 +817,6 @@ def serve(
         log_config=server_log_config(uvicorn.config.LOGGING_CONFIG),
         timeout_graceful_shutdown=SHUTDOWN_S,
     )
-
-
-def build_manager(
-    s: Settings,
-    model: str,
-    perceptual=None,
-    inversion_config=None,
-    drag_config=None,
-    limits: Limits = LIMITS,
-    blend: str = DEFAULT_BLEND,
-):
-    """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
-
-    store = s.store()
-    path = resolve_model_path(model, store)
-    config = inversion_config or InversionConfig()
-    if perceptual is None:
-        nets = {
-            (net, r): perceptual_nets.load_perceptual(net, store, r).to(s.device) for net, r in config.perceptual_nets()
-        }
-        perceptual = lambda net, r: nets[(net, r)]
-    G = load_generator(path, s.device)  # loaded here, before the server's threads, and shared by every session
-    services = Services(
-        model_name=model,
-        model_path=path,
-        model_sha256=checkpoint_sha256(path),
-        resolution=G.img_resolution,
-        device=s.device,
-        cache=s.cache(),
-        perceptual=perceptual,
-        inversion_config=config,
-        drag_config=drag_config,
-        blend=blend,
-        _G=G,
-    )
-    return SessionManager(s.home / "ui", services, limits)
 
 
 # cache ------------------------------------------------------------------------
@@ -961,84 +927,9 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
 
 # entry point ------------------------------------------------------------------
-def click_message(exc: click.ClickException) -> str:
-    """One line for a click error, naming the command's --help when it is a usage error."""
-    msg = " ".join(exc.format_message().split())
-    ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, click.UsageError) and ctx is not None:
-        msg = msg.rstrip(".") + f"; see `{ctx.command_path} --help`"
-    return msg
-
-
-class Terminated(BaseException):
-    """SIGTERM (sent by `timeout`, systemd, `docker stop`), raised in the main thread like Ctrl-C's
-    KeyboardInterrupt, so every `finally` runs: temp files are removed, finished stages stay."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not interrupt the clean-up
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def _sigterm_handled() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` while the command runs (the previous handler comes back after)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _disk_full_message(exc: BaseException) -> str:
-    path = getattr(exc, "filename", None)
-    if path:
-        return str(disk_full_error(path))
-    return f"no space left on device ({' '.join(str(exc).split())}); free some space and run again"
-
-
 def main(argv=None) -> None:
-    """Run the CLI with one-line errors and fixed exit codes."""
-    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
-    with _sigterm_handled():
-        _main(argv, verbose)
-
-
-def _main(argv, verbose: bool) -> None:
-    try:
-        cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:  # a bare command group: show its help as help
-        click.echo(exc.format_message(), err=True)
-        sys.exit(2)
-    except click.ClickException as exc:  # click's own usage errors, in the tool's one-line style
-        click.echo(f"photodrag: error: {click_message(exc)}", err=True)
-        sys.exit(2)
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("photodrag: interrupted; finished files are kept, unfinished ones were discarded", err=True)
-        sys.exit(130)
-    except Terminated:
-        click.echo("photodrag: terminated (SIGTERM); finished files are kept, unfinished ones were discarded", err=True)
-        sys.exit(143)
-    except PhotodragError as exc:
-        if verbose:
-            traceback.print_exc()
-        click.echo(f"photodrag: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # anything else is our bug, or a full disk
-        if verbose:
-            traceback.print_exc()
-        if is_disk_full(exc):
-            click.echo(f"photodrag: error: {_disk_full_message(exc)}", err=True)
-            sys.exit(1)
-        click.echo(f"photodrag: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)", err=True)
-        sys.exit(1)
-    sys.exit(0)
+    """Run the CLI with one-line errors and fixed exit codes (pipeline.exits)."""
+    run_cli(cli, argv)
 
 
 if __name__ == "__main__":

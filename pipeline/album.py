@@ -300,30 +300,12 @@ class RayExecutor:
 
     def run(self, tasks: Sequence[PhotoTask], recipe: Recipe, options: EditOptions) -> Iterator[PhotoResult]:
         ray = import_ray()
-        owns = not ray.is_initialized()
-        if owns:
-            kwargs = dict(include_dashboard=False, logging_level="warning", log_to_driver=False)
-            kwargs.update(self.init_kwargs)
-            try:
-                ray.init(address=self.address, **kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UsageError(
-                    f"cannot reach the Ray cluster {self.address or ''}: {_one_line(exc)}".replace("  ", " ")
-                ) from None
+        owns = self._connect(ray)
         actors, pending = [], {}
         try:
             if not tasks:
                 return
-            resources = ray.cluster_resources()
-            gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-            n = min(self.workers or (gpus or cpus), len(tasks))
-            Worker = ray.remote(
-                num_cpus=0 if gpus else 1,
-                num_gpus=1 if gpus else 0,
-                max_restarts=self.RETRIES,
-                max_task_retries=self.RETRIES,
-            )(_Worker)
-            actors = [Worker.remote(recipe, options, self.models_factory) for _ in range(n)]
+            actors = self._start_workers(ray, len(tasks), recipe, options)
             queue = iter(tasks)
 
             def submit(actor) -> None:
@@ -336,25 +318,7 @@ class RayExecutor:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 actor, task = pending.pop(ready[0])
-                try:
-                    result = ray.get(ready[0])
-                except ray.exceptions.RayTaskError as exc:  # the edit raised (not an input error)
-                    result = PhotoResult(
-                        task.output.name,
-                        str(task.photo),
-                        "failed",
-                        sha256=task.sha256,
-                        reason=f"internal error: {_one_line(exc)}",
-                    )
-                except ray.exceptions.RayError as exc:  # the worker died every time
-                    result = PhotoResult(
-                        task.output.name,
-                        str(task.photo),
-                        "failed",
-                        sha256=task.sha256,
-                        reason=f"the worker died {self.RETRIES + 1} times: {_one_line(exc)}",
-                    )
-                yield result
+                yield self._result(ray, ready[0], task)
                 submit(actor)
         finally:
             for ref in pending:
@@ -363,6 +327,43 @@ class RayExecutor:
                 ray.kill(actor, no_restart=True)
             if owns:
                 ray.shutdown()
+
+    def _connect(self, ray) -> bool:
+        """Join `address` (or start a local Ray) unless already connected; True when this call connected."""
+        if ray.is_initialized():
+            return False
+        kwargs = dict(include_dashboard=False, logging_level="warning", log_to_driver=False)
+        kwargs.update(self.init_kwargs)
+        try:
+            ray.init(address=self.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UsageError(
+                f"cannot reach the Ray cluster {self.address or ''}: {_one_line(exc)}".replace("  ", " ")
+            ) from None
+        return True
+
+    def _start_workers(self, ray, n_tasks: int, recipe: Recipe, options: EditOptions) -> list:
+        """The actors: --workers of them, else one per GPU (or CPU), never more than there are photos."""
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+        n = min(self.workers or (gpus or cpus), n_tasks)
+        Worker = ray.remote(
+            num_cpus=0 if gpus else 1,
+            num_gpus=1 if gpus else 0,
+            max_restarts=self.RETRIES,
+            max_task_retries=self.RETRIES,
+        )(_Worker)
+        return [Worker.remote(recipe, options, self.models_factory) for _ in range(n)]
+
+    def _result(self, ray, ref, task: PhotoTask) -> PhotoResult:
+        """The finished task's result; an edit that raised or a worker that kept dying fails its photo."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # the edit raised (not an input error)
+            reason = f"internal error: {_one_line(exc)}"
+        except ray.exceptions.RayError as exc:  # the worker died every time
+            reason = f"the worker died {self.RETRIES + 1} times: {_one_line(exc)}"
+        return PhotoResult(task.output.name, str(task.photo), "failed", sha256=task.sha256, reason=reason)
 
 
 # the album -------------------------------------------------------------------
