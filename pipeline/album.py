@@ -25,6 +25,7 @@ from common.errors import PhotodragError, UsageError
 from common.fileio import sha256_file, sweep_temps, write_json
 from common.settings import resolve_device
 from pipeline.edit import run_edit
+from pipeline.outputs import edited_name
 from pipeline.recipe import Recipe
 
 ALBUM_FILE = "album.json"
@@ -67,7 +68,7 @@ class PhotoResult:
 
 
 def output_path(out_dir: Path, photo: Path) -> Path:
-    return Path(out_dir) / f"{Path(photo).stem}_edited{Path(photo).suffix}"
+    return Path(out_dir) / edited_name(photo)
 
 
 def check_album_recipe(recipe: Recipe, n_photos: int) -> None:

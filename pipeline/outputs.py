@@ -14,6 +14,12 @@ from common.run import owned_by_run
 OVERWRITE_HINT = "give another -o, or --overwrite-input to replace it (the original is then kept in the run folder)"
 
 
+def edited_name(photo: Path, ext: Optional[str] = None) -> str:
+    """The one name of an edited photo: `<stem>_edited<ext>` (the photo's own extension by default)."""
+    photo = Path(photo)
+    return f"{photo.stem}_edited{photo.suffix if ext is None else ext}"
+
+
 def check_outputs(pairs, others=()) -> None:
     """Refuse any output that is one of the inputs: a photo (of any pair) or another input file.
 

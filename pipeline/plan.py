@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 from common.errors import UsageError
 from drag.points import parse_circle, parse_drag
 from inversion.config import make_config
+from pipeline.outputs import edited_name
 from pipeline.recipe import Recipe, load_recipe, parse_recipe, with_presets
 
 
@@ -66,11 +67,6 @@ def recipe_from_flags(
         make_config(**dict(recipe.invert, **invert))  # refuse a bad combination before any work
         recipe = replace(recipe, invert=dict(recipe.invert, **invert))
     return recipe
-
-
-def edited_name(photo: Path) -> str:
-    """The output file name of a photo edited into a folder: `<stem>_edited<ext>`."""
-    return f"{photo.stem}_edited{photo.suffix}"
 
 
 def plan_outputs(

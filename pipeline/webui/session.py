@@ -40,6 +40,7 @@ from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.stage import load_inversion, run_invert
 from pipeline.composite import DEFAULT_BLEND, composite_edit, display_matrix, save_like
+from pipeline.outputs import edited_name
 from weights.checkpoint import load_generator
 from weights.networks import to_uint8
 
@@ -348,7 +349,7 @@ class Session:
             ".bmp": "image/bmp",
             ".tif": "image/tiff",
         }[ext]
-        return path.read_bytes(), f"{self.photo.path.stem}_edited{ext}", media
+        return path.read_bytes(), edited_name(self.photo.path, ext), media
 
     def recipe(self) -> dict:
         if len(self.rounds) != 1:
