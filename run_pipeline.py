@@ -20,34 +20,41 @@ import torch
 from PIL import Image
 
 import inversion.perceptual as perceptual_nets
-from align.align import MAX_SIZE, MIN_SIZE, AlignConfig, check_size
+from align.align import check_size
 from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.fileio import atomic_path, sweep_temps, swept_line
-from common.options import settings_of
 from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
-from drag.config import DRAG_OPTIONS, DragConfig
+from drag.config import DragConfig
 from drag.draw import preview_image
 from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.cache import InversionCache
-from inversion.config import make_config, option_defaults
+from inversion.config import make_config
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
 from pipeline.composite import DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
-from pipeline.flags import blend_option, given_inversion_options, inversion_options, setting_options
+from pipeline.flags import (
+    LIMITS,
+    align_flags,
+    blend_option,
+    drag_flags,
+    edit_flags,
+    given_inversion_options,
+    invert_flags,
+    serve_flags,
+)
 from pipeline.outputs import check_outputs
 from pipeline.plan import plan_outputs, recipe_from_flags
-from pipeline.webui.guard import WILDCARDS, served_hosts, split_host
+from pipeline.webui.guard import WILDCARDS, served_hosts
 from pipeline.webui.serving import build_manager
-from pipeline.webui.session import Limits
 from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
 from weights.models import checkpoint_sha256, load_model
@@ -55,9 +62,6 @@ from weights.networks import to_uint8, z_from_seed
 from weights.registry import REGISTRY
 from weights.store import WeightStore
 
-FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
-LIMITS = Limits()  # the web editor's
-DRAG_SETTINGS = settings_of(DragConfig, DRAG_OPTIONS)  # steps, lr, lambda_mask, r1, r2
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
 
 
@@ -557,14 +561,6 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
 
 
 # serve ------------------------------------------------------------------------
-def _check_hosts(ctx, param, values: tuple) -> tuple:
-    """--allow-host values: host names or HOST:PORT (pipeline.webui.guard.split_host)."""
-    for v in values:
-        if split_host(v) is None:
-            raise click.BadParameter(f"{v!r} is not a host name or HOST:PORT", param_hint="'--allow-host'")
-    return values
-
-
 @cli.command()
 @serve_flags
 @click.pass_obj

@@ -63,16 +63,9 @@ def run_edit(
     `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default).
     `inputs` are further files the run must never overwrite (the recipe file); `wait` False fails at
     once when another process holds the run folder (`notify` tells the user when it waits)."""
-    if from_stage is not None and from_stage not in STAGES:
-        raise UsageError(f"--from must be one of {', '.join(STAGES)}")
-    overwrite = same_file(output, photo_path)
-    if overwrite and not overwrite_input:
-        raise UsageError(f"-o {output} is the input photo: refusing to overwrite it; {OVERWRITE_HINT}")
-    photo = load_photo(photo_path)  # bad input fails here, before anything is written; decoded once
-    output_format(Path(output), photo)
-    run_path = Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256, recipe.to_json())
-    check_run_folder(run_path)  # a user's own folder is refused before anything else is said about it
-    check_run_paths(run_path, [photo.path, recipe.mask_path, *inputs], output)
+    photo, run_path, overwrite = _check_inputs(
+        photo_path, recipe, output, home, run_dir, from_stage, inputs, overwrite_input
+    )
     model = model_for(recipe.model, recipe.size)
     model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
     model_sha = store.hashes(model_path)
@@ -91,71 +84,103 @@ def run_edit(
             kept = keep_original(photo.path, photo.sha256, run.path)
             log(f"the original photo is kept as {kept}")
             photo = dataclasses.replace(photo, path=kept)
-        summary = EditSummary(output=output, run_dir=run.path)
-        stages = StageRunner(summary, from_stage, log)
-
-        intact = lambda rec: rec.read_intact(run.path)
-        fresh_align = lambda: (a := intact(AlignRecord)) is not None and a.is_fresh(photo.sha256, size, recipe.face)
-        stages.stage("align", fresh_align, lambda: run_align(photo, run.path, size=size, face=recipe.face))
-        align = AlignRecord.load(run.path)
-        summary.warnings.extend(align.warnings)  # also when reused: a small face stays small
-        summary.face = align.describe()
-        pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
-        pts, mask = map_to_aligned(
-            pairs,
-            recipe.coords,
-            align.matrix,
-            size,
-            photo.size,
-            recipe.mask_circle,
-            recipe.mask_path,
-            presets=recipe.presets,
-            landmarks=align.aligned_landmarks if align.has_landmarks else None,
-        )
-
+        stages = StageRunner(EditSummary(output=output, run_dir=run.path), from_stage, log)
+        pts, mask = _align(stages, run.path, photo, size, recipe)
         config = recipe.inversion_config()
-        summary.profile = config.profile
         perceptual = lambda net, r: models.perceptual(net, store, r, device)
-        fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
-        result = stages.stage(
-            "invert",
-            fresh_invert,
-            lambda: run_invert(run.path, generator(), model, model_sha, config, perceptual, cache, progress=progress),
+        invert = lambda: run_invert(
+            run.path, generator(), model, model_sha, config, perceptual, cache, progress=progress
         )
-        inversion = InversionRecord.load(run.path)
-        summary.cache_hit = inversion.cache_hit if result is None else result.cache_hit
-        summary.warnings.extend(result.warnings if result is not None else [])
-        summary.identity["photo vs reconstruction"] = inversion.identity_distance
-
-        drag_cfg = recipe.drag_config()
-        request = drag_request(pts, mask, drag_cfg, recipe.presets)
-        ran = stages.stage(
-            "drag",
-            lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
-            lambda: drag_stage.run_drag(
-                run.path,
-                pts,
-                mask,
-                drag_cfg,
-                device=device,
-                progress=progress,
-                extra_record={"request": request},
-                presets=recipe.presets,
-            ),
-        )
-        dragged = DragRecord.load(run.path)
-        summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
-        summary.identity["photo vs edited"] = dragged.identity_distance
-        summary.presets = dragged.preset_table()
-        summary.warnings.extend(dragged.warnings() if ran is not None else [])
-
-        composited = stages.stage(
-            "composite", lambda: False, lambda: run_composite(run.path, output, jpeg_quality, photo, recipe.blend)
-        )
-        summary.identity["photo vs output photo"] = composited.identity_distance
-        summary.composite = composited.describe()
+        _invert(stages, run.path, model_sha, config, invert)
+        _drag(stages, run.path, pts, mask, recipe, device, progress)
+        _composite(stages, run.path, output, jpeg_quality, photo, recipe)
         write_json(run.path / "recipe.json", recipe.as_ran(photo.path, model, config))
-        return summary
+        return stages.summary
+
+
+def _check_inputs(photo_path, recipe: Recipe, output, home, run_dir, from_stage, inputs, overwrite_input: bool):
+    """The decoded photo, the run folder and whether `output` is the photo itself, after refusing
+    bad input before anything is written (the photo is decoded once)."""
+    if from_stage is not None and from_stage not in STAGES:
+        raise UsageError(f"--from must be one of {', '.join(STAGES)}")
+    overwrite = same_file(output, photo_path)
+    if overwrite and not overwrite_input:
+        raise UsageError(f"-o {output} is the input photo: refusing to overwrite it; {OVERWRITE_HINT}")
+    photo = load_photo(photo_path)
+    output_format(Path(output), photo)
+    run_path = Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256, recipe.to_json())
+    check_run_folder(run_path)  # a user's own folder is refused before anything else is said about it
+    check_run_paths(run_path, [photo.path, recipe.mask_path, *inputs], output)
+    return photo, run_path, overwrite
+
+
+def _align(stages: StageRunner, run_path: Path, photo, size: int, recipe: Recipe):
+    """The align stage (reused when fresh), then the recipe's points and mask in aligned pixels."""
+    summary = stages.summary
+    fresh = lambda: (a := AlignRecord.read_intact(run_path)) is not None and a.is_fresh(photo.sha256, size, recipe.face)
+    stages.stage("align", fresh, lambda: run_align(photo, run_path, size=size, face=recipe.face))
+    align = AlignRecord.load(run_path)
+    summary.warnings.extend(align.warnings)  # also when reused: a small face stays small
+    summary.face = align.describe()
+    pairs = [DragPair(tuple(h), tuple(t)) for h, t in recipe.drags]
+    return map_to_aligned(
+        pairs,
+        recipe.coords,
+        align.matrix,
+        size,
+        photo.size,
+        recipe.mask_circle,
+        recipe.mask_path,
+        presets=recipe.presets,
+        landmarks=align.aligned_landmarks if align.has_landmarks else None,
+    )
+
+
+def _invert(stages: StageRunner, run_path: Path, model_sha: str, config, invert: Callable[[], object]) -> None:
+    """The invert stage: reused when the record is fresh for this model and these options."""
+    summary = stages.summary
+    summary.profile = config.profile
+    fresh = lambda: (i := InversionRecord.read_intact(run_path)) is not None and i.is_fresh(model_sha, config)
+    result = stages.stage("invert", fresh, invert)
+    inversion = InversionRecord.load(run_path)
+    summary.cache_hit = inversion.cache_hit if result is None else result.cache_hit
+    summary.warnings.extend(result.warnings if result is not None else [])
+    summary.identity["photo vs reconstruction"] = inversion.identity_distance
+
+
+def _drag(stages: StageRunner, run_path: Path, pts, mask, recipe: Recipe, device, progress: bool) -> None:
+    """The drag stage: reused when the record's request (points, mask, options, presets) is this one."""
+    summary = stages.summary
+    drag_cfg = recipe.drag_config()
+    request = drag_request(pts, mask, drag_cfg, recipe.presets)
+    ran = stages.stage(
+        "drag",
+        lambda: (d := DragRecord.read_intact(run_path)) is not None and d.is_fresh(request),
+        lambda: drag_stage.run_drag(
+            run_path,
+            pts,
+            mask,
+            drag_cfg,
+            device=device,
+            progress=progress,
+            extra_record={"request": request},
+            presets=recipe.presets,
+        ),
+    )
+    dragged = DragRecord.load(run_path)
+    summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
+    summary.identity["photo vs edited"] = dragged.identity_distance
+    summary.presets = dragged.preset_table()
+    summary.warnings.extend(dragged.warnings() if ran is not None else [])
+
+
+def _composite(stages: StageRunner, run_path: Path, output: Path, jpeg_quality, photo, recipe: Recipe) -> None:
+    """The composite stage: always run (it writes OUTPUT, which the run folder does not own)."""
+    composited = stages.stage(
+        "composite", lambda: False, lambda: run_composite(run_path, output, jpeg_quality, photo, recipe.blend)
+    )
+    stages.summary.identity["photo vs output photo"] = composited.identity_distance
+    stages.summary.composite = composited.describe()
 
 
 def _sweep(run_path: Path, output: Path, cache, log: Callable[[str], None]) -> None:

@@ -8,7 +8,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
@@ -140,6 +140,16 @@ def create_app(
         except KeyError:
             raise HTTPException(404, "no such session (it may have expired); upload the photo again") from None
 
+    _add_error_handlers(app, manager)
+    _add_page_routes(app, manager)
+    _add_session_routes(app, manager, session)
+    _add_downloads(app, session)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, manager: SessionManager) -> None:
+    """Errors as JSON: bad input 400, a full disk 507, too busy 503, a body that does not validate 422."""
+
     def no_space() -> JSONResponse:
         return JSONResponse({"error": no_space_message(manager.root)}, status_code=507)
 
@@ -166,6 +176,10 @@ def create_app(
     async def invalid_body(request: Request, exc: RequestValidationError):
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return JSONResponse({"error": validation_message(errors), "detail": errors}, status_code=422)
+
+
+def _add_page_routes(app: FastAPI, manager: SessionManager) -> None:
+    """The page, its script, the server's info and preset list, and the upload that starts a session."""
 
     @app.get("/")
     async def index():
@@ -199,6 +213,17 @@ def create_app(
             ],
         }
 
+    @app.get("/api/presets")
+    async def preset_list():
+        return [
+            {"name": p.name, "description": p.description, "min": p.amount_range[0], "max": p.amount_range[1]}
+            for p in PRESETS.values()
+        ]
+
+
+def _add_session_routes(app: FastAPI, manager: SessionManager, session: Callable[[str], Session]) -> None:
+    """What the page does with its session: watch, pick the face, drag, stop, undo, reset, close."""
+
     @app.get("/api/session/{sid}/frame.jpg")
     async def frame(sid: str):
         return Response(session(sid).frame(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -224,13 +249,6 @@ def create_app(
         """The arrows these presets would drag (photo pixels), computed from the session's landmarks."""
         return session(sid).preset_arrows(body.presets)
 
-    @app.get("/api/presets")
-    async def preset_list():
-        return [
-            {"name": p.name, "description": p.description, "min": p.amount_range[0], "max": p.amount_range[1]}
-            for p in PRESETS.values()
-        ]
-
     @app.post("/api/session/{sid}/stop")
     async def stop(sid: str):
         session(sid).stop()
@@ -251,6 +269,10 @@ def create_app(
         await run_in_threadpool(manager.close, sid)
         return {"ok": True}
 
+
+def _add_downloads(app: FastAPI, session: Callable[[str], Session]) -> None:
+    """The session's results as files: the edited photo, its recipe, the whole run folder."""
+
     @app.get("/api/session/{sid}/result")
     async def result(sid: str):
         data, name, media = await run_in_threadpool(session(sid).result)
@@ -270,5 +292,3 @@ def create_app(
         return Response(
             data, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="run.zip"'}
         )
-
-    return app
