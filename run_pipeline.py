@@ -11,9 +11,9 @@ import contextlib
 import datetime
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import click
 import torch
@@ -25,20 +25,20 @@ from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
-from common.fileio import atomic_path, sweep_temps, swept_line
+from common.fileio import atomic_path
 from common.run import RunFolder, locked_run
-from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir, resolve_device
+from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir
 from drag.config import DragConfig
 from drag.draw import preview_image
 from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
-from inversion.cache import InversionCache
 from inversion.config import make_config
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
 from pipeline.composite import DEFAULT_BLEND, run_composite
+from pipeline.console import Settings, warn, warn_all
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
 from pipeline.flags import (
@@ -60,62 +60,8 @@ from weights.describe import describe_checkpoint
 from weights.models import checkpoint_sha256, load_model
 from weights.networks import to_uint8, z_from_seed
 from weights.registry import REGISTRY
-from weights.store import WeightStore
 
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
-
-
-def warn(msg: str) -> None:
-    """The one warning line: `photodrag: warning: MSG` on stderr."""
-    click.echo(f"photodrag: warning: {msg}", err=True)
-
-
-def warn_all(warnings) -> None:
-    for w in warnings:
-        warn(w)
-
-
-@dataclass(frozen=True)
-class Settings:
-    device_name: str
-    verbose: bool
-    quiet: bool
-    home: Path
-
-    @property
-    def device(self):
-        return resolve_device(self.device_name)
-
-    def store(self):
-        return WeightStore(self.home, progress=not self.quiet)
-
-    def cache(self):
-        return InversionCache(self.home / "cache" / "inversion", warn=warn)
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            click.echo(msg, err=True)
-
-    def notice(self, msg: str) -> None:
-        """A line shown even with --quiet (a wait for another process)."""
-        click.echo(f"photodrag: {msg}", err=True)
-
-    @contextlib.contextmanager
-    def run_folder(self, run_dir: Path, create: bool = False, output: Optional[Path] = None) -> Iterator[None]:
-        """Hold RUN_DIR for a stage command (another process writing it: wait, saying so), after
-        sweeping what killed runs left in it (and beside `output`)."""
-        with locked_run(run_dir, create=create, notify=self.notice):
-            removed = sweep_temps(run_dir)
-            if output is not None:
-                removed += sweep_temps(output.parent, targets=[output.name])
-            if removed:
-                self.info(swept_line(removed))
-            yield
-
-    def sweep_cache(self, cache: InversionCache) -> None:
-        removed = cache.sweep()
-        if removed:
-            self.info(swept_line(removed, " from the cache"))
 
 
 @click.group(context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))

@@ -173,228 +173,216 @@ def _check_hosts(ctx, param, values: tuple) -> tuple:
     return values
 
 
-def edit_flags(f: Callable) -> Callable:
-    """The `edit` command's arguments and options."""
-    return stack(
-        click.argument("photos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)),
-        click.option(
-            "--drag",
-            "drags",
-            multiple=True,
-            metavar="X1,Y1:X2,Y2",
-            help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.",
-        ),
-        click.option(
-            "--preset",
-            "presets_",
-            multiple=True,
-            metavar="NAME=AMOUNT",
-            help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
-            "Its default mask applies unless --mask or --mask-circle is given.",
-        ),
-        click.option(
-            "-o",
-            "--output",
-            type=click.Path(path_type=Path),
-            required=True,
-            help="The edited photo (a folder when editing several photos).",
-        ),
-        click.option(
-            "--recipe",
-            "recipe_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Edit recipe JSON (points, mask, model, stage options); RUN_DIR/recipe.json repeats an edit.",
-        ),
-        click.option("--model", help="ffhq-256, ffhq-512 (default), ffhq-1024, or a checkpoint file."),
-        click.option("--mask-circle", metavar="X,Y,R", help="Only this circle (photo pixels) may move."),
-        click.option(
-            "--mask",
-            "mask_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Mask image of the region allowed to move (white), the size of the photo.",
-        ),
-        click.option(
-            "--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces)."
-        ),
-        click.option("--steps", type=click.IntRange(1), help=f"Drag step limit (default {DRAG.steps})."),
-        click.option(
-            "--run-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>-<recipe hash>); finished stages are reused. "
-            "An existing folder must be empty or a photodrag run folder.",
-        ),
-        click.option(
-            "--from",
-            "from_stage",
-            type=click.Choice(["align", "invert", "drag", "composite"]),
-            help="Recompute from this stage on, even if later stages look up to date.",
-        ),
-        click.option(
-            "--jpeg-quality",
-            type=click.IntRange(1, 100),
-            help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
-        ),
-        click.option(
-            "--overwrite-input",
-            is_flag=True,
-            help="Allow -o to be the input photo (the original is kept in the run folder's input/).",
-        ),
-        click.option(
-            "--cluster",
-            type=click.Choice(["local", "ray"]),
-            default="local",
-            show_default=True,
-            help="Where an album (several photos) runs: here, one photo after the other, or on Ray.",
-        ),
-        click.option(
-            "--no-wait",
-            is_flag=True,
-            help="Fail at once when another photodrag process is using the run folder (default: wait for it).",
-        ),
-        click.option("--address", help="Ray cluster to connect to [env RAY_ADDRESS; default: start a local Ray]."),
-        click.option("--workers", type=click.IntRange(1), help="Ray workers [default: one per GPU, else per CPU]."),
-        blend_option(None),
-        inversion_options,
-    )(f)
+edit_flags = stack(  # The `edit` command's arguments and options.
+    click.argument("photos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)),
+    click.option(
+        "--drag",
+        "drags",
+        multiple=True,
+        metavar="X1,Y1:X2,Y2",
+        help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.",
+    ),
+    click.option(
+        "--preset",
+        "presets_",
+        multiple=True,
+        metavar="NAME=AMOUNT",
+        help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+        "Its default mask applies unless --mask or --mask-circle is given.",
+    ),
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="The edited photo (a folder when editing several photos).",
+    ),
+    click.option(
+        "--recipe",
+        "recipe_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Edit recipe JSON (points, mask, model, stage options); RUN_DIR/recipe.json repeats an edit.",
+    ),
+    click.option("--model", help="ffhq-256, ffhq-512 (default), ffhq-1024, or a checkpoint file."),
+    click.option("--mask-circle", metavar="X,Y,R", help="Only this circle (photo pixels) may move."),
+    click.option(
+        "--mask",
+        "mask_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Mask image of the region allowed to move (white), the size of the photo.",
+    ),
+    click.option("--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces)."),
+    click.option("--steps", type=click.IntRange(1), help=f"Drag step limit (default {DRAG.steps})."),
+    click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Run folder (default: $PHOTODRAG_HOME/runs/<photo>-<hash>-<recipe hash>); finished stages are reused. "
+        "An existing folder must be empty or a photodrag run folder.",
+    ),
+    click.option(
+        "--from",
+        "from_stage",
+        type=click.Choice(["align", "invert", "drag", "composite"]),
+        help="Recompute from this stage on, even if later stages look up to date.",
+    ),
+    click.option(
+        "--jpeg-quality",
+        type=click.IntRange(1, 100),
+        help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
+    ),
+    click.option(
+        "--overwrite-input",
+        is_flag=True,
+        help="Allow -o to be the input photo (the original is kept in the run folder's input/).",
+    ),
+    click.option(
+        "--cluster",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where an album (several photos) runs: here, one photo after the other, or on Ray.",
+    ),
+    click.option(
+        "--no-wait",
+        is_flag=True,
+        help="Fail at once when another photodrag process is using the run folder (default: wait for it).",
+    ),
+    click.option("--address", help="Ray cluster to connect to [env RAY_ADDRESS; default: start a local Ray]."),
+    click.option("--workers", type=click.IntRange(1), help="Ray workers [default: one per GPU, else per CPU]."),
+    blend_option(None),
+    inversion_options,
+)
 
 
-def align_flags(f: Callable) -> Callable:
-    """The `align` command's arguments and options."""
-    return stack(
-        click.argument("photo", type=click.Path(dir_okay=False, path_type=Path)),
-        click.option(
-            "--out",
-            "run_dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            required=True,
-            help="Run folder; the stage writes RUN_DIR/align/.",
-        ),
-        click.option(
-            "--size",
-            type=int,
-            default=ALIGN.size,
-            show_default=True,
-            help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).",
-        ),
-        click.option(
-            "--face",
-            default=ALIGN.face,
-            show_default=True,
-            help="Which face: 'largest' (size x detector score) or an index from --list-faces.",
-        ),
-        click.option(
-            "--list-faces",
-            is_flag=True,
-            help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png.",
-        ),
-    )(f)
+align_flags = stack(  # The `align` command's arguments and options.
+    click.argument("photo", type=click.Path(dir_okay=False, path_type=Path)),
+    click.option(
+        "--out",
+        "run_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="Run folder; the stage writes RUN_DIR/align/.",
+    ),
+    click.option(
+        "--size",
+        type=int,
+        default=ALIGN.size,
+        show_default=True,
+        help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).",
+    ),
+    click.option(
+        "--face",
+        default=ALIGN.face,
+        show_default=True,
+        help="Which face: 'largest' (size x detector score) or an index from --list-faces.",
+    ),
+    click.option(
+        "--list-faces",
+        is_flag=True,
+        help="Only list the faces found (index, box, score) and write RUN_DIR/faces.png.",
+    ),
+)
 
 
-def invert_flags(f: Callable) -> Callable:
-    """The `invert` command's arguments and options."""
-    return stack(
-        click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
-        click.option(
-            "--model",
-            default=None,
-            help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file; "
-            "default: the registry generator of the aligned image's size.",
-        ),
-        click.option("--no-cache", is_flag=True, help="Neither read nor write the inversion cache."),
-        click.option("--fp16-cache", is_flag=True, help="Store the tuned weights as fp16 (half the size)."),
-        inversion_options,
-    )(f)
+invert_flags = stack(  # The `invert` command's arguments and options.
+    click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+    click.option(
+        "--model",
+        default=None,
+        help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file; "
+        "default: the registry generator of the aligned image's size.",
+    ),
+    click.option("--no-cache", is_flag=True, help="Neither read nor write the inversion cache."),
+    click.option("--fp16-cache", is_flag=True, help="Store the tuned weights as fp16 (half the size)."),
+    inversion_options,
+)
 
 
-def drag_flags(f: Callable) -> Callable:
-    """The `drag` command's arguments and options."""
-    return stack(
-        click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
-        click.option(
-            "--drag",
-            "drags",
-            multiple=True,
-            metavar="X1,Y1:X2,Y2",
-            help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.",
-        ),
-        click.option(
-            "--preset",
-            "presets_",
-            multiple=True,
-            metavar="NAME=AMOUNT",
-            help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
-            "Its default mask applies unless --mask or --mask-circle is given.",
-        ),
-        click.option(
-            "--coords",
-            type=click.Choice(["photo", "aligned"]),
-            default="photo",
-            show_default=True,
-            help="Whether points (and masks) are in the original photo's pixels or the aligned crop's.",
-        ),
-        click.option(
-            "--mask",
-            "mask_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Image of the region allowed to move (white), the size of the photo or the crop.",
-        ),
-        click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image."),
-        setting_options(DRAG_SETTINGS),
-        click.option(
-            "--animate",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).",
-        ),
-    )(f)
+drag_flags = stack(  # The `drag` command's arguments and options.
+    click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+    click.option(
+        "--drag",
+        "drags",
+        multiple=True,
+        metavar="X1,Y1:X2,Y2",
+        help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.",
+    ),
+    click.option(
+        "--preset",
+        "presets_",
+        multiple=True,
+        metavar="NAME=AMOUNT",
+        help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+        "Its default mask applies unless --mask or --mask-circle is given.",
+    ),
+    click.option(
+        "--coords",
+        type=click.Choice(["photo", "aligned"]),
+        default="photo",
+        show_default=True,
+        help="Whether points (and masks) are in the original photo's pixels or the aligned crop's.",
+    ),
+    click.option(
+        "--mask",
+        "mask_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Image of the region allowed to move (white), the size of the photo or the crop.",
+    ),
+    click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image."),
+    setting_options(DRAG_SETTINGS),
+    click.option(
+        "--animate",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Also write an animation of the steps: steps.gif or steps.mp4 (a bare name goes in RUN_DIR/drag/).",
+    ),
+)
 
 
-def serve_flags(f: Callable) -> Callable:
-    """The `serve` command's arguments and options."""
-    return stack(
-        click.option(
-            "--host",
-            default="127.0.0.1",
-            show_default=True,
-            help="Address to listen on (loopback by default: only this computer can connect).",
-        ),
-        click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True),
-        click.option(
-            "--allow-host",
-            "allow_hosts",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            callback=_check_hosts,
-            help="Also answer requests that name HOST in their Host and Origin headers (a reverse proxy's "
-            "name; without :PORT any port). Repeatable. Any other Host or Origin gets a 403.",
-        ),
-        click.option(
-            "--max-sessions",
-            type=click.IntRange(1),
-            default=LIMITS.max_sessions,
-            show_default=True,
-            help="Photos held at once; a new upload evicts the longest-unattended session or gets a 503.",
-        ),
-        click.option(
-            "--max-megapixels",
-            type=click.FloatRange(1.0),
-            default=LIMITS.max_pixels / 1e6,
-            show_default=True,
-            help="Total size of the photos held at once (about 5 MiB of memory per megapixel).",
-        ),
-        click.option(
-            "--idle-minutes",
-            type=click.FloatRange(0.0, min_open=True),
-            default=LIMITS.idle_drop_s / 60,
-            show_default=True,
-            help="Drop a session whose page has not polled for this long (a closed tab's job stops within seconds).",
-        ),
-        click.option(
-            "--model",
-            default="ffhq-512",
-            show_default=True,
-            help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.",
-        ),
-        inversion_options,
-        setting_options(DRAG_SETTINGS[1:], help_prefix="Drag: "),
-        blend_option(DEFAULT_BLEND),
-    )(f)
+serve_flags = stack(  # The `serve` command's arguments and options.
+    click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to listen on (loopback by default: only this computer can connect).",
+    ),
+    click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True),
+    click.option(
+        "--allow-host",
+        "allow_hosts",
+        multiple=True,
+        metavar="HOST[:PORT]",
+        callback=_check_hosts,
+        help="Also answer requests that name HOST in their Host and Origin headers (a reverse proxy's "
+        "name; without :PORT any port). Repeatable. Any other Host or Origin gets a 403.",
+    ),
+    click.option(
+        "--max-sessions",
+        type=click.IntRange(1),
+        default=LIMITS.max_sessions,
+        show_default=True,
+        help="Photos held at once; a new upload evicts the longest-unattended session or gets a 503.",
+    ),
+    click.option(
+        "--max-megapixels",
+        type=click.FloatRange(1.0),
+        default=LIMITS.max_pixels / 1e6,
+        show_default=True,
+        help="Total size of the photos held at once (about 5 MiB of memory per megapixel).",
+    ),
+    click.option(
+        "--idle-minutes",
+        type=click.FloatRange(0.0, min_open=True),
+        default=LIMITS.idle_drop_s / 60,
+        show_default=True,
+        help="Drop a session whose page has not polled for this long (a closed tab's job stops within seconds).",
+    ),
+    click.option(
+        "--model",
+        default="ffhq-512",
+        show_default=True,
+        help="ffhq-256, ffhq-512, ffhq-1024 (fetched on first use) or a checkpoint file.",
+    ),
+    inversion_options,
+    setting_options(DRAG_SETTINGS[1:], help_prefix="Drag: "),
+    blend_option(DEFAULT_BLEND),
+)
