@@ -8,16 +8,12 @@ handled like Ctrl-C: finished stages kept, temp files removed).  `--verbose` add
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import click
-import torch
-from PIL import Image
 
 import inversion.perceptual as perceptual_nets
 from align.align import check_size
@@ -25,40 +21,49 @@ from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
-from common.fileio import atomic_path
-from common.run import RunFolder, locked_run
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir
 from drag.config import DragConfig
-from drag.draw import preview_image
 from drag.points import map_to_aligned, parse_circle, parse_drag
-from drag.presets import PRESETS, parse_presets
+from drag.presets import parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.config import make_config
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
-from pipeline.composite import DEFAULT_BLEND, run_composite
+from pipeline.composite import run_composite
 from pipeline.console import Settings, warn, warn_all
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
 from pipeline.flags import (
     LIMITS,
     align_flags,
-    blend_option,
+    composite_flags,
     drag_flags,
     edit_flags,
+    generate_flags,
     given_inversion_options,
     invert_flags,
+    presets_flags,
     serve_flags,
+    weights_import_flags,
 )
 from pipeline.outputs import check_outputs
+from pipeline.pictures import check_sample, write_presets_preview, write_sample
 from pipeline.plan import plan_outputs, recipe_from_flags
+from pipeline.report import (
+    align_line,
+    cache_du_line,
+    cache_lines,
+    drag_lines,
+    face_lines,
+    invert_lines,
+    preset_lines,
+)
 from pipeline.webui.guard import WILDCARDS, served_hosts
 from pipeline.webui.serving import build_manager
 from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
 from weights.models import checkpoint_sha256, load_model
-from weights.networks import to_uint8, z_from_seed
 from weights.registry import REGISTRY
 
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
@@ -129,13 +134,7 @@ def weights_fetch(s: Settings, name: str, url: Optional[str]) -> None:
 
 
 @weights.command("import")
-@click.argument("name")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--allow-unverified",
-    is_flag=True,
-    help="Accept a file whose hash differs from the published one (marked UNVERIFIED).",
-)
+@weights_import_flags
 @click.pass_obj
 def weights_import(s: Settings, name: str, path: Path, allow_unverified: bool) -> None:
     """Register a file you already have as NAME (loaded and checked first)."""
@@ -297,16 +296,14 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     if list_faces:
         with s.run_folder(run_dir, create=True):
             faces = find_all(photo, run_dir)
-        for i, f in enumerate(faces):
-            l, t, r, b = (round(v) for v in f.box)
-            click.echo(f"face {i}: box ({l}, {t}, {r}, {b}) size {r - l}x{b - t} score {f.score:.2f}")
+        for line in face_lines(faces):
+            click.echo(line)
         click.echo(str(run_dir / "faces.png"))
         return
     with s.run_folder(run_dir, create=True):
         res = run_align(photo, run_dir, size=check_size(size), face=face)
     warn_all(res.warnings)
-    l, t, r, b = (round(v) for v in res.face.box)
-    s.info(f"face {res.face_index} of {len(res.faces)}: box ({l}, {t}, {r}, {b}) -> {res.size}x{res.size}")
+    s.info(align_line(res))
     click.echo(str(run_dir / "align"))
 
 
@@ -342,24 +339,9 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
             store_fp16=fp16_cache,
             progress=not s.quiet,
         )
-    m = res.metrics
     warn_all(res.warnings)
-    if config.profile != "full":
-        s.info(
-            f"{config.profile} profile: {config.projection.steps} projection steps, up to "
-            f"{config.tuning.steps} tuning steps (drop --preview for the full PTI schedule)"
-        )
-    if res.cache_hit:
-        s.info(f"cache hit {res.cache_key[:12]}: projection and tuning skipped")
-    s.info(
-        f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
-        f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}"
-    )
-    if res.identity and res.identity.get("distance") is not None:
-        s.info(
-            f"identity distance photo vs reconstruction: {res.identity['distance']:.3f} "
-            f"(below {res.identity['threshold']} = same person)"
-        )
+    for line in invert_lines(res, config):
+        s.info(line)
     click.echo(str(run_dir / "invert"))
 
 
@@ -417,31 +399,14 @@ def drag(
         )
     record = DragRecord.load(run_dir)
     warn_all(record.warnings())
-    for line in record.preset_table():
+    for line in drag_lines(record, state):
         s.info(line)
-    s.info(
-        f"{state.reason} after {state.step} steps; distance to target: "
-        + ", ".join(f"{d:.1f}" for d in state.distances)
-        + " px (aligned)"
-    )
     click.echo(str(run_dir / "drag"))
 
 
 # presets ----------------------------------------------------------------------
 @cli.command()
-@click.option(
-    "--preview",
-    "run_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png.",
-)
-@click.option(
-    "--preset",
-    "presets_",
-    multiple=True,
-    metavar="NAME=AMOUNT",
-    help="A preset and its amount (repeatable), e.g. smile=0.5; needs --preview.",
-)
+@presets_flags
 def presets(run_dir: Optional[Path], presets_) -> None:
     """Edits by name: list the presets, or preview their drags on a run folder (nothing is dragged).
 
@@ -455,42 +420,17 @@ def presets(run_dir: Optional[Path], presets_) -> None:
                 "--preset needs --preview RUN_DIR here; to edit, use "
                 "`photodrag edit PHOTO --preset NAME=AMOUNT` or `photodrag drag RUN_DIR --preset ...`"
             )
-        for p in PRESETS.values():
-            marks = ",".join(map(str, p.landmarks))
-            click.echo(
-                f"{p.name:11s} {p.description}; landmarks {marks}; "
-                f"up to {p.unit:.2f} IOD per unit amount, {p.amount_range[0]:g}..{p.amount_range[1]:g}"
-            )
+        for line in preset_lines():
+            click.echo(line)
         return
     if not amounts:
         raise UsageError("--preview needs at least one --preset NAME=AMOUNT")
-    record = AlignRecord.load(run_dir)
-    if not record.has_landmarks:
-        raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
-    img = preview_image(RunFolder(run_dir).read_image("align", "aligned.png"), record.aligned_landmarks, amounts)
-    out = run_dir / "presets_preview.png"
-    with locked_run(run_dir, create=False, notify=lambda m: click.echo(f"photodrag: {m}", err=True)):
-        with atomic_path(out) as tmp:
-            Image.fromarray(img).save(tmp, format="PNG")
-    click.echo(str(out))
+    click.echo(str(write_presets_preview(run_dir, amounts, notify=lambda m: click.echo(f"photodrag: {m}", err=True))))
 
 
 # composite --------------------------------------------------------------------
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The edited photo (same size; the format follows the extension, else the input's).",
-)
-@click.option(
-    "--jpeg-quality",
-    type=click.IntRange(1, 100),
-    help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
-)
-@blend_option(DEFAULT_BLEND)
+@composite_flags
 @click.pass_obj
 def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[int], blend: str) -> None:
     """Put the edit back into the original photo (the photo's own pixels moved, by default).
@@ -579,22 +519,12 @@ def cache() -> None:
     """Inspect and clean the inversion cache (pivot + tuned generator per face, model and options)."""
 
 
-def _fmt_size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
 @cache.command("ls")
 @click.pass_obj
 def cache_ls(s: Settings) -> None:
     """List entries, most recently used first."""
-    c = s.cache()
-    for e in c.entries():
-        used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
-        lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
-        click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  used {used}  LPIPS {lp}")
-    click.echo(
-        f"{len(c.entries())} entries, {_fmt_size(c.total_size())} (limit {_fmt_size(c.limit_bytes)}) in {c.root}"
-    )
+    for line in cache_lines(s.cache()):
+        click.echo(line)
 
 
 @cache.command("info")
@@ -634,29 +564,12 @@ def cache_du(s: Settings) -> None:
     """Size of everything under the cache folder (after sweeping what killed runs left) and its limit."""
     c = s.cache()
     s.sweep_cache(c)
-    total, entries = c.disk_usage(), c.entries()
-    other = total - sum(e.size for e in entries)
-    rest = f" + {_fmt_size(other)} of other files (writes in progress)" if other else ""
-    click.echo(
-        f"{_fmt_size(total)}: {len(entries)} entries{rest}; limit {_fmt_size(c.limit_bytes)} "
-        f"(set PHOTODRAG_CACHE_LIMIT_GB); {c.root}"
-    )
+    click.echo(cache_du_line(c))
 
 
 # generate ---------------------------------------------------------------------
 @cli.command()
-@click.option(
-    "--model",
-    default="ffhq-256",
-    show_default=True,
-    help="Generator: ffhq-256, ffhq-512, ffhq-1024 (fetched on first use), or a .pkl/.pt/.safetensors file.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed; z = RandomState(seed).randn(1, z_dim).")
-@click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG (.png)."
-)
+@generate_flags
 @click.pass_obj
 def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, output: Path) -> None:
     """Sample one image from a generator: the quickest check that a checkpoint works.
@@ -664,19 +577,11 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
     Same checkpoint, seed and options give the same picture as NVIDIA's generate.py.
     """
 
-    if seed < 0 or seed >= 2**32:
-        raise UsageError("--seed must be in [0, 2**32)")
-    if not math.isfinite(psi):
-        raise UsageError(f"--trunc must be a finite number, not {psi}")
-    if output.suffix.lower() != ".png":
-        raise UsageError(f"-o {output}: generate writes PNG; name the file .png")
+    check_sample(seed, psi, output)
     device = s.device
     G, path = load_model(model, s.store(), device)
     s.info(f"loaded {path} ({G.img_resolution}px) on {device}")
-    with torch.no_grad():
-        img = G(z_from_seed(seed, G.z_dim).to(device), truncation_psi=psi, noise_mode=noise_mode)
-    with atomic_path(output) as tmp:
-        Image.fromarray(to_uint8(img)[0]).save(tmp, format="PNG")
+    write_sample(G, seed, psi, noise_mode, output, device)
     click.echo(str(output))
 
 

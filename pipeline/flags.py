@@ -386,3 +386,65 @@ serve_flags = stack(  # The `serve` command's arguments and options.
     setting_options(DRAG_SETTINGS[1:], help_prefix="Drag: "),
     blend_option(DEFAULT_BLEND),
 )
+
+
+weights_import_flags = stack(  # The `weights_import` command's arguments and options.
+    click.argument("name"),
+    click.argument("path", type=click.Path(dir_okay=False, path_type=Path)),
+    click.option(
+        "--allow-unverified",
+        is_flag=True,
+        help="Accept a file whose hash differs from the published one (marked UNVERIFIED).",
+    ),
+)
+
+
+presets_flags = stack(  # The `presets` command's arguments and options.
+    click.option(
+        "--preview",
+        "run_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png.",
+    ),
+    click.option(
+        "--preset",
+        "presets_",
+        multiple=True,
+        metavar="NAME=AMOUNT",
+        help="A preset and its amount (repeatable), e.g. smile=0.5; needs --preview.",
+    ),
+)
+
+
+composite_flags = stack(  # The `composite` command's arguments and options.
+    click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="The edited photo (same size; the format follows the extension, else the input's).",
+    ),
+    click.option(
+        "--jpeg-quality",
+        type=click.IntRange(1, 100),
+        help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
+    ),
+    blend_option(DEFAULT_BLEND),
+)
+
+
+generate_flags = stack(  # The `generate` command's arguments and options.
+    click.option(
+        "--model",
+        default="ffhq-256",
+        show_default=True,
+        help="Generator: ffhq-256, ffhq-512, ffhq-1024 (fetched on first use), or a .pkl/.pt/.safetensors file.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed; z = RandomState(seed).randn(1, z_dim)."),
+    click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi."),
+    click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True),
+    click.option(
+        "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG (.png)."
+    ),
+)

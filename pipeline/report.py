@@ -1,0 +1,95 @@
+"""The lines the stage commands print after their work: pure functions of the stage results,
+so the command line only prints them (notes to stderr, unless --quiet)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Iterable, List
+
+from drag.presets import PRESETS
+
+
+def face_lines(faces: Iterable) -> List[str]:
+    """`align --list-faces`: index, box, size and detector score of each face found."""
+    out = []
+    for i, f in enumerate(faces):
+        l, t, r, b = (round(v) for v in f.box)
+        out.append(f"face {i}: box ({l}, {t}, {r}, {b}) size {r - l}x{b - t} score {f.score:.2f}")
+    return out
+
+
+def align_line(res) -> str:
+    """The chosen face and the aligned size."""
+    l, t, r, b = (round(v) for v in res.face.box)
+    return f"face {res.face_index} of {len(res.faces)}: box ({l}, {t}, {r}, {b}) -> {res.size}x{res.size}"
+
+
+def invert_lines(res, config) -> List[str]:
+    """The profile (when not full), a cache hit, LPIPS/MSE before and after tuning, the identity distance."""
+    m, out = res.metrics, []
+    if config.profile != "full":
+        out.append(
+            f"{config.profile} profile: {config.projection.steps} projection steps, up to "
+            f"{config.tuning.steps} tuning steps (drop --preview for the full PTI schedule)"
+        )
+    if res.cache_hit:
+        out.append(f"cache hit {res.cache_key[:12]}: projection and tuning skipped")
+    out.append(
+        f"projection LPIPS {m['projection']['lpips']:.4f} MSE {m['projection']['mse']:.5f} -> "
+        f"PTI LPIPS {m['tuning']['lpips']:.4f} MSE {m['tuning']['mse']:.5f}"
+    )
+    if res.identity and res.identity.get("distance") is not None:
+        out.append(
+            f"identity distance photo vs reconstruction: {res.identity['distance']:.3f} "
+            f"(below {res.identity['threshold']} = same person)"
+        )
+    return out
+
+
+def drag_lines(record, state) -> List[str]:
+    """The presets' table and why the drag stopped, with each point's distance to its target."""
+    return [
+        *record.preset_table(),
+        f"{state.reason} after {state.step} steps; distance to target: "
+        + ", ".join(f"{d:.1f}" for d in state.distances)
+        + " px (aligned)",
+    ]
+
+
+def preset_lines() -> List[str]:
+    """`photodrag presets`: one line per preset."""
+    out = []
+    for p in PRESETS.values():
+        marks = ",".join(map(str, p.landmarks))
+        out.append(
+            f"{p.name:11s} {p.description}; landmarks {marks}; "
+            f"up to {p.unit:.2f} IOD per unit amount, {p.amount_range[0]:g}..{p.amount_range[1]:g}"
+        )
+    return out
+
+
+def mib(n: int) -> str:
+    """A size in MiB, one decimal."""
+    return f"{n / 2**20:.1f} MiB"
+
+
+def cache_lines(c) -> List[str]:
+    """`cache ls`: each entry (most recently used first), then the totals."""
+    out = []
+    for e in c.entries():
+        used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
+        lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
+        out.append(f"{e.key[:16]}  {mib(e.size):>10s}  used {used}  LPIPS {lp}")
+    out.append(f"{len(c.entries())} entries, {mib(c.total_size())} (limit {mib(c.limit_bytes)}) in {c.root}")
+    return out
+
+
+def cache_du_line(c) -> str:
+    """`cache du`: everything under the cache folder, the entries' share, and the limit."""
+    total, entries = c.disk_usage(), c.entries()
+    other = total - sum(e.size for e in entries)
+    rest = f" + {mib(other)} of other files (writes in progress)" if other else ""
+    return (
+        f"{mib(total)}: {len(entries)} entries{rest}; limit {mib(c.limit_bytes)} "
+        f"(set PHOTODRAG_CACHE_LIMIT_GB); {c.root}"
+    )
