@@ -1,15 +1,13 @@
 """photodrag command line: edit a face photo by dragging points (DragGAN on a PTI inversion).
 
-Every error is reported as one line: exit code 2 for bad usage or input, 1 for an
-internal failure or a full disk, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM,
-handled like Ctrl-C: finished stages kept, temp files removed).  `--verbose` adds the traceback.
+Each command parses its flags, calls one function (a stage's or pipeline/'s) and prints what it wrote;
+errors are one line with fixed exit codes (pipeline/exits.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +29,7 @@ from inversion.config import make_config
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
 from pipeline.composite import run_composite
-from pipeline.console import Settings, warn, warn_all
+from pipeline.console import Settings, warn_all
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
 from pipeline.flags import (
@@ -59,8 +57,8 @@ from pipeline.report import (
     invert_lines,
     preset_lines,
 )
-from pipeline.webui.guard import WILDCARDS, served_hosts
-from pipeline.webui.serving import build_manager
+from pipeline.webui.guard import served_hosts
+from pipeline.webui.serving import build_manager, host_warnings, serve_limits
 from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
 from weights.models import checkpoint_sha256, load_model
@@ -222,6 +220,21 @@ def edit(
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
     if batch:
         return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
+    _edit_photos(s, pairs, recipe, recipe_path, run_dir, from_stage, jpeg_quality, overwrite_input, not no_wait)
+
+
+def _edit_photos(
+    s: Settings,
+    pairs,
+    recipe,
+    recipe_path: Optional[Path],
+    run_dir: Optional[Path],
+    from_stage: Optional[str],
+    jpeg_quality: Optional[int],
+    overwrite_input: bool,
+    wait: bool,
+) -> None:
+    """One photo (or a few, one after the other) edited here: pipeline.edit.run_edit, then its lines."""
     store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
@@ -240,7 +253,7 @@ def edit(
             log=s.info,
             overwrite_input=overwrite_input,
             inputs=(recipe_path,),
-            wait=not no_wait,
+            wait=wait,
             notify=s.notice,
         )
         warn_all(summary.warnings)
@@ -479,9 +492,7 @@ def serve(
         from pipeline.webui.app import create_app, server_log_config
     except ImportError:
         raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
-    limits = replace(
-        LIMITS, max_sessions=max_sessions, max_pixels=int(max_megapixels * 1e6), idle_drop_s=idle_minutes * 60
-    )
+    limits = serve_limits(LIMITS, max_sessions, max_megapixels, idle_minutes)
     s.sweep_cache(s.cache())
     manager = build_manager(
         s.home,
@@ -494,13 +505,7 @@ def serve(
         limits=limits,
         blend=blend,
     )
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        warn(f"listening on {host}: anyone who can reach it can use the editor")
-    if host in WILDCARDS and not allow_hosts:
-        warn(
-            f"only requests to {', '.join(served_hosts(host, port))} are answered; "
-            "name this computer's address with --allow-host"
-        )
+    warn_all(host_warnings(host, port, allow_hosts))
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
     app = create_app(manager, allowed_hosts=[*served_hosts(host, port), *allow_hosts], close_timeout_s=SHUTDOWN_S)
     uvicorn.run(

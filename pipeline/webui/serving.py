@@ -6,12 +6,15 @@ Kept apart from app.py so it imports without the web stack (fastapi/uvicorn are 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import List, Sequence
 
 import inversion.perceptual as perceptual_nets
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig
 from pipeline.composite import DEFAULT_BLEND
+from pipeline.webui.guard import WILDCARDS, served_hosts
 from pipeline.webui.session import Limits, Services, SessionManager
 from weights.checkpoint import load_generator
 from weights.models import checkpoint_sha256, resolve_model_path
@@ -54,3 +57,21 @@ def build_manager(
         _G=G,
     )
     return SessionManager(home / "ui", services, limits)
+
+
+def serve_limits(base: Limits, max_sessions: int, max_megapixels: float, idle_minutes: float) -> Limits:
+    """`base` with serve's --max-sessions, --max-megapixels and --idle-minutes."""
+    return replace(base, max_sessions=max_sessions, max_pixels=int(max_megapixels * 1e6), idle_drop_s=idle_minutes * 60)
+
+
+def host_warnings(host: str, port: int, allow_hosts: Sequence[str]) -> List[str]:
+    """What to say before listening on a non-loopback address, or on a wildcard with no --allow-host."""
+    out = []
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        out.append(f"listening on {host}: anyone who can reach it can use the editor")
+    if host in WILDCARDS and not allow_hosts:
+        out.append(
+            f"only requests to {', '.join(served_hosts(host, port))} are answered; "
+            "name this computer's address with --allow-host"
+        )
+    return out
