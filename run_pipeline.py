@@ -1,8 +1,7 @@
 """photodrag command line: edit a face photo by dragging points (DragGAN on a PTI inversion).
 
 Each command parses its flags, calls one function (a stage's or pipeline/'s) and prints what it wrote;
-errors are one line with fixed exit codes (pipeline/exits.py).
-"""
+errors are one line with fixed exit codes (pipeline/exits.py)."""
 
 from __future__ import annotations
 
