@@ -51,7 +51,7 @@ from weights.checkpoint import load_generator, read_checkpoint
 from weights.describe import describe_checkpoint
 from weights.models import checkpoint_sha256, load_model, resolve_model_path
 from weights.networks import to_uint8, z_from_seed
-from weights.registry import REGISTRY
+from weights.registry import DEFAULT_MODEL, REGISTRY
 from weights.store import WeightStore
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
@@ -539,7 +539,8 @@ def _edit_album(
     type=int,
     default=ALIGN.size,
     show_default=True,
-    help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).",
+    help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution; "
+    f"default: that of {DEFAULT_MODEL}, the default model).",
 )
 @click.option(
     "--face",

@@ -11,7 +11,7 @@ from common.errors import UsageError
 from common.fileio import sha256_file
 from weights.checkpoint import load_generator
 from weights.networks import Generator
-from weights.registry import GENERATOR, REGISTRY
+from weights.registry import DEFAULT_MODEL, GENERATOR, REGISTRY
 from weights.store import WeightStore
 
 GENERATOR_NAMES = tuple(n for n, e in REGISTRY.items() if e.kind == GENERATOR)
@@ -40,9 +40,6 @@ def load_model(model: str, store: WeightStore, device: torch.device, fetch: bool
 def checkpoint_sha256(path: Path) -> str:
     """sha256 of a checkpoint file (no memory between calls; `WeightStore.hashes` remembers them)."""
     return sha256_file(path)
-
-
-DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model
 
 
 def model_for(model, size) -> str:

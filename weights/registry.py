@@ -129,6 +129,12 @@ ENTRIES = (
 REGISTRY: Dict[str, WeightEntry] = {e.name: e for e in ENTRIES}
 
 
+DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model: what `edit` and `serve` use, and `align`'s default size
+LANDMARKS = "dlib-landmarks-68"  # the 68-point predictor align needs
+FACE_RECOGNITION = "dlib-face-recognition"  # the identity descriptor (warnings and summaries)
+DEFAULT_SIZE = REGISTRY[DEFAULT_MODEL].resolution
+
+
 def get_entry(name: str) -> WeightEntry:
     try:
         return REGISTRY[name]
