@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import math
 import signal
@@ -22,7 +23,6 @@ import click
 import torch
 from PIL import Image
 
-import inversion.perceptual as perceptual_nets
 from align.align import MAX_SIZE, MIN_SIZE, AlignConfig, check_size
 from align.record import AlignRecord
 from align.stage import list_faces as find_all
@@ -43,13 +43,14 @@ from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
 from pipeline.composite import BLENDS, DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
+from pipeline.models import LoadedModels, LpipsLoader, check_files, open_models
 from pipeline.outputs import check_outputs
 from pipeline.recipe import load_recipe, parse_recipe, with_presets
 from pipeline.webui.guard import WILDCARDS, served_hosts, split_host
 from pipeline.webui.session import Limits, Services, SessionManager
-from weights.checkpoint import load_generator, read_checkpoint
+from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
-from weights.models import checkpoint_sha256, load_model, resolve_model_path
+from weights.models import load_model, model_for
 from weights.networks import to_uint8, z_from_seed
 from weights.registry import DEFAULT_MODEL, REGISTRY
 from weights.store import WeightStore
@@ -65,6 +66,7 @@ class Settings:
     verbose: bool
     quiet: bool
     home: Path
+    lpips: Optional[LpipsLoader] = None  # None: LPIPS from the weights store (main's `lpips`)
 
     @property
     def device(self):
@@ -72,6 +74,10 @@ class Settings:
 
     def store(self):
         return WeightStore(self.home, progress=not self.quiet)
+
+    def models(self) -> LoadedModels:
+        """A fresh set of loaded networks with this run's LPIPS loader."""
+        return LoadedModels(lpips=self.lpips)
 
     def cache(self):
         return InversionCache(
@@ -130,7 +136,8 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
 
     Stages: align (dlib + FFHQ crop) -> invert (PTI) -> drag (DragGAN) -> composite.
     """
-    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None))
+    lpips = (ctx.obj or {}).get("lpips")  # main's `lpips`, passed down by click
+    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None), lpips)
 
 
 # inversion options (the same on invert, edit and serve) -------------------------
@@ -251,13 +258,16 @@ def weights_list(s: Settings) -> None:
 
 
 @weights.command("fetch")
-@click.argument("name")
-@click.option("--url", help="Download from this URL instead of the registry's (a mirror).")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--url", help="Download from this URL instead of the registry's (a mirror; one NAME only).")
 @click.pass_obj
-def weights_fetch(s: Settings, name: str, url: Optional[str]) -> None:
-    """Download NAME, resuming a partial download, and check its size and hash."""
-    path = s.store().fetch(name, url=url)
-    click.echo(str(path))
+def weights_fetch(s: Settings, names: tuple, url: Optional[str]) -> None:
+    """Download each NAME, resuming a partial download, and check its size and hash."""
+    if url and len(names) > 1:
+        raise UsageError("--url names one file's mirror: give one NAME with it")
+    store = s.store()
+    for name in names:
+        click.echo(str(store.fetch(name, url=url)))
 
 
 @weights.command("import")
@@ -463,7 +473,7 @@ def edit(
     check_outputs(pairs, others=(recipe_path, recipe.mask_path))
     if batch:
         return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
-    store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
+    store, cache, models = s.store(), s.cache(), s.models()  # one of each for the batch: the model is hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
         summary = run_edit(
@@ -483,6 +493,7 @@ def edit(
             inputs=(recipe_path,),
             wait=not no_wait,
             notify=s.notice,
+            models=models,
         )
         for w in summary.warnings:
             click.echo(f"photodrag: warning: {w}", err=True)
@@ -503,13 +514,16 @@ def _edit_album(
     jpeg_quality: Optional[int],
 ) -> None:
     """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
+    model = model_for(recipe.model, recipe.size)
+    check_files(model, s.store(), recipe.inversion_config().perceptual_nets(), s.models())  # all missing, at once
+    factory = functools.partial(LoadedModels, lpips=s.lpips)
     if cluster == "ray":
         RayExecutor._ray()  # the install hint before any work
-        executor = RayExecutor(address=address, workers=workers)
+        executor = RayExecutor(address=address, workers=workers, models_factory=factory)
     else:
         if address or workers:
             raise UsageError("--address and --workers go with --cluster ray")
-        executor = LocalExecutor()
+        executor = LocalExecutor(factory)
     options = EditOptions(home=s.home, device=s.device_name, jpeg_quality=jpeg_quality, from_stage=from_stage)
 
     def report(result) -> None:
@@ -599,20 +613,19 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
 
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
     size = AlignRecord.load(run_dir).size
-    model = model or f"ffhq-{size}"
-    store = s.store()
-    G, path = load_model(model, store, s.device)
+    nets = config.perceptual_nets()
+    opened = open_models(model or f"ffhq-{size}", s.store(), s.device, nets, loaded=s.models(), landmarks=False)
     cache = None if no_cache else s.cache()
     with s.run_folder(run_dir), cache.pinned() if cache else contextlib.nullcontext():
         if cache is not None:
             s.sweep_cache(cache)
         res = run_invert(
             run_dir,
-            G,
-            model,
-            checkpoint_sha256(path),
+            opened.generator(),
+            opened.chosen.name,
+            opened.chosen.sha256,
             config,
-            perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
+            perceptual=opened.perceptual,
             cache=cache,
             store_fp16=fp16_cache,
             progress=not s.quiet,
@@ -976,36 +989,18 @@ def serve(
 def build_manager(
     s: Settings,
     model: str,
-    perceptual=None,
     inversion_config=None,
     drag_config=None,
     limits: Limits = LIMITS,
     blend: str = DEFAULT_BLEND,
 ):
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
-
-    store = s.store()
-    path = resolve_model_path(model, store)
     config = inversion_config or InversionConfig()
-    if perceptual is None:
-        nets = {
-            (net, r): perceptual_nets.load_perceptual(net, store, r).to(s.device) for net, r in config.perceptual_nets()
-        }
-        perceptual = lambda net, r: nets[(net, r)]
-    G = load_generator(path, s.device)  # loaded here, before the server's threads, and shared by every session
-    services = Services(
-        model_name=model,
-        model_path=path,
-        model_sha256=checkpoint_sha256(path),
-        resolution=G.img_resolution,
-        device=s.device,
-        cache=s.cache(),
-        perceptual=perceptual,
-        inversion_config=config,
-        drag_config=drag_config,
-        blend=blend,
-        _G=G,
-    )
+    opened = open_models(model, s.store(), s.device, config.perceptual_nets(), loaded=s.models())
+    opened.generator()  # loaded here, before the server's threads, and shared by every session
+    for net, r in config.perceptual_nets():
+        opened.perceptual(net, r)
+    services = Services(opened, s.cache(), config, drag_config=drag_config, blend=blend)
     return SessionManager(s.home / "ui", services, limits)
 
 
@@ -1157,16 +1152,17 @@ def _disk_full_message(exc: BaseException) -> str:
     return f"no space left on device ({' '.join(str(exc).split())}); free some space and run again"
 
 
-def main(argv=None) -> None:
-    """Run the CLI with one-line errors and fixed exit codes."""
+def main(argv=None, lpips: Optional[LpipsLoader] = None) -> None:
+    """Run the CLI with one-line errors and fixed exit codes; `lpips` builds the LPIPS nets
+    (None: from the weights store; tests pass random backbones)."""
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
     with _sigterm_handled():
-        _main(argv, verbose)
+        _main(argv, verbose, lpips)
 
 
-def _main(argv, verbose: bool) -> None:
+def _main(argv, verbose: bool, lpips: Optional[LpipsLoader]) -> None:
     try:
-        cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
+        cli.main(args=argv, prog_name="photodrag", standalone_mode=False, obj={"lpips": lpips})
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare command group: show its help as help

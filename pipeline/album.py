@@ -19,7 +19,12 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from common.errors import PhotodragError, UsageError
 from common.fileio import sha256_file, sweep_temps, write_json
+from common.settings import resolve_device
+from inversion.cache import InversionCache
+from pipeline.edit import run_edit
+from pipeline.models import LoadedModels
 from pipeline.recipe import Recipe
+from weights.store import WeightStore
 
 ALBUM_FILE = "album.json"
 VERSION = 1
@@ -177,9 +182,6 @@ def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None,
 
     A worker passes the same `models`, `store` and `cache` for all its photos, so networks are
     loaded and the model file is hashed once."""
-    from common.settings import resolve_device
-    from pipeline.edit import run_edit
-
     store = store or _store(options)
     cache = cache or _cache(options)
     t0 = time.perf_counter()
@@ -219,20 +221,14 @@ ModelsFactory = Callable[[], object]
 
 
 def _store(options: EditOptions):
-    from weights.store import WeightStore
-
     return WeightStore(options.home, progress=False)
 
 
 def _cache(options: EditOptions):
-    from inversion.cache import InversionCache
-
     return InversionCache(Path(options.home) / "cache" / "inversion")
 
 
 def _default_models():
-    from pipeline.models import LoadedModels
-
     return LoadedModels()
 
 

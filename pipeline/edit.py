@@ -18,7 +18,6 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-import drag.stage as drag_stage
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
@@ -27,15 +26,15 @@ from common.images import load_photo
 from common.run import check_run_folder, locked_run
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord, drag_request
+from drag.stage import run_drag
 from inversion.record import InversionRecord
 from inversion.stage import run_invert
 from pipeline.composite import output_format, run_composite
-from pipeline.models import LoadedModels
+from pipeline.models import LoadedModels, open_models
 from pipeline.outputs import OVERWRITE_HINT, check_run_paths, default_run_dir, keep_original
 from pipeline.recipe import Recipe
 from pipeline.summary import STAGES, EditSummary, StageRunner
-from weights.models import model_for, resolve_model_path
-from weights.registry import REGISTRY
+from weights.models import model_for
 
 
 def run_edit(
@@ -60,7 +59,8 @@ def run_edit(
 ) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
     (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
-    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default).
+    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default);
+    every file the run needs is checked before any stage runs (`open_models`).
     `inputs` are further files the run must never overwrite (the recipe file); `wait` False fails at
     once when another process holds the run folder (`notify` tells the user when it waits)."""
     if from_stage is not None and from_stage not in STAGES:
@@ -73,12 +73,14 @@ def run_edit(
     run_path = Path(run_dir) if run_dir else default_run_dir(home, photo.path, photo.sha256, recipe.to_json())
     check_run_folder(run_path)  # a user's own folder is refused before anything else is said about it
     check_run_paths(run_path, [photo.path, recipe.mask_path, *inputs], output)
-    model = model_for(recipe.model, recipe.size)
-    model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
-    model_sha = store.hashes(model_path)
-    models = models or LoadedModels()
-    generator = lambda: models.generator(model_path, device)  # loaded on first use, once
-    size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
+    config = recipe.inversion_config()
+    opened = open_models(model_for(recipe.model, recipe.size), store, device, config.perceptual_nets(), loaded=models)
+    model, model_sha, size, generator = (
+        opened.chosen.name,
+        opened.chosen.sha256,
+        opened.chosen.resolution,
+        opened.generator,
+    )
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
     with contextlib.ExitStack() as hold:
@@ -113,9 +115,8 @@ def run_edit(
             landmarks=align.aligned_landmarks if align.has_landmarks else None,
         )
 
-        config = recipe.inversion_config()
         summary.profile = config.profile
-        perceptual = lambda net, r: models.perceptual(net, store, r, device)
+        perceptual = opened.perceptual
         fresh_invert = lambda: (i := intact(InversionRecord)) is not None and i.is_fresh(model_sha, config)
         result = stages.stage(
             "invert",
@@ -132,7 +133,7 @@ def run_edit(
         ran = stages.stage(
             "drag",
             lambda: (d := intact(DragRecord)) is not None and d.is_fresh(request),
-            lambda: drag_stage.run_drag(
+            lambda: run_drag(
                 run.path,
                 pts,
                 mask,

@@ -133,9 +133,6 @@ def test_relative_batch_is_refused_in_one_line(tmp_path, capsys):
 def local_album(tmp_path, home, monkeypatch):
     if not all(p.exists() for p in ALBUM_PHOTOS):
         pytest.skip(NO_SHARED)
-    from album_helpers import RandomLpipsModels
-
-    monkeypatch.setattr("pipeline.models.LoadedModels.load_perceptual", RandomLpipsModels.load_perceptual)
     model = write_model(tmp_path / "tiny.safetensors")
     return {"model": model, "recipe": write_recipe(tmp_path / "r.json", model), "out": tmp_path / "album"}
 

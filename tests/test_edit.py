@@ -108,7 +108,7 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("drag.stage.run_drag", interrupted)
+    monkeypatch.setattr("pipeline.edit.run_drag", interrupted)
     code, _, err = cli(
         capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
     )
@@ -122,9 +122,18 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
     calls = {"n": 0}
     real = api.project
     monkeypatch.setattr(api, "project", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda *a, **k: pytest.fail("no LPIPS needed"))
+    no_lpips = lambda *a: pytest.fail("no LPIPS needed")
     code, _, err = cli(
-        capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
+        capsys,
+        "edit",
+        str(TOM),
+        "--recipe",
+        str(env["recipe"]()),
+        "-o",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+        lpips=no_lpips,
     )
     assert code == 0, err
     assert calls["n"] == 0 and out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
@@ -45,3 +46,14 @@ def checkpoint_sha256(path: Path) -> str:
 def model_for(model, size) -> str:
     """The model an edit uses: the one named, else the registry generator of `size`, else the default."""
     return model or (f"ffhq-{size}" if size and f"ffhq-{size}" in REGISTRY else DEFAULT_MODEL)
+
+
+@dataclass(frozen=True)
+class ChosenModel:
+    """The generator a run uses, as every stage records it: the name given (registry name or file
+    path), the file, its sha256 (what the inversion cache and records key on) and its resolution."""
+
+    name: str
+    path: Path
+    sha256: str
+    resolution: int
