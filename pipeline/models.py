@@ -57,7 +57,7 @@ class LoadedModels:
         names = [model] if model in REGISTRY else []
         if self.lpips is None:
             names += [perceptual_nets.BACKBONES[net] for net, _ in nets]
-        return names + ([LANDMARKS] if landmarks else [])
+        return list(dict.fromkeys(names + ([LANDMARKS] if landmarks else [])))
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ def test_missing_weights_stop_before_anything_is_written(env, capsys, monkeypatc
     monkeypatch.setattr("weights.download._open", offline)
     out = env["tmp"] / "o.jpg"
     code, _, err = cli(capsys, "edit", str(TOM), "--drag", "371,569:390,550", "-o", str(out))
-    assert code == 2 and "missing weights ffhq-512" in err and "weights fetch ffhq-512" in err
+    assert code == 2 and "missing weights: 1 file" in err and "weights fetch ffhq-512" in err
     assert not out.exists() and not (env["home"] / "runs").exists()
 
 

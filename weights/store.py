@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,13 +226,14 @@ def _mib(size: Optional[int]) -> str:
 
 
 def missing_files_message(missing: List[Tuple[WeightEntry, str]], folder: Path) -> str:
-    """Every missing file on one line each (name, file, size, why), then each remedy once."""
+    """Every missing file on one line each (name, file, size), then why and each remedy once."""
     lines = [f"missing weights: {len(missing)} file{'s' * (len(missing) > 1)} this run needs"]
-    width = max(len(e.name) for e, _ in missing)
-    for entry, reason in missing:
-        lines.append(
-            f"  {entry.name:{width}s}  {entry.filename}  {_mib(entry.size)}" + (f"  ({reason})" if reason else "")
-        )
+    name_w = max(len(e.name) for e, _ in missing)
+    file_w = max(len(e.filename) for e, _ in missing)
+    lines += [f"  {e.name:{name_w}s}  {e.filename:{file_w}s}  {_mib(e.size):>12s}" for e, _ in missing]
+    why = _reasons([r for _, r in missing if r])
+    if why:
+        lines.append(f"download failed: {why}")
     fetchable = [e.name for e, _ in missing if not e.package]
     packages = sorted({e.package.replace("_", "-") for e, _ in missing if e.package})
     if fetchable:
@@ -240,6 +242,20 @@ def missing_files_message(missing: List[Tuple[WeightEntry, str]], folder: Path) 
     if packages:
         lines.append(f"install: pip install {' '.join(packages)}")
     return "\n".join(lines)
+
+
+def _reasons(reasons: List[str]) -> str:
+    """Download failures, each said once: 'cannot reach A, B (why)' for hosts failing the same way."""
+    hosts: Dict[str, List[str]] = {}
+    others: List[str] = []
+    for r in reasons:
+        m = re.fullmatch(r"cannot reach (\S+) \((.*)\)", r)
+        if m:
+            hosts.setdefault(m.group(2), []).append(m.group(1))
+        elif r not in others:
+            others.append(r)
+    reached = [f"cannot reach {', '.join(dict.fromkeys(h))} ({why})" for why, h in hosts.items()]
+    return "; ".join(reached + others)
 
 
 def generator_mismatch(entry: WeightEntry, config) -> Optional[str]:

@@ -1,0 +1,152 @@
+"""The one opener of the networks (pipeline.models.open_models) and what it checks up front:
+every missing file named at once, hand-placed files checked like `weights import`, the defaults
+that agree (align's size is the default model's)."""
+
+import json
+import urllib.error
+
+import pytest
+
+from align.align import AlignConfig
+from common.errors import CheckpointError, MissingWeightsError
+from common.fileio import sha256_file
+from helpers import NO_SHARED, TOM, cli, tiny_generator, write_nvidia_pickle
+from pipeline.models import LoadedModels, open_models
+from weights.checkpoint import save_generator
+from weights.networks import Generator
+from weights.registry import DEFAULT_MODEL, REGISTRY
+from weights.store import WeightStore
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def no_network(url, offset, timeout):
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr("weights.download._open", no_network)
+
+
+def test_open_models_names_the_model_and_reuses_loaded_networks(tmp_path):
+    import torch
+
+    from inversion.perceptual import Perceptual
+
+    model = tmp_path / "tiny.safetensors"
+    save_generator(tiny_generator(res=32), model)
+    built = []
+
+    def lpips(net, store, resolution):
+        built.append((net, resolution))
+        return Perceptual(net, random_backbone=True, resolution=resolution)
+
+    loaded, store, cpu = LoadedModels(lpips=lpips), WeightStore(tmp_path / "home"), torch.device("cpu")
+    nets = [("alex", None)]
+    a = open_models(str(model), store, cpu, nets, loaded=loaded, landmarks=False)
+    b = open_models(str(model), store, cpu, nets, loaded=loaded, landmarks=False)
+    assert a.chosen == b.chosen and a.chosen.name == str(model) and a.chosen.resolution == 32
+    assert a.chosen.sha256 == sha256_file(model) and a.chosen.path == model
+    assert a.generator() is b.generator()
+    assert a.perceptual("alex", None) is b.perceptual("alex", None)
+    assert built == [("alex", None)]  # built once, for both
+    assert not (tmp_path / "home" / "weights").exists()  # a given LPIPS loader needs no store files
+
+
+def test_store_lpips_needs_the_profiles_backbones():
+    from inversion.config import make_config
+
+    full, preview = (LoadedModels().files("ffhq-512", make_config(p).perceptual_nets()) for p in ("full", "preview"))
+    assert sorted(full) == ["dlib-landmarks-68", "ffhq-512", "lpips-alex", "lpips-vgg16"]
+    assert sorted(preview) == ["dlib-landmarks-68", "ffhq-512", "lpips-alex"]
+    assert LoadedModels(lpips=lambda *a: None).files("ffhq-512", [("vgg", None)], landmarks=False) == ["ffhq-512"]
+
+
+def test_resolve_names_every_missing_file_in_one_message(tmp_path, offline):
+    with pytest.raises(MissingWeightsError) as exc:
+        WeightStore(tmp_path / "home", progress=False).resolve(["ffhq-512", "lpips-alex", "lpips-vgg16", "ffhq-512"])
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "missing weights: 3 files this run needs"
+    assert [line.split()[0] for line in lines[1:4]] == ["ffhq-512", "lpips-alex", "lpips-vgg16"]
+    assert lines[4] == (
+        "download failed: cannot reach api.ngc.nvidia.com, download.pytorch.org (network is unreachable (test))"
+    )
+    assert lines[5] == "fetch: photodrag weights fetch ffhq-512 lpips-alex lpips-vgg16"
+    assert str(tmp_path / "home" / "weights") in lines[6] and "weights import NAME FILE" in lines[6]
+    assert "https://" not in str(exc.value)  # no URL repeated per file
+
+
+@pytest.mark.parametrize(
+    "profile, names", [([], ["ffhq-512", "lpips-alex", "lpips-vgg16"]), (["--preview"], ["ffhq-512", "lpips-alex"])]
+)
+def test_edit_without_weights_names_them_all_before_align_runs(tmp_path, home, offline, capsys, profile, names):
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    run_dir, out = tmp_path / "run", tmp_path / "e.jpg"
+    argv = ["edit", str(TOM), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(run_dir), *profile]
+    code, _, err = cli(capsys, *argv, lpips=None)  # the store's LPIPS, as a user runs it
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[0] == f"photodrag: error: missing weights: {len(names)} files this run needs"
+    assert [line.split()[0] for line in lines[1 : 1 + len(names)]] == names  # one line per file
+    assert f"fetch: photodrag weights fetch {' '.join(names)}" in lines
+    assert all(err.count(f"  {n} ") == 1 for n in names)
+    assert not run_dir.exists() and not out.exists() and not (home / "runs").exists()  # align never ran
+
+
+def test_invert_without_weights_names_them_all(tmp_path, home, offline, capsys):
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    code, _, err = cli(capsys, "align", str(TOM), "--out", str(tmp_path / "run"), "--size", "256")
+    assert code == 0, err
+    code, _, err = cli(capsys, "invert", str(tmp_path / "run"), "--preview", lpips=None)
+    assert code == 2 and "missing weights: 2 files" in err
+    assert "fetch: photodrag weights fetch ffhq-256 lpips-alex" in err
+    assert not (tmp_path / "run" / "invert").exists()
+
+
+def _generator_256():
+    return Generator(
+        z_dim=512,
+        w_dim=512,
+        img_resolution=256,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=256, channel_max=8),
+    )
+
+
+def test_a_hand_placed_file_is_checked_and_recorded_like_an_import(tmp_path):
+    home = tmp_path / "home"
+    store = WeightStore(home, progress=False)
+    path = home / "weights" / REGISTRY["ffhq-256"].filename
+    path.parent.mkdir(parents=True)
+    write_nvidia_pickle(path, _generator_256())
+    assert store.status("ffhq-256").source == "-"
+    assert store.resolve(["ffhq-256"]) == {"ffhq-256": path}
+    st = store.status("ffhq-256")
+    assert st.source == "import" and st.sha256 == sha256_file(path)
+    assert json.loads(store.manifest_path.read_text())["ffhq-256"]["imported_from"] == str(path)
+
+
+def test_a_wrong_hand_placed_file_gets_the_import_diagnosis(tmp_path, capsys, home):
+    path = home / "weights" / REGISTRY[DEFAULT_MODEL].filename
+    path.parent.mkdir(parents=True)
+    write_nvidia_pickle(path, tiny_generator(res=64))
+    with pytest.raises(CheckpointError, match="without `photodrag weights import`.*64px generator"):
+        WeightStore(home).require(DEFAULT_MODEL)
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    out = tmp_path / "e.jpg"
+    code, _, err = cli(
+        capsys, "edit", str(TOM), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(tmp_path / "r")
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "64px generator" in err and "needs 512px" in err and "--size" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_align_defaults_to_the_default_models_resolution(tmp_path, home, capsys):
+    assert AlignConfig().size == REGISTRY[DEFAULT_MODEL].resolution == 512
+    if not TOM.exists():
+        pytest.skip(NO_SHARED)
+    code, _, err = cli(capsys, "align", str(TOM), "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "align" / "align.json").read_text())["size"] == 512
