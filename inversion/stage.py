@@ -187,11 +187,7 @@ def load_inversion(run_dir: Path, device="cpu"):
     Refuses an inversion made for another aligned image, or whose cached generator is gone.
     """
     run = RunFolder(Path(run_dir))
-    record = InversionRecord.load(run.path)
-    if record.aligned_sha256 != run.file_sha256("align", "aligned.png"):
-        raise UsageError(
-            f"{run.stage('invert')} was made for another aligned image; re-run `photodrag invert {run.path}`"
-        )
+    record = InversionRecord.load_fresh(run.path)
     try:
         with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
             w = fh.get_tensor("w")
