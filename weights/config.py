@@ -162,14 +162,24 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
     out: dict = {key: _int(kw[key], key, where) for key in ("z_dim", "w_dim", "img_resolution")}
     out["img_channels"] = _int(kw.get("img_channels", 3), "img_channels", where)
 
-    mapping = dict(kw.get("mapping_kwargs") or {})
+    out.update(_mapping_config(dict(kw.get("mapping_kwargs") or {}), out["w_dim"], where))
+    out.update(_synthesis_config(synthesis_options(kw, where), where))
+    try:
+        return GeneratorConfig(**out)
+    except ValueError as exc:
+        raise _refuse(where, str(exc)) from None
+
+
+def _mapping_config(mapping: dict, w_dim: int, where: str) -> dict:
+    """GeneratorConfig fields from the mapping network's options (consumed from `mapping`)."""
+    out: dict = {}
     for key in HARMLESS_MAPPING:
         mapping.pop(key, None)
     out["mapping_layers"] = _int(mapping.pop("num_layers", 8), "mapping num_layers", where)
     out["mapping_lr_multiplier"] = float(mapping.pop("lr_multiplier", 0.01))
     for key in ("layer_features", "embed_features"):
         value = mapping.pop(key, None)
-        if value not in (None, out["w_dim"]):
+        if value not in (None, w_dim):
             raise _refuse(where, f"mapping option {key}={value!r}")
     for key, want in FIXED_MAPPING.items():
         value = mapping.pop(key, want)
@@ -179,7 +189,12 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
         key = min(mapping)
         raise _refuse(where, f"unknown mapping option {key}={mapping[key]!r}")
 
-    synthesis = synthesis_options(kw, where)
+    return out
+
+
+def _synthesis_config(synthesis: dict, where: str) -> dict:
+    """GeneratorConfig fields from the synthesis network's options (consumed from `synthesis`)."""
+    out: dict = {}
     for key in HARMLESS_SYNTHESIS:
         synthesis.pop(key, None)
     for key, want in FIXED_SYNTHESIS.items():
@@ -202,7 +217,4 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
     if synthesis:
         key = min(synthesis)
         raise _refuse(where, f"unknown synthesis option {key}={synthesis[key]!r}")
-    try:
-        return GeneratorConfig(**out)
-    except ValueError as exc:
-        raise _refuse(where, str(exc)) from None
+    return out
