@@ -40,7 +40,7 @@ from drag.stage import run_drag
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig, make_config, option_defaults
 from inversion.stage import run_invert
-from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
+from pipeline.album import EditOptions, LocalExecutor, RayExecutor, check_album_recipe, run_album
 from pipeline.composite import BLENDS, DEFAULT_BLEND, run_composite
 from pipeline.edit import run_edit
 from pipeline.models import LoadedModels, LpipsLoader, check_files, open_models
@@ -514,8 +514,6 @@ def _edit_album(
     jpeg_quality: Optional[int],
 ) -> None:
     """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
-    model = model_for(recipe.model, recipe.size)
-    check_files(model, s.store(), recipe.inversion_config().perceptual_nets(), s.models())  # all missing, at once
     factory = functools.partial(LoadedModels, lpips=s.lpips)
     if cluster == "ray":
         RayExecutor._ray()  # the install hint before any work
@@ -524,6 +522,9 @@ def _edit_album(
         if address or workers:
             raise UsageError("--address and --workers go with --cluster ray")
         executor = LocalExecutor(factory)
+    check_album_recipe(recipe, len(photos))  # a recipe that cannot suit an album is said first
+    nets = recipe.inversion_config().perceptual_nets()
+    check_files(model_for(recipe.model, recipe.size), s.store(), nets, factory())  # every missing file, at once
     options = EditOptions(home=s.home, device=s.device_name, jpeg_quality=jpeg_quality, from_stage=from_stage)
 
     def report(result) -> None:

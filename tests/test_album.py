@@ -8,7 +8,7 @@ import pytest
 
 from album_helpers import ALBUM_PHOTOS, FACELESS, write_model, write_recipe
 from common.errors import UsageError
-from helpers import NO_SHARED
+from helpers import NO_SHARED, random_lpips
 from pipeline.album import (
     ALBUM_FILE,
     AlbumLog,
@@ -105,7 +105,7 @@ def test_presets_only_recipes_fit_any_album_but_mixed_pixel_drags_do_not():
 # the command line ------------------------------------------------------------
 def cli(capsys, *argv):
     with pytest.raises(SystemExit) as exc:
-        main(["--quiet", "--device", "cpu", *argv])
+        main(["--quiet", "--device", "cpu", *argv], lpips=random_lpips)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
 
