@@ -150,3 +150,74 @@ def test_align_defaults_to_the_default_models_resolution(tmp_path, home, capsys)
     code, _, err = cli(capsys, "align", str(TOM), "--out", str(tmp_path / "run"))
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "align" / "align.json").read_text())["size"] == 512
+
+
+# one freshness rule, one integrity check ---------------------------------------------------------
+def _write_json(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_a_stage_made_from_another_upstream_file_is_stale_through_the_one_rule(tmp_path):
+    from common.errors import UsageError
+    from common.fileio import file_digests
+    from drag.record import DragRecord
+    from inversion.record import InversionRecord
+
+    run = tmp_path / "run"
+    _write_json(run / "invert" / "invert.json", {"format_version": 1})
+    (run / "drag").mkdir()
+    (run / "drag" / "edited.png").write_bytes(b"png")
+    drag = {"invert_sha256": sha256_file(run / "invert" / "invert.json")}
+    _write_json(run / "drag" / "drag.json", dict(drag, files=file_digests(run / "drag", ["edited.png"])))
+    assert DragRecord.load_fresh(run).invert_sha256 == drag["invert_sha256"]
+    assert DragRecord.read_intact(run) is not None
+    _write_json(run / "invert" / "invert.json", {"format_version": 1, "again": True})  # invert ran again
+    with pytest.raises(UsageError, match=r"drag was made from another inversion; re-run drag"):
+        DragRecord.load_fresh(run)
+    assert DragRecord.read_intact(run) is None  # `edit` recomputes the drag
+    (run / "align").mkdir()
+    (run / "align" / "aligned.png").write_bytes(b"one")
+    _write_json(run / "invert" / "invert.json", {"aligned_sha256": sha256_file(run / "align" / "aligned.png")})
+    assert InversionRecord.load_fresh(run)
+    (run / "align" / "aligned.png").write_bytes(b"two")
+    with pytest.raises(UsageError, match="made for another aligned image; re-run `photodrag invert"):
+        InversionRecord.load_fresh(run)
+
+
+def test_cache_entries_and_run_files_share_one_integrity_check(tmp_path):
+    from common.fileio import check_digests, file_digests
+    from inversion.cache import ENTRY_FILES, FORMAT_VERSION, check_entry
+
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    for i, name in enumerate(ENTRY_FILES):
+        (entry / name).write_bytes(bytes([i]) * 100)
+    digests = file_digests(entry, ENTRY_FILES)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "sizes": {n: d["size"] for n, d in digests.items()},
+        "sha256": {n: d["sha256"] for n, d in digests.items()},
+    }
+    _write_json(entry / "meta.json", meta)
+    assert check_entry(entry) is None and check_digests(entry, digests) is None
+    first = entry / ENTRY_FILES[0]
+    first.write_bytes(first.read_bytes()[:50])
+    assert check_entry(entry) == check_digests(entry, digests) == f"{ENTRY_FILES[0]} has the wrong size (truncated?)"
+    first.write_bytes(b"x" * 100)
+    assert check_entry(entry) == check_digests(entry, digests) == f"{ENTRY_FILES[0]} does not match its recorded hash"
+    first.unlink()
+    assert check_entry(entry) == check_digests(entry, digests) == f"{ENTRY_FILES[0]} is missing"
+
+
+def test_an_album_without_weights_names_them_all_before_any_photo(tmp_path, home, offline, capsys):
+    photos = [TOM, TOM.with_name("2008_001009.jpg")]
+    if not all(p.exists() for p in photos):
+        pytest.skip(NO_SHARED)
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"presets": {"smile": 0.5}, "invert": {"profile": "preview"}}))
+    out = tmp_path / "album"
+    code, _, err = cli(capsys, "edit", *map(str, photos), "--recipe", str(recipe), "-o", str(out), lpips=None)
+    assert code == 2 and "missing weights: 2 files" in err, err
+    assert "fetch: photodrag weights fetch ffhq-512 lpips-alex" in err
+    assert not out.exists() and not (home / "runs").exists()
