@@ -1,4 +1,4 @@
-"""Turn a `--model` value (registry name or file path) into a loaded generator."""
+"""Turn a `--model` value (registry name or file path) into a checkpoint path, and `ChosenModel`, its record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Tuple
 import torch
 
 from common.errors import UsageError
-from common.fileio import sha256_file
 from weights.checkpoint import load_generator
 from weights.networks import Generator
 from weights.registry import DEFAULT_MODEL, GENERATOR, REGISTRY
@@ -36,11 +35,6 @@ def resolve_model_path(model: str, store: WeightStore, fetch: bool = True) -> Pa
 def load_model(model: str, store: WeightStore, device: torch.device, fetch: bool = True) -> Tuple[Generator, Path]:
     path = resolve_model_path(model, store, fetch=fetch)
     return load_generator(path, device), path
-
-
-def checkpoint_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file (no memory between calls; `WeightStore.hashes` remembers them)."""
-    return sha256_file(path)
 
 
 def model_for(model, size) -> str:
