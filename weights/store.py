@@ -221,8 +221,11 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
-def _mib(size: Optional[int]) -> str:
-    return f"{size / 2**20:.0f} MiB" if size else "size unknown"
+def _size(entry: WeightEntry) -> str:
+    """The published size, else the expected one, else 'size unknown'."""
+    if entry.size:
+        return f"{entry.size / 2**20:.0f} MiB"
+    return f"about {entry.approx_mb} MB" if entry.approx_mb else "size unknown"
 
 
 def missing_files_message(missing: List[Tuple[WeightEntry, str]], folder: Path) -> str:
@@ -230,7 +233,7 @@ def missing_files_message(missing: List[Tuple[WeightEntry, str]], folder: Path) 
     lines = [f"missing weights: {len(missing)} file{'s' * (len(missing) > 1)} this run needs"]
     name_w = max(len(e.name) for e, _ in missing)
     file_w = max(len(e.filename) for e, _ in missing)
-    lines += [f"  {e.name:{name_w}s}  {e.filename:{file_w}s}  {_mib(e.size):>12s}" for e, _ in missing]
+    lines += [f"  {e.name:{name_w}s}  {e.filename:{file_w}s}  {_size(e):>12s}" for e, _ in missing]
     why = _reasons([r for _, r in missing if r])
     if why:
         lines.append(f"download failed: {why}")
