@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import click
 
-import inversion.perceptual as perceptual_nets
 from align.align import check_size
 from align.record import AlignRecord
 from align.stage import list_faces as find_all
@@ -26,7 +26,7 @@ from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.config import make_config
 from inversion.stage import run_invert
-from pipeline.album import EditOptions, LocalExecutor, RayExecutor, import_ray, run_album
+from pipeline.album import EditOptions, LocalExecutor, RayExecutor, check_album_recipe, import_ray, run_album
 from pipeline.composite import run_composite
 from pipeline.console import Settings, warn_all
 from pipeline.edit import run_edit
@@ -44,6 +44,7 @@ from pipeline.flags import (
     serve_flags,
     weights_import_flags,
 )
+from pipeline.models import LoadedModels, LpipsLoader, check_files, open_models
 from pipeline.outputs import check_outputs
 from pipeline.pictures import check_sample, write_presets_preview, write_sample
 from pipeline.plan import plan_outputs, recipe_from_flags
@@ -60,7 +61,7 @@ from pipeline.webui.guard import served_hosts
 from pipeline.webui.serving import build_manager, host_warnings, serve_limits
 from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
-from weights.models import checkpoint_sha256, load_model
+from weights.models import load_model, model_for
 from weights.registry import REGISTRY
 
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
@@ -92,7 +93,8 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
 
     Stages: align (dlib + FFHQ crop) -> invert (PTI) -> drag (DragGAN) -> composite.
     """
-    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None))
+    lpips = (ctx.obj or {}).get("lpips")  # main's `lpips`, passed down by click
+    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None), lpips)
 
 
 # weights ----------------------------------------------------------------------
@@ -121,13 +123,16 @@ def weights_list(s: Settings) -> None:
 
 
 @weights.command("fetch")
-@click.argument("name")
-@click.option("--url", help="Download from this URL instead of the registry's (a mirror).")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--url", help="Download from this URL instead of the registry's (a mirror; one NAME only).")
 @click.pass_obj
-def weights_fetch(s: Settings, name: str, url: Optional[str]) -> None:
-    """Download NAME, resuming a partial download, and check its size and hash."""
-    path = s.store().fetch(name, url=url)
-    click.echo(str(path))
+def weights_fetch(s: Settings, names: tuple, url: Optional[str]) -> None:
+    """Download each NAME, resuming a partial download, and check its size and hash."""
+    if url and len(names) > 1:
+        raise UsageError("--url names one file's mirror: give one NAME with it")
+    store = s.store()
+    for name in names:
+        click.echo(str(store.fetch(name, url=url)))
 
 
 @weights.command("import")
@@ -234,7 +239,7 @@ def _edit_photos(
     wait: bool,
 ) -> None:
     """One photo (or a few, one after the other) edited here: pipeline.edit.run_edit, then its lines."""
-    store, cache = s.store(), s.cache()  # one of each for the batch: the model is hashed once
+    store, cache, models = s.store(), s.cache(), s.models()  # one of each for the batch: loaded, hashed once
     for photo, out in pairs:
         s.info(f"editing {photo} -> {out}")
         summary = run_edit(
@@ -254,6 +259,7 @@ def _edit_photos(
             inputs=(recipe_path,),
             wait=wait,
             notify=s.notice,
+            models=models,
         )
         warn_all(summary.warnings)
         for line in summary.lines():
@@ -273,13 +279,17 @@ def _edit_album(
     jpeg_quality: Optional[int],
 ) -> None:
     """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
+    factory = partial(LoadedModels, lpips=s.lpips)
     if cluster == "ray":
         import_ray()  # the install hint before any work
-        executor = RayExecutor(address=address, workers=workers)
+        executor = RayExecutor(address=address, workers=workers, models_factory=factory)
     else:
         if address or workers:
             raise UsageError("--address and --workers go with --cluster ray")
-        executor = LocalExecutor()
+        executor = LocalExecutor(factory)
+    check_album_recipe(recipe, len(photos))  # a recipe that cannot suit an album is said first
+    nets = recipe.inversion_config().perceptual_nets()
+    check_files(model_for(recipe.model, recipe.size), s.store(), nets, factory())  # every missing file, at once
     options = EditOptions(home=s.home, device=s.device_name, jpeg_quality=jpeg_quality, from_stage=from_stage)
 
     def report(result) -> None:
@@ -333,20 +343,19 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
 
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
     size = AlignRecord.load(run_dir).size
-    model = model or f"ffhq-{size}"
-    store = s.store()
-    G, path = load_model(model, store, s.device)
+    nets = config.perceptual_nets()
+    opened = open_models(model or f"ffhq-{size}", s.store(), s.device, nets, loaded=s.models(), landmarks=False)
     cache = None if no_cache else s.cache()
     with s.run_folder(run_dir), cache.pinned() if cache else contextlib.nullcontext():
         if cache is not None:
             s.sweep_cache(cache)
         res = run_invert(
             run_dir,
-            G,
-            model,
-            checkpoint_sha256(path),
+            opened.generator(),
+            opened.chosen.name,
+            opened.chosen.sha256,
             config,
-            perceptual=lambda net, r: perceptual_nets.load_perceptual(net, store, r).to(s.device),
+            perceptual=opened.perceptual,
             cache=cache,
             store_fp16=fp16_cache,
             progress=not s.quiet,
@@ -499,6 +508,7 @@ def serve(
         s.store(),
         s.cache(),
         model,
+        s.models(),
         inversion_config=make_config(**given_inversion_options(inversion)),
         drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2),
         limits=limits,
@@ -590,9 +600,10 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
 
 # entry point ------------------------------------------------------------------
-def main(argv=None) -> None:
-    """Run the CLI with one-line errors and fixed exit codes (pipeline.exits)."""
-    run_cli(cli, argv)
+def main(argv=None, lpips: Optional[LpipsLoader] = None) -> None:
+    """Run the CLI with one-line errors and fixed exit codes (pipeline.exits); `lpips` builds the
+    LPIPS nets (None: from the weights store; tests pass random backbones)."""
+    run_cli(cli, argv, obj={"lpips": lpips})
 
 
 if __name__ == "__main__":

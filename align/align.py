@@ -11,6 +11,7 @@ from align.detect import Face, find_faces
 from align.ffhq import ffhq_quad, quad_to_matrix, warp_to_aligned
 from common.errors import UsageError
 from common.geometry import apply_matrix, matrix_scale
+from weights.registry import DEFAULT_SIZE
 
 SMALL_FACE_RATIO = 0.5  # warn when the face crop is upscaled more than 2x
 MIN_FACE_PX = 64  # warn when dlib's face box is narrower than this (in photo pixels), whatever the model
@@ -47,7 +48,7 @@ MIN_SIZE, MAX_SIZE = 64, 1024  # the generator resolutions an aligned crop may h
 class AlignConfig:
     """What the align stage is asked for; each default written once."""
 
-    size: int = MAX_SIZE
+    size: int = DEFAULT_SIZE  # the default model's resolution, so `align` then `invert` use the default model
     face: Union[str, int] = "largest"  # or a face index
 
 

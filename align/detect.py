@@ -15,7 +15,7 @@ import dlib
 import numpy as np
 
 from common.errors import MissingWeightsError
-from weights.registry import get_entry
+from weights.registry import FACE_RECOGNITION, LANDMARKS, get_entry
 from weights.store import package_file
 
 DETECT_MAX_SIDE = 1200  # detection works on a copy no larger than this
@@ -56,10 +56,10 @@ class FaceModels:
         return self._get("detector", dlib.get_frontal_face_detector)
 
     def predictor(self):
-        return self._get("predictor", lambda: dlib.shape_predictor(_weights_file("dlib-landmarks-68")))
+        return self._get("predictor", lambda: dlib.shape_predictor(_weights_file(LANDMARKS)))
 
     def recognizer(self):
-        return self._get("recognizer", lambda: dlib.face_recognition_model_v1(_weights_file("dlib-face-recognition")))
+        return self._get("recognizer", lambda: dlib.face_recognition_model_v1(_weights_file(FACE_RECOGNITION)))
 
 
 def _weights_file(name: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from common.errors import UsageError
-from common.fileio import check_digests, sha256_file
+from common.fileio import check_digests
 from common.run import RunFolder
 
 R = TypeVar("R", bound="StageRecord")
@@ -29,6 +29,8 @@ class StageRecord:
     FILE: ClassVar[str] = ""
     # (file in the run folder, record key holding its sha256): the upstream file this stage was made from
     UPSTREAM: ClassVar[Optional[Tuple[str, str]]] = None
+    # the one line when it was not (`load_fresh`); {stage} is the stage's folder, {run} the run folder
+    STALE: ClassVar[str] = "{stage} was made from an older upstream file; re-run the stage"
 
     @classmethod
     def load(cls: Type[R], run_dir: PathLike) -> R:
@@ -40,6 +42,18 @@ class StageRecord:
         return cls(data)
 
     @classmethod
+    def load_fresh(cls: Type[R], run_dir: PathLike) -> R:
+        """The record of a finished stage, refused in one line (`STALE`) unless it was made from the
+        current upstream file: the one freshness rule, also behind `read_intact`."""
+        record = cls.load(run_dir)
+        if cls.UPSTREAM is not None:
+            run = RunFolder(Path(run_dir))
+            stage, name = cls.UPSTREAM[0].split("/")
+            if record.data.get(cls.UPSTREAM[1]) != run.file_sha256(stage, name):
+                raise UsageError(cls.STALE.format(stage=run.stage(cls.STAGE), run=run.path))
+        return record
+
+    @classmethod
     def read_intact(cls: Type[R], run_dir: PathLike) -> Optional[R]:
         """The record when the stage's folder is complete, every file matches its hash and it was made from
         the current upstream file (`UPSTREAM`), else None."""
@@ -48,12 +62,10 @@ class StageRecord:
             data = json.loads((folder / cls.FILE).read_text())
             if not isinstance(data, dict):
                 return None
-            upstream_ok = cls.UPSTREAM is None or (
-                data.get(cls.UPSTREAM[1]) == sha256_file(Path(run_dir) / cls.UPSTREAM[0])
-            )
-        except (OSError, ValueError):
+            cls.load_fresh(run_dir)
+        except (OSError, ValueError, UsageError):
             return None
-        if not upstream_ok or check_digests(folder, data.get("files")) is not None:
+        if check_digests(folder, data.get("files")) is not None:
             return None
         return cls(data)
 

@@ -43,6 +43,7 @@ class DragRecord(StageRecord):
     STAGE = "drag"
     FILE = "drag.json"
     UPSTREAM = ("invert/invert.json", "invert_sha256")  # made from the current inversion
+    STALE = "{stage} was made from another inversion; re-run drag"
 
     @property
     def invert_sha256(self) -> Optional[str]:

@@ -32,7 +32,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from common.errors import PhotodragError, UsageError
-from common.fileio import format_bytes, sha256_file, sweep_temps, temp_dir, tree_size
+from common.fileio import check_digests, format_bytes, sha256_file, sweep_temps, temp_dir, tree_size
 
 FORMAT_VERSION = 1
 DEFAULT_LIMIT_BYTES = 8 * 2**30
@@ -78,15 +78,9 @@ def check_entry(path: Path) -> Optional[str]:
         return "meta.json is not an object"
     if meta.get("format_version") != FORMAT_VERSION:
         return f"format version {meta.get('format_version')} (expected {FORMAT_VERSION})"
-    for name in ENTRY_FILES:
-        f = path / name
-        if not f.is_file():
-            return f"{name} is missing"
-        if f.stat().st_size != meta.get("sizes", {}).get(name):
-            return f"{name} has the wrong size (truncated?)"
-        if sha256_file(f) != meta.get("sha256", {}).get(name):
-            return f"{name} does not match its recorded hash"
-    return None
+    sizes, hashes = meta.get("sizes", {}), meta.get("sha256", {})
+    digests = {n: {"size": sizes.get(n), "sha256": hashes.get(n)} for n in ENTRY_FILES}
+    return check_digests(path, digests)  # the one integrity check, as for a run folder's stage files
 
 
 def _dir_size(path: Path) -> int:

@@ -12,6 +12,7 @@ import re
 import warnings
 from typing import List, Optional, Sequence
 
+import lpips
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,8 +33,6 @@ class Perceptual(nn.Module):
         resolution: Optional[int] = None,
     ) -> None:
         super().__init__()
-        import lpips
-
         if net not in BACKBONES:
             raise ValueError(f"unknown LPIPS network {net!r}; choose {', '.join(BACKBONES)}")
         if backbone_path is None and not random_backbone:

@@ -34,6 +34,7 @@ class InversionRecord(StageRecord):
     FILE = "invert.json"
 
     UPSTREAM = ("align/aligned.png", "aligned_sha256")  # made for the current aligned image
+    STALE = "{stage} was made for another aligned image; re-run `photodrag invert {run}`"
 
     @classmethod
     def read_intact(cls, run_dir: PathLike) -> Optional[InversionRecord]:

@@ -121,28 +121,56 @@ def run_invert(
     recon = _render(res.generator, res.pivot.w)
     m = res.metrics
     identity = identity_report(aligned, recon)
-    warnings = []
-    if identity["distance"] is None or not identity["same_person"]:
-        causes = likely_causes(
-            align.crop_px,
-            generator.img_resolution,
-            align.landmarks,
-            m["tuning"].get("steps"),
-            m["tuning"].get("stopped_early"),
-        )
-        what = (
-            "no face was found in the reconstruction"
-            if identity["distance"] is None
-            else f"the reconstruction may not look like the same person (identity distance "
-            f"{identity['distance']:.2f} >= {identity['threshold']})"
-        )
-        warnings.append(f"{what}; likely: {'; '.join(causes)}")
+    warnings = _identity_warnings(identity, align, generator.img_resolution, m)
+    record = _record(aligned_sha, generator, model_name, model_sha256, config, res, seconds, identity, warnings)
     labels = [
         "aligned photo",
         f"projection  LPIPS {m['projection']['lpips']:.3f}",
         f"PTI  LPIPS {m['tuning']['lpips']:.3f}",
     ]
-    record = {
+    _write(run, res, record, recon, compare_image([aligned, projected, recon], labels), store_fp16)
+    res.identity, res.warnings = identity, warnings
+    return res
+
+
+def _write(run: RunFolder, res, record: dict, recon: np.ndarray, compare: Image.Image, store_fp16: bool) -> None:
+    """RUN_DIR/invert/ all at once: pivot, tuned generator (or a pointer to its cache entry), images, record."""
+    with atomic_dir(run.stage("invert")) as tmp:
+        res.pivot.save(tmp / "pivot.safetensors")
+        if res.cache_path is not None:
+            (tmp / "generator.json").write_text(
+                json.dumps(
+                    {"cache_key": res.cache_key, "path": str(res.cache_path / "generator.safetensors")}, indent=2
+                )
+            )
+        else:
+            save_generator(res.generator, tmp / "generator.safetensors", fp16=store_fp16)
+        Image.fromarray(recon).save(tmp / "reconstruction.png")
+        compare.save(tmp / "compare.png")
+        generator_file = "generator.json" if res.cache_path is not None else "generator.safetensors"
+        record["files"] = file_digests(tmp, ("pivot.safetensors", generator_file, "reconstruction.png", "compare.png"))
+        InversionRecord(record).save(tmp)
+
+
+def _identity_warnings(identity: dict, align: AlignRecord, out_size: int, m: dict) -> List[str]:
+    """The warning when the reconstruction may not be the same person, with its likely causes."""
+    if identity["distance"] is not None and identity["same_person"]:
+        return []
+    tuning = m["tuning"]
+    causes = likely_causes(align.crop_px, out_size, align.landmarks, tuning.get("steps"), tuning.get("stopped_early"))
+    what = (
+        "no face was found in the reconstruction"
+        if identity["distance"] is None
+        else f"the reconstruction may not look like the same person (identity distance "
+        f"{identity['distance']:.2f} >= {identity['threshold']})"
+    )
+    return [f"{what}; likely: {'; '.join(causes)}"]
+
+
+def _record(aligned_sha, generator, model_name, model_sha256, config, res, seconds, identity, warnings) -> dict:
+    """invert.json (without its "files", added once they are written)."""
+    m = res.metrics
+    return {
         "format_version": FORMAT_VERSION,
         "aligned_sha256": aligned_sha,
         "model": {
@@ -162,23 +190,6 @@ def run_invert(
         "identity": dict(identity, compared="aligned photo vs PTI reconstruction (dlib face recognition)"),
         "warnings": warnings,
     }
-    with atomic_dir(run.stage("invert")) as tmp:
-        res.pivot.save(tmp / "pivot.safetensors")
-        if res.cache_path is not None:
-            (tmp / "generator.json").write_text(
-                json.dumps(
-                    {"cache_key": res.cache_key, "path": str(res.cache_path / "generator.safetensors")}, indent=2
-                )
-            )
-        else:
-            save_generator(res.generator, tmp / "generator.safetensors", fp16=store_fp16)
-        Image.fromarray(recon).save(tmp / "reconstruction.png")
-        compare_image([aligned, projected, recon], labels).save(tmp / "compare.png")
-        generator_file = "generator.json" if res.cache_path is not None else "generator.safetensors"
-        record["files"] = file_digests(tmp, ("pivot.safetensors", generator_file, "reconstruction.png", "compare.png"))
-        InversionRecord(record).save(tmp)
-    res.identity, res.warnings = identity, warnings
-    return res
 
 
 def load_inversion(run_dir: Path, device="cpu"):
@@ -187,11 +198,7 @@ def load_inversion(run_dir: Path, device="cpu"):
     Refuses an inversion made for another aligned image, or whose cached generator is gone.
     """
     run = RunFolder(Path(run_dir))
-    record = InversionRecord.load(run.path)
-    if record.aligned_sha256 != run.file_sha256("align", "aligned.png"):
-        raise UsageError(
-            f"{run.stage('invert')} was made for another aligned image; re-run `photodrag invert {run.path}`"
-        )
+    record = InversionRecord.load_fresh(run.path)
     try:
         with safe_open(str(run.require("invert", "pivot.safetensors")), "pt", device=str(device)) as fh:
             w = fh.get_tensor("w")

@@ -24,9 +24,12 @@ import pipeline
 from common.errors import PhotodragError, UsageError
 from common.fileio import sha256_file, sweep_temps, write_json
 from common.settings import resolve_device
+from inversion.cache import InversionCache
 from pipeline.edit import run_edit
+from pipeline.models import LoadedModels
 from pipeline.outputs import edited_name
 from pipeline.recipe import Recipe
+from weights.store import WeightStore
 
 ALBUM_FILE = "album.json"
 VERSION = 1
@@ -223,20 +226,14 @@ ModelsFactory = Callable[[], object]
 
 
 def _store(options: EditOptions):
-    from weights.store import WeightStore
-
     return WeightStore(options.home, progress=False)
 
 
 def _cache(options: EditOptions):
-    from inversion.cache import InversionCache
-
     return InversionCache(Path(options.home) / "cache" / "inversion")
 
 
 def _default_models():
-    from pipeline.models import LoadedModels
-
     return LoadedModels()
 
 

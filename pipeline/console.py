@@ -15,6 +15,7 @@ from common.fileio import sweep_temps, swept_line
 from common.run import locked_run
 from common.settings import resolve_device
 from inversion.cache import InversionCache
+from pipeline.models import LoadedModels, LpipsLoader
 from weights.store import WeightStore
 
 
@@ -35,6 +36,7 @@ class Settings:
     verbose: bool
     quiet: bool
     home: Path
+    lpips: Optional[LpipsLoader] = None  # None: LPIPS from the weights store (main's `lpips`)
 
     @property
     def device(self):
@@ -42,6 +44,10 @@ class Settings:
 
     def store(self):
         return WeightStore(self.home, progress=not self.quiet)
+
+    def models(self) -> LoadedModels:
+        """A fresh set of loaded networks with this run's LPIPS loader."""
+        return LoadedModels(lpips=self.lpips)
 
     def cache(self):
         return InversionCache(self.home / "cache" / "inversion", warn=warn)

@@ -18,7 +18,6 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-import drag.stage as drag_stage
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
@@ -27,15 +26,15 @@ from common.images import load_photo
 from common.run import check_run_folder, locked_run
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord, drag_request
+from drag.stage import run_drag
 from inversion.record import InversionRecord
 from inversion.stage import run_invert
 from pipeline.composite import output_format, run_composite
-from pipeline.models import LoadedModels
+from pipeline.models import LoadedModels, open_models
 from pipeline.outputs import OVERWRITE_HINT, check_run_paths, default_run_dir, keep_original
 from pipeline.recipe import Recipe
 from pipeline.summary import STAGES, EditSummary, StageRunner
-from weights.models import model_for, resolve_model_path
-from weights.registry import REGISTRY
+from weights.models import model_for
 
 
 def run_edit(
@@ -60,18 +59,21 @@ def run_edit(
 ) -> EditSummary:
     """Run the four stages for one photo; `overwrite_input` allows `output` to be the photo itself
     (the original is first kept as RUN_DIR/input/<name>, and the run and its recipe point at that copy).
-    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default).
+    `models` supplies already-loaded networks, kept between photos (a fresh LoadedModels by default);
+    every file the run needs is checked before any stage runs (`open_models`).
     `inputs` are further files the run must never overwrite (the recipe file); `wait` False fails at
     once when another process holds the run folder (`notify` tells the user when it waits)."""
     photo, run_path, overwrite = _check_inputs(
         photo_path, recipe, output, home, run_dir, from_stage, inputs, overwrite_input
     )
-    model = model_for(recipe.model, recipe.size)
-    model_path = resolve_model_path(model, store)  # downloads on first use; a clear error when it can't
-    model_sha = store.hashes(model_path)
-    models = models or LoadedModels()
-    generator = lambda: models.generator(model_path, device)  # loaded on first use, once
-    size = REGISTRY[model].resolution if model in REGISTRY else generator().img_resolution
+    config = recipe.inversion_config()
+    opened = open_models(model_for(recipe.model, recipe.size), store, device, config.perceptual_nets(), loaded=models)
+    model, model_sha, size, generator = (
+        opened.chosen.name,
+        opened.chosen.sha256,
+        opened.chosen.resolution,
+        opened.generator,
+    )
     if recipe.size and recipe.size != size:
         raise UsageError(f"recipe asks for size {recipe.size} but the model {model} makes {size}px images")
     with contextlib.ExitStack() as hold:
@@ -86,10 +88,8 @@ def run_edit(
             photo = dataclasses.replace(photo, path=kept)
         stages = StageRunner(EditSummary(output=output, run_dir=run.path), from_stage, log)
         pts, mask = _align(stages, run.path, photo, size, recipe)
-        config = recipe.inversion_config()
-        perceptual = lambda net, r: models.perceptual(net, store, r, device)
         invert = lambda: run_invert(
-            run.path, generator(), model, model_sha, config, perceptual, cache, progress=progress
+            run.path, generator(), model, model_sha, config, opened.perceptual, cache, progress=progress
         )
         _invert(stages, run.path, model_sha, config, invert)
         _drag(stages, run.path, pts, mask, recipe, device, progress)
@@ -156,7 +156,7 @@ def _drag(stages: StageRunner, run_path: Path, pts, mask, recipe: Recipe, device
     ran = stages.stage(
         "drag",
         lambda: (d := DragRecord.read_intact(run_path)) is not None and d.is_fresh(request),
-        lambda: drag_stage.run_drag(
+        lambda: run_drag(
             run_path,
             pts,
             mask,

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 import traceback
-from typing import Iterator
+from typing import Iterator, Optional
 
 import click
 
@@ -59,16 +59,17 @@ def _disk_full_message(exc: BaseException) -> str:
     return f"no space left on device ({' '.join(str(exc).split())}); free some space and run again"
 
 
-def run_cli(cli: click.Group, argv=None) -> None:
-    """Run the click group `cli` as `photodrag`, with one-line errors and fixed exit codes."""
+def run_cli(cli: click.Group, argv=None, obj: Optional[dict] = None) -> None:
+    """Run the click group `cli` as `photodrag`, with one-line errors and fixed exit codes; `obj`
+    starts the click context's object (what main() passes down to the commands)."""
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
     with _sigterm_handled():
-        _run(cli, argv, verbose)
+        _run(cli, argv, verbose, obj)
 
 
-def _run(cli: click.Group, argv, verbose: bool) -> None:
+def _run(cli: click.Group, argv, verbose: bool, obj: Optional[dict]) -> None:
     try:
-        cli.main(args=argv, prog_name="photodrag", standalone_mode=False)
+        cli.main(args=argv, prog_name="photodrag", standalone_mode=False, obj=obj)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare command group: show its help as help

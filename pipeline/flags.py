@@ -19,6 +19,7 @@ from inversion.config import PROFILES, inversion_settings, option_defaults
 from pipeline.composite import BLENDS, DEFAULT_BLEND
 from pipeline.webui.guard import split_host
 from pipeline.webui.session import Limits
+from weights.registry import DEFAULT_MODEL
 
 FULL, PREVIEW, DRAG, ALIGN = option_defaults("full"), option_defaults("preview"), DragConfig(), AlignConfig()
 LIMITS = Limits()  # the web editor's
@@ -268,7 +269,8 @@ align_flags = stack(  # The `align` command's arguments and options.
         type=int,
         default=ALIGN.size,
         show_default=True,
-        help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution).",
+        help=f"Aligned image size: a power of two from {MIN_SIZE} to {MAX_SIZE} (the generator's resolution; "
+        f"default: that of {DEFAULT_MODEL}, the default model).",
     ),
     click.option(
         "--face",

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from helpers import PHOTOS, tiny_generator
+from helpers import PHOTOS, random_lpips, tiny_generator
 from pipeline.models import LoadedModels
 
 ALBUM_PHOTOS = [PHOTOS / "Tom_Cruise_avp_2014_4.jpg", PHOTOS / "2008_001009.jpg", PHOTOS / "dogs.jpg"]
@@ -15,19 +15,11 @@ FACELESS = "dogs_edited.jpg"
 
 
 class RandomLpipsModels(LoadedModels):
-    """LoadedModels with seeded random-backbone LPIPS: the same nets in every process, no downloads."""
+    """LoadedModels with seeded random-backbone LPIPS (helpers.random_lpips): the same nets in every
+    process, no downloads; a class, so a Ray worker can build one."""
 
-    def load_perceptual(self, net, store, resolution):
-        import torch
-
-        from inversion.perceptual import Perceptual
-
-        state = torch.random.get_rng_state()
-        torch.manual_seed(1234)
-        try:
-            return Perceptual(net, random_backbone=True, resolution=resolution)
-        finally:
-            torch.random.set_rng_state(state)
+    def __init__(self) -> None:
+        super().__init__(lpips=random_lpips)
 
 
 class CrashOnceModels(RandomLpipsModels):

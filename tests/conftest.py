@@ -35,7 +35,6 @@ def env(tmp_path, home, monkeypatch, lp):
         pytest.skip(NO_SHARED)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64, dim=32), model)
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: lp[net])
     import inversion.api as api
 
     calls = {"project": 0}

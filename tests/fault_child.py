@@ -28,22 +28,6 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 PAUSE_LIMIT_S = 300.0
 
 
-def _random_lpips() -> None:
-    import torch
-
-    import inversion.perceptual as perceptual
-
-    def load(net, store, resolution=None, fetch=True):
-        state = torch.random.get_rng_state()
-        torch.manual_seed(1234)  # the same random nets in every process
-        try:
-            return perceptual.Perceptual(net, random_backbone=True, resolution=resolution)
-        finally:
-            torch.random.set_rng_state(state)
-
-    perceptual.load_perceptual = load
-
-
 def _install_pause(spec: str) -> None:
     module_name, _, qualname = spec.partition(":")
     owner = importlib.import_module(module_name)
@@ -77,9 +61,9 @@ def _install_pause(spec: str) -> None:
 
 
 if __name__ == "__main__":
-    _random_lpips()
     if os.environ.get("PHOTODRAG_TEST_PAUSE"):
         _install_pause(os.environ["PHOTODRAG_TEST_PAUSE"])
+    from helpers import random_lpips
     from run_pipeline import main
 
-    main(sys.argv[1:])
+    main(sys.argv[1:], lpips=random_lpips)

@@ -23,19 +23,44 @@ TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
 MOUTH_RIGHT = (371, 569)  # a landmark of TOM (dlib point 54), inside the face crop
 
 
-def cli(capsys, *argv, opts=("--quiet", "--device", "cpu")):
-    """Run the command line in process: (exit code, stdout, stderr).  `opts` go before the command."""
+_RANDOM_LPIPS: Dict[tuple, object] = {}
+
+
+def random_lpips(net: str, store=None, resolution=None):
+    """An LPIPS loader (`LoadedModels(lpips=...)`, `main(lpips=...)`): random backbones, seeded, so
+    every process and every call builds the same nets; kept per (net, resolution), no files needed."""
+    from inversion.perceptual import Perceptual
+
+    key = (net, resolution)
+    if key not in _RANDOM_LPIPS:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(1234)
+        try:
+            _RANDOM_LPIPS[key] = Perceptual(net, random_backbone=True, resolution=resolution)
+        finally:
+            torch.random.set_rng_state(state)
+    return _RANDOM_LPIPS[key]
+
+
+def lpips_from(nets):
+    """An LPIPS loader handing out these nets by name."""
+    return lambda net, store, resolution: nets[net]
+
+
+def cli(capsys, *argv, opts=("--quiet", "--device", "cpu"), lpips=random_lpips):
+    """Run the command line in process: (exit code, stdout, stderr).  `opts` go before the command;
+    `lpips` builds the LPIPS nets (random backbones; None: the weights store's, as a user runs it)."""
     from run_pipeline import main
 
     with pytest.raises(SystemExit) as exc:
-        main([*opts, *argv])
+        main([*opts, *argv], lpips=lpips)
     out, err = capsys.readouterr() if capsys is not None else ("", "")
     return exc.value.code, out, err
 
 
-def run(argv, capsys):
+def run(argv, capsys, lpips=random_lpips):
     """`cli` with exactly the arguments given (no --quiet / --device)."""
-    return cli(capsys, *argv, opts=())
+    return cli(capsys, *argv, opts=(), lpips=lpips)
 
 
 BUFFER_NAMES = ("w_avg", "resample_filter", "noise_const")
@@ -196,16 +221,15 @@ def tiny_services(model: Path, cache_dir: Path, nets, *, resolution: int = 64, i
     inversion defaults to a 3-step preview, and `kw` sets any other field (drag_config, blend, ...)."""
     from inversion.cache import InversionCache
     from inversion.config import make_config
+    from pipeline.models import LoadedModels, OpenModels
     from pipeline.webui.session import Services
+    from weights.models import ChosenModel
 
+    chosen = ChosenModel(str(model), Path(model), "tiny", resolution)
+    models = OpenModels(chosen, LoadedModels(lpips=lpips_from(nets)), None, torch.device("cpu"))
     return Services(
-        model_name=str(model),
-        model_path=model,
-        model_sha256="tiny",
-        resolution=resolution,
-        device=torch.device("cpu"),
-        cache=InversionCache(cache_dir),
-        perceptual=lambda n, r: nets[n],
-        inversion_config=inversion_config or make_config("preview", projection_steps=3, tuning_steps=1),
+        models,
+        InversionCache(cache_dir),
+        inversion_config or make_config("preview", projection_steps=3, tuning_steps=1),
         **kw,
     )

@@ -8,7 +8,7 @@ import pytest
 
 from album_helpers import ALBUM_PHOTOS, FACELESS, write_model, write_recipe
 from common.errors import UsageError
-from helpers import NO_SHARED
+from helpers import NO_SHARED, random_lpips
 from pipeline.album import (
     ALBUM_FILE,
     AlbumLog,
@@ -105,7 +105,7 @@ def test_presets_only_recipes_fit_any_album_but_mixed_pixel_drags_do_not():
 # the command line ------------------------------------------------------------
 def cli(capsys, *argv):
     with pytest.raises(SystemExit) as exc:
-        main(["--quiet", "--device", "cpu", *argv])
+        main(["--quiet", "--device", "cpu", *argv], lpips=random_lpips)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
 
@@ -133,9 +133,6 @@ def test_relative_batch_is_refused_in_one_line(tmp_path, capsys):
 def local_album(tmp_path, home, monkeypatch):
     if not all(p.exists() for p in ALBUM_PHOTOS):
         pytest.skip(NO_SHARED)
-    from album_helpers import RandomLpipsModels
-
-    monkeypatch.setattr("pipeline.models.LoadedModels.load_perceptual", RandomLpipsModels.load_perceptual)
     model = write_model(tmp_path / "tiny.safetensors")
     return {"model": model, "recipe": write_recipe(tmp_path / "r.json", model), "out": tmp_path / "album"}
 

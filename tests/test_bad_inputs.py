@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, REFERENCE, TOM, cli, tiny_generator, tiny_services
+from helpers import NO_SHARED, PHOTOS, REFERENCE, TOM, cli, random_lpips, tiny_generator, tiny_services
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
 
@@ -225,7 +225,8 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
                     "3",
                     "--w-plus",
                 ),
-            ]
+            ],
+            lpips=random_lpips,
         )
     _, err = capsys.readouterr()
     assert exc.value.code == 0, err
@@ -282,7 +283,8 @@ def test_small_face_warns_in_align_json_and_the_summary(env, capsys):
                 str(env["tmp"] / "o.png"),
                 "--run-dir",
                 str(run),
-            ]
+            ],
+            lpips=random_lpips,
         )
     _, err = capsys.readouterr()
     assert exc.value.code == 0, err

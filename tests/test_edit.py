@@ -108,7 +108,7 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("drag.stage.run_drag", interrupted)
+    monkeypatch.setattr("pipeline.edit.run_drag", interrupted)
     code, _, err = cli(
         capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
     )
@@ -122,9 +122,18 @@ def test_interrupted_drag_resumes(env, capsys, monkeypatch):
     calls = {"n": 0}
     real = api.project
     monkeypatch.setattr(api, "project", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda *a, **k: pytest.fail("no LPIPS needed"))
+    no_lpips = lambda *a: pytest.fail("no LPIPS needed")
     code, _, err = cli(
-        capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run_dir)
+        capsys,
+        "edit",
+        str(TOM),
+        "--recipe",
+        str(env["recipe"]()),
+        "-o",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+        lpips=no_lpips,
     )
     assert code == 0, err
     assert calls["n"] == 0 and out.exists()
@@ -200,7 +209,7 @@ def test_missing_weights_stop_before_anything_is_written(env, capsys, monkeypatc
     monkeypatch.setattr("weights.download._open", offline)
     out = env["tmp"] / "o.jpg"
     code, _, err = cli(capsys, "edit", str(TOM), "--drag", "371,569:390,550", "-o", str(out))
-    assert code == 2 and "missing weights ffhq-512" in err and "weights fetch ffhq-512" in err
+    assert code == 2 and "missing weights: 1 file" in err and "weights fetch ffhq-512" in err
     assert not out.exists() and not (env["home"] / "runs").exists()
 
 

@@ -311,11 +311,10 @@ def test_cli_invert_twice_is_a_cache_hit_and_cache_commands(lp, tmp_path, home, 
     run = _aligned_run(tmp_path, 64)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64), model)
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: lp[net])
 
     def cli(*argv):
         with pytest.raises(SystemExit) as exc:
-            main(list(argv))
+            main(list(argv), lpips=lambda net, store, r: lp[net])
         out, err = capsys.readouterr()
         return exc.value.code, out, err
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from common.errors import UsageError
 from drag.presets import PRESETS, parse_preset, parse_presets, preset_drags, preset_mask, preset_motion
-from helpers import NO_SHARED, PHOTOS
+from helpers import NO_SHARED, PHOTOS, random_lpips
 from run_pipeline import main
 
 TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
@@ -220,7 +220,7 @@ def test_parse_preset():
 
 def cli(capsys, *argv):
     with pytest.raises(SystemExit) as exc:
-        main(["--quiet", *argv])
+        main(["--quiet", *argv], lpips=random_lpips)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
 

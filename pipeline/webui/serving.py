@@ -10,14 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Sequence
 
-import inversion.perceptual as perceptual_nets
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig
 from pipeline.composite import DEFAULT_BLEND
+from pipeline.models import LoadedModels, open_models
 from pipeline.webui.guard import WILDCARDS, served_hosts
 from pipeline.webui.session import Limits, Services, SessionManager
-from weights.checkpoint import load_generator
-from weights.models import checkpoint_sha256, resolve_model_path
 from weights.store import WeightStore
 
 
@@ -27,7 +25,7 @@ def build_manager(
     store: WeightStore,
     cache: InversionCache,
     model: str,
-    perceptual=None,
+    models: LoadedModels,
     inversion_config=None,
     drag_config=None,
     limits: Limits = Limits(),
@@ -35,27 +33,12 @@ def build_manager(
 ) -> SessionManager:
     """Sessions sharing one model, the LPIPS networks and the inversion cache (checked up front)."""
 
-    path = resolve_model_path(model, store)
     config = inversion_config or InversionConfig()
-    if perceptual is None:
-        nets = {
-            (net, r): perceptual_nets.load_perceptual(net, store, r).to(device) for net, r in config.perceptual_nets()
-        }
-        perceptual = lambda net, r: nets[(net, r)]
-    G = load_generator(path, device)  # loaded here, before the server's threads, and shared by every session
-    services = Services(
-        model_name=model,
-        model_path=path,
-        model_sha256=checkpoint_sha256(path),
-        resolution=G.img_resolution,
-        device=device,
-        cache=cache,
-        perceptual=perceptual,
-        inversion_config=config,
-        drag_config=drag_config,
-        blend=blend,
-        _G=G,
-    )
+    opened = open_models(model, store, device, config.perceptual_nets(), loaded=models)  # every missing file at once
+    opened.generator()  # loaded here, before the server's threads, and shared by every session
+    for net, r in config.perceptual_nets():
+        opened.perceptual(net, r)
+    services = Services(opened, cache, config, drag_config=drag_config, blend=blend)
     return SessionManager(home / "ui", services, limits)
 
 

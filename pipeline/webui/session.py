@@ -40,8 +40,8 @@ from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.stage import load_inversion, run_invert
 from pipeline.composite import DEFAULT_BLEND, composite_edit, display_matrix, save_like
+from pipeline.models import OpenModels
 from pipeline.outputs import edited_name
-from weights.checkpoint import load_generator
 from weights.networks import to_uint8
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -388,26 +388,39 @@ class Session:
 
 @dataclass
 class Services:
-    """What sessions share: the model (loaded once), LPIPS, the inversion cache, the device."""
+    """What sessions share: the opened networks (the generator loaded once), the inversion cache,
+    the inversion and drag options.  `models` comes from `pipeline.models.open_models`."""
 
-    model_name: str
-    model_path: Path
-    model_sha256: str
-    resolution: int
-    device: torch.device
+    models: OpenModels
     cache: object
-    perceptual: Callable
     inversion_config: object
     drag_config: object = None  # DragConfig; its step limit comes from each request
     blend: str = DEFAULT_BLEND  # how edits go back into the photo (pipeline.composite)
-    _G: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model_name(self) -> str:
+        return self.models.chosen.name
+
+    @property
+    def model_sha256(self) -> str:
+        return self.models.chosen.sha256
+
+    @property
+    def resolution(self) -> int:
+        return self.models.chosen.resolution
+
+    @property
+    def device(self):
+        return self.models.device
 
     def generator(self):
         with self._lock:
-            if self._G is None:
-                self._G = load_generator(self.model_path, self.device)
-            return self._G
+            return self.models.generator()
+
+    def perceptual(self, net: str, resolution: Optional[int]):
+        with self._lock:
+            return self.models.perceptual(net, resolution)
 
 
 @dataclass(frozen=True)
