@@ -1196,5 +1196,18 @@ def _main(argv, verbose: bool) -> None:
     sys.exit(0)
 
 
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the proof [HOME/doctor].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
+@click.pass_obj
+def doctor(s: Settings, out: Optional[Path], as_json: bool) -> None:
+    """Check the install, then run every stage on random weights (nothing is read from the weights folder)."""
+    from pipeline.doctor import diagnose, format_report
+
+    report = diagnose(s.home, s.device, out or s.home / "doctor", progress=not (s.quiet or as_json))
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    sys.exit(0 if report["ok"] else 1)
+
+
 if __name__ == "__main__":
     main()
