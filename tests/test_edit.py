@@ -82,7 +82,9 @@ def test_recipe_replay_is_exact(env, capsys):
     run_dir = env["tmp"] / "run"
     out1, out2 = env["tmp"] / "one.png", env["tmp"] / "two.png"
     assert (
-        cli(capsys, "edit", str(PORTRAIT), "--recipe", str(env["recipe"]()), "-o", str(out1), "--run-dir", str(run_dir))[0]
+        cli(
+            capsys, "edit", str(PORTRAIT), "--recipe", str(env["recipe"]()), "-o", str(out1), "--run-dir", str(run_dir)
+        )[0]
         == 0
     )
     ran = json.loads((run_dir / "recipe.json").read_text())
