@@ -38,6 +38,19 @@ def mirrored_portrait(folder: Path) -> Path:
     return path
 
 
+def two_faces_photo(folder: Path) -> Path:
+    """A photo with two faces: PORTRAIT and its mirror image side by side, written in `folder`."""
+    from PIL import Image, ImageOps
+
+    one = Image.open(PORTRAIT).convert("RGB")
+    both = Image.new("RGB", (one.width * 2, one.height))
+    both.paste(one, (0, 0))
+    both.paste(ImageOps.mirror(one), (one.width, 0))
+    path = Path(folder) / "two_faces.jpg"
+    both.save(path, quality=92)
+    return path
+
+
 def faceless_photo(folder: Path) -> Path:
     """A photo with no face in it (smooth colour noise), written in `folder`."""
     import numpy as np
