@@ -35,7 +35,7 @@ from drag.config import DragConfig
 from drag.draw import preview_image
 from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import PRESETS, parse_presets
-from drag.record import DragRecord
+from drag.record import DragRecord, stop_line
 from drag.stage import run_drag
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig, make_config, option_defaults
@@ -741,7 +741,7 @@ def drag(
     for line in record.preset_table():
         s.info(line)
     s.info(
-        f"{state.reason} after {state.step} steps; distance to target: "
+        f"{stop_line(state.reason, state.step)}; distance to target: "
         + ", ".join(f"{d:.1f}" for d in state.distances)
         + " px (aligned)"
     )

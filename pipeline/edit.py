@@ -145,6 +145,7 @@ def run_edit(
         )
         dragged = DragRecord.load(run.path)
         summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
+        summary.drag_steps = dragged.steps
         summary.identity["photo vs edited"] = dragged.identity_distance
         summary.presets = dragged.preset_table()
         summary.warnings.extend(dragged.warnings() if ran is not None else [])
