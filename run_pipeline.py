@@ -326,8 +326,7 @@ def weights_path(s: Settings, name: str) -> None:
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    required=True,
-    help="The edited photo (a folder when editing several photos).",
+    help="The edited photo (a folder when editing several photos); required.",
 )
 @click.option(
     "--recipe",
@@ -413,6 +412,12 @@ def edit(
     are left exactly as they were. Re-editing the same photo skips the inversion.
     """
 
+    if not photos and not recipe_path:
+        raise UsageError(
+            "no photo given: name the photo to edit, e.g. `photodrag edit PHOTO --preset smile=0.5 -o OUT`"
+        )
+    if output is None:
+        raise UsageError("no output given: add -o OUT, the edited photo to write (a folder for several photos)")
     amounts = parse_presets(presets_)
     if recipe_path:
         recipe = load_recipe(recipe_path)

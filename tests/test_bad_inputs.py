@@ -413,7 +413,8 @@ def test_non_finite_options_in_a_recipe_are_refused(env, capsys, section):
     "argv,needles",
     [
         (["edit", "--bogus"], ["No such option", "photodrag edit --help"]),
-        (["edit", "x.jpg"], ["Missing option", "-o"]),
+        (["edit", "x.jpg"], ["no output given", "-o OUT"]),
+        (["edit"], ["no photo given", "photodrag edit PHOTO"]),
         (["invert", "run", "--projection-steps", "abc"], ["--projection-steps", "not a valid integer"]),
         (["edit", "x.jpg", "-o", "y.jpg", "--tuning-steps", "-1"], ["--tuning-steps"]),
         (["edit", "x.jpg", "-o", "y.jpg", "--drag", "1,2:3,4", "--lpips-threshold", "nan"], ["LPIPS threshold"]),
