@@ -37,7 +37,7 @@ from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import PRESETS, parse_presets
 from drag.record import DragRecord, stop_line
 from drag.stage import run_drag
-from inversion.cache import InversionCache
+from inversion.cache import InversionCache, cache_age
 from inversion.config import InversionConfig, make_config, option_defaults
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, run_album
@@ -1031,7 +1031,8 @@ def cache_ls(s: Settings) -> None:
     for e in c.entries():
         used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
         lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
-        click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  used {used}  LPIPS {lp}")
+        who = f"{e.meta.get('photo', '?')}  {Path(str(e.meta.get('model', '?'))).name}  {cache_age(e.meta)}"
+        click.echo(f"{e.key[:16]}  {_fmt_size(e.size):>10s}  {who}  used {used}  LPIPS {lp}")
     click.echo(
         f"{len(c.entries())} entries, {_fmt_size(c.total_size())} (limit {_fmt_size(c.limit_bytes)}) in {c.root}"
     )

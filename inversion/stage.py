@@ -131,6 +131,7 @@ def run_invert(
         progress=progress,
         face_landmarks=landmarks,
         on_step=on_step,
+        labels={"photo": align.photo_path.name, "model": model_name},
     )
     seconds = round(time.perf_counter() - t0, 2)
     projected = _render(_with_noise(generator, res.pivot.noise), res.pivot.w)

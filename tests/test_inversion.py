@@ -337,6 +337,7 @@ def test_cli_invert_twice_is_a_cache_hit_and_cache_commands(lp, tmp_path, home, 
     assert json.loads((run / "invert" / "invert.json").read_text())["cache"]["hit"] is True
     code, out, _ = cli("cache", "ls")
     assert code == 0 and "1 entries" in out
+    assert "  astronaut.jpg  tiny.safetensors  made " in out.splitlines()[0] and " s ago" in out  # photo, model, age
     key = out.split()[0]
     code, out, _ = cli("cache", "info", key)
     assert code == 0 and json.loads(out)["key"].startswith(key)
