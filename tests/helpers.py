@@ -239,7 +239,7 @@ def tiny_services(model: Path, cache_dir: Path, nets, *, resolution: int = 64, i
     from pipeline.webui.session import Services
 
     return Services(
-        model_name=str(model),
+        model_name=f"tiny random-weight test generator ({Path(model).name})",
         model_path=model,
         model_sha256="tiny",
         resolution=resolution,
