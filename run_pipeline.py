@@ -29,12 +29,14 @@ from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, check_album_recipe, import_ray, run_album
 from pipeline.composite import run_composite
 from pipeline.console import Settings, warn_all
+from pipeline.doctor import diagnose, format_report
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
 from pipeline.flags import (
     LIMITS,
     align_flags,
     composite_flags,
+    doctor_flags,
     drag_flags,
     edit_flags,
     generate_flags,
@@ -47,7 +49,7 @@ from pipeline.flags import (
 from pipeline.models import LoadedModels, LpipsLoader, check_files, open_models
 from pipeline.outputs import check_outputs
 from pipeline.pictures import check_sample, write_presets_preview, write_sample
-from pipeline.plan import plan_outputs, recipe_from_flags
+from pipeline.plan import check_given, plan_outputs, recipe_from_flags
 from pipeline.report import (
     align_line,
     cache_du_line,
@@ -56,13 +58,13 @@ from pipeline.report import (
     face_lines,
     invert_lines,
     preset_lines,
+    weights_lines,
 )
 from pipeline.webui.guard import served_hosts
 from pipeline.webui.serving import build_manager, host_warnings, serve_limits
 from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
 from weights.models import load_model, model_for
-from weights.registry import REGISTRY
 
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
 
@@ -107,19 +109,8 @@ def weights() -> None:
 @click.pass_obj
 def weights_list(s: Settings) -> None:
     """Show every registry entry, whether it is here, and where it comes from."""
-    store = s.store()
-    click.echo(f"weights folder: {store.dir}")
-    for name in REGISTRY:
-        st = store.status(name)
-        state = "present" if st.present else "missing"
-        if st.present and st.unverified:
-            state = "UNVERIFIED"
-        size = f"{st.entry.size / 2**20:.0f} MiB" if st.entry.size else "?"
-        click.echo(f"{name:22s} {state:10s} {st.entry.kind:15s} {size:>8s}  {st.entry.description}")
-        origin = st.entry.url or f"pip package {st.entry.package}"
-        click.echo(f"{'':22s} file: {st.path}")
-        click.echo(f"{'':22s} from: {origin}")
-        click.echo(f"{'':22s} licence: {st.entry.licence}; sha256: {st.entry.sha256 or st.sha256 or 'not published'}")
+    for line in weights_lines(s.store()):
+        click.echo(line)
 
 
 @weights.command("fetch")
@@ -205,7 +196,7 @@ def edit(
     Writes the edited photo at its original size and format; pixels the edit did not change
     are left exactly as they were. Re-editing the same photo skips the inversion.
     """
-
+    check_given(photos, recipe_path, output)
     recipe = recipe_from_flags(
         recipe_path,
         drags,
@@ -314,7 +305,6 @@ def align(s: Settings, photo: Path, run_dir: Path, size: int, face: str, list_fa
     Writes RUN_DIR/align/aligned.png, align.json (landmarks, quad, photo->aligned matrix and
     its inverse) and preview.png (landmarks and crop drawn on the photo).
     """
-
     if list_faces:
         with s.run_folder(run_dir, create=True):
             faces = find_all(photo, run_dir)
@@ -340,7 +330,6 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     LPIPS/MSE before and after tuning, reconstruction.png, compare.png). Results are cached
     by content: inverting the same aligned face with the same model and options again is instant.
     """
-
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
     size = AlignRecord.load(run_dir).size
     nets = config.perceptual_nets()
@@ -390,7 +379,6 @@ def drag(
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
     the final positions and distances in aligned and photo pixels, preview.png with arrows).
     """
-
     config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
     if mask_path and mask_circle:
         raise UsageError("give either --mask or --mask-circle, not both")
@@ -495,9 +483,7 @@ def serve(
     Needs the optional extra: pip install -e '.[ui]'.
     """
     try:
-        import uvicorn
-
-        from pipeline.webui.app import create_app, server_log_config
+        from pipeline.webui.app import create_app, run_server
     except ImportError:
         raise UsageError("the web editor needs its extra: pip install -e '.[ui]'") from None
     limits = serve_limits(LIMITS, max_sessions, max_megapixels, idle_minutes)
@@ -517,14 +503,7 @@ def serve(
     warn_all(host_warnings(host, port, allow_hosts))
     click.echo(f"photodrag editor on http://{host}:{port}/ (Ctrl-C to stop)")
     app = create_app(manager, allowed_hosts=[*served_hosts(host, port), *allow_hosts], close_timeout_s=SHUTDOWN_S)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        log_config=server_log_config(uvicorn.config.LOGGING_CONFIG),
-        timeout_graceful_shutdown=SHUTDOWN_S,
-    )
+    run_server(app, host, port, SHUTDOWN_S)
 
 
 # cache ------------------------------------------------------------------------
@@ -590,12 +569,10 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 
     Same checkpoint, seed and options give the same picture as NVIDIA's generate.py.
     """
-
     check_sample(seed, psi, output)
-    device = s.device
-    G, path = load_model(model, s.store(), device)
-    s.info(f"loaded {path} ({G.img_resolution}px) on {device}")
-    write_sample(G, seed, psi, noise_mode, output, device)
+    G, path = load_model(model, s.store(), s.device)
+    s.info(f"loaded {path} ({G.img_resolution}px) on {s.device}")
+    write_sample(G, seed, psi, noise_mode, output, s.device)
     click.echo(str(output))
 
 
@@ -604,6 +581,16 @@ def main(argv=None, lpips: Optional[LpipsLoader] = None) -> None:
     """Run the CLI with one-line errors and fixed exit codes (pipeline.exits); `lpips` builds the
     LPIPS nets (None: from the weights store; tests pass random backbones)."""
     run_cli(cli, argv, obj={"lpips": lpips})
+
+
+@cli.command()
+@doctor_flags
+@click.pass_obj
+def doctor(s: Settings, out: Optional[Path], as_json: bool) -> None:
+    """Check the install, then run every stage on random weights (nothing is read from the weights folder)."""
+    report = diagnose(s.home, s.device, out or s.home / "doctor", progress=not (s.quiet or as_json))
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    raise SystemExit(0 if report["ok"] else 1)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,15 @@ class DragRecord(StageRecord):
         if not ident.get("same_person"):
             return [
                 f"the edited face may no longer look like the same person (identity distance "
-                f"{ident['distance']:.2f} >= {ident['threshold']}); likely: drags too large for one edit, "
-                "or a poor inversion (see invert/compare.png)"
+                f"{ident['distance']:.2f} >= {ident['threshold']}); likely: "
+                "a poor inversion (a low-resolution or random-weight generator first; see invert/compare.png), "
+                "or drags too large for one edit"
             ]
         return []
+
+
+def stop_line(reason: Optional[str], steps: int) -> str:
+    """How a drag ended, in words: a drag that reached its targets without a step says so plainly."""
+    if reason == "reached" and steps == 0:
+        return "0 steps: the handles were already within the stop distance of their targets"
+    return f"drag stopped ({reason}) after {steps} steps"

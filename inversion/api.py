@@ -133,6 +133,7 @@ def invert(
     progress: bool = True,
     face_landmarks: Optional[np.ndarray] = None,
     on_step: Optional[ProgressCallback] = None,
+    labels: Optional[dict] = None,
 ) -> InversionResult:
     """PTI: project `aligned` (size x size x 3 uint8) to a pivot, then tune a copy of `generator`.
 
@@ -141,6 +142,7 @@ def invert(
     modified; the tuned copy keeps its noise maps unless `config.tuning.keep_projection_noise`.
     `face_landmarks` (68 x 2, aligned pixels) adds LPIPS/MSE inside the face region;
     `on_step(phase, step, total, values)` sees every optimisation step (for progress displays).
+    `labels` (e.g. the photo's and the model's names) go into the cache entry's metadata, not its key.
     """
     _check_resolution(aligned, generator)
     device = generator.mapping.w_avg.device
@@ -178,6 +180,7 @@ def invert(
     }
     pivot = Pivot(w=proj.w, noise=proj.noise)
     meta = {"metrics": metrics, "model_sha256": model_sha256, "config": config.to_dict(), "fp16": store_fp16}
+    meta.update(labels or {})
     cache_path = None if cache is None else _store(cache, key, pivot, tuned.generator, meta)
     return InversionResult(pivot, tuned.generator, metrics, False, key, cache_path)
 

@@ -83,6 +83,18 @@ def check_entry(path: Path) -> Optional[str]:
     return check_digests(path, digests)  # the one integrity check, as for a run folder's stage files
 
 
+def cache_age(meta: Dict, now: Optional[float] = None) -> str:
+    """How long ago an entry was made ("made 5 min ago"), from its metadata's `created` time."""
+    created = meta.get("created")
+    if not isinstance(created, (int, float)):
+        return "made ?"
+    s = max(0.0, (time.time() if now is None else now) - created)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"made {s / size:.0f} {unit} ago"
+    return f"made {s:.0f} s ago"
+
+
 def _dir_size(path: Path) -> int:
     return tree_size(path)
 

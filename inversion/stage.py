@@ -31,6 +31,7 @@ from inversion.config import InversionConfig, TuningConfig
 from inversion.record import InversionRecord, generator_problem
 from weights.checkpoint import load_generator, save_generator
 from weights.networks import Generator, to_uint8
+from weights.tiny import TINY_NAME
 
 FORMAT_VERSION = 1
 
@@ -63,6 +64,19 @@ def compare_image(panels, labels) -> Image.Image:
 
 
 PROFILE_YAW = 0.6  # yaw_ratio below this: a face turned away (see align.identity.yaw_ratio)
+LOW_RESOLUTION = 256  # the smallest pretrained FFHQ generator; anything smaller is a test or toy model
+
+
+def generator_causes(resolution: int, model_name: Optional[str]) -> List[str]:
+    """The generator as the cause: random weights, or a resolution no pretrained FFHQ model has."""
+    if model_name == TINY_NAME:
+        return [f"the generator has random weights ({resolution} px, built by `photodrag doctor`): it makes no face"]
+    if resolution < LOW_RESOLUTION:
+        return [
+            f"the generator is only {resolution} px (a test or random-weight model, not a pretrained FFHQ one): "
+            "no step count makes it reproduce a face"
+        ]
+    return []
 
 
 def likely_causes(
@@ -71,9 +85,11 @@ def likely_causes(
     landmarks: Optional[np.ndarray],
     tuning_steps: Optional[int],
     stopped_early: Optional[bool],
+    model_name: Optional[str] = None,
 ) -> List[str]:
-    """Why identity may have drifted: small face, profile view, too few tuning steps."""
-    causes = []
+    """Why identity may have drifted, likeliest first: a low-resolution or random generator, a small
+    face, a profile view, too few tuning steps."""
+    causes = generator_causes(out_size, model_name)
     if face_px is not None and face_px < out_size / 2:
         causes.append(f"the face is small in the photo ({face_px:.0f} px for a {out_size} px model)")
     if landmarks is not None and yaw_ratio(landmarks) < PROFILE_YAW:
@@ -115,13 +131,14 @@ def run_invert(
         progress=progress,
         face_landmarks=landmarks,
         on_step=on_step,
+        labels={"photo": align.photo_path.name, "model": model_name},
     )
     seconds = round(time.perf_counter() - t0, 2)
     projected = _render(_with_noise(generator, res.pivot.noise), res.pivot.w)
     recon = _render(res.generator, res.pivot.w)
     m = res.metrics
     identity = identity_report(aligned, recon)
-    warnings = _identity_warnings(identity, align, generator.img_resolution, m)
+    warnings = _identity_warnings(identity, align, generator.img_resolution, m, model_name)
     record = _record(aligned_sha, generator, model_name, model_sha256, config, res, seconds, identity, warnings)
     labels = [
         "aligned photo",
@@ -152,12 +169,14 @@ def _write(run: RunFolder, res, record: dict, recon: np.ndarray, compare: Image.
         InversionRecord(record).save(tmp)
 
 
-def _identity_warnings(identity: dict, align: AlignRecord, out_size: int, m: dict) -> List[str]:
+def _identity_warnings(identity: dict, align: AlignRecord, out_size: int, m: dict, model_name: str) -> List[str]:
     """The warning when the reconstruction may not be the same person, with its likely causes."""
     if identity["distance"] is not None and identity["same_person"]:
         return []
     tuning = m["tuning"]
-    causes = likely_causes(align.crop_px, out_size, align.landmarks, tuning.get("steps"), tuning.get("stopped_early"))
+    causes = likely_causes(
+        align.crop_px, out_size, align.landmarks, tuning.get("steps"), tuning.get("stopped_early"), model_name
+    )
     what = (
         "no face was found in the reconstruction"
         if identity["distance"] is None

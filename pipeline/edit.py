@@ -169,6 +169,7 @@ def _drag(stages: StageRunner, run_path: Path, pts, mask, recipe: Recipe, device
     )
     dragged = DragRecord.load(run_path)
     summary.distances_photo, summary.stop_reason = dragged.distances_photo, dragged.stop_reason
+    summary.drag_steps = dragged.steps
     summary.identity["photo vs edited"] = dragged.identity_distance
     summary.presets = dragged.preset_table()
     summary.warnings.extend(dragged.warnings() if ran is not None else [])

@@ -195,8 +195,7 @@ edit_flags = stack(  # The `edit` command's arguments and options.
         "-o",
         "--output",
         type=click.Path(path_type=Path),
-        required=True,
-        help="The edited photo (a folder when editing several photos).",
+        help="The edited photo (a folder when editing several photos); required.",
     ),
     click.option(
         "--recipe",
@@ -449,4 +448,10 @@ generate_flags = stack(  # The `generate` command's arguments and options.
     click.option(
         "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG (.png)."
     ),
+)
+
+
+doctor_flags = stack(  # `doctor`: where the proof goes, and JSON for scripts.
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the proof [HOME/doctor]."),
+    click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts)."),
 )

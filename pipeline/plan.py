@@ -16,6 +16,17 @@ from pipeline.outputs import edited_name
 from pipeline.recipe import Recipe, load_recipe, parse_recipe, with_presets
 
 
+def check_given(photos: Sequence[Path], recipe_path: Optional[Path], output: Optional[Path]) -> None:
+    """The photo first, then -o: each named when missing (click's "Missing option '-o'" named the
+    wrong thing when the photo was missing too)."""
+    if not photos and not recipe_path:
+        raise UsageError(
+            "no photo given: name the photo to edit, e.g. `photodrag edit PHOTO --preset smile=0.5 -o OUT`"
+        )
+    if output is None:
+        raise UsageError("no output given: add -o OUT, the edited photo to write (a folder for several photos)")
+
+
 def base_recipe(recipe_path: Optional[Path], drags: Sequence[str], amounts: dict) -> Recipe:
     """The recipe file's (with the --preset amounts), or one made from --drag and --preset."""
     if recipe_path:

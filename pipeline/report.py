@@ -4,9 +4,13 @@ so the command line only prints them (notes to stderr, unless --quiet)."""
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Iterable, List
 
 from drag.presets import PRESETS
+from drag.record import stop_line
+from inversion.cache import cache_age
+from weights.registry import REGISTRY
 
 
 def face_lines(faces: Iterable) -> List[str]:
@@ -50,10 +54,25 @@ def drag_lines(record, state) -> List[str]:
     """The presets' table and why the drag stopped, with each point's distance to its target."""
     return [
         *record.preset_table(),
-        f"{state.reason} after {state.step} steps; distance to target: "
+        f"{stop_line(state.reason, state.step)}; distance to target: "
         + ", ".join(f"{d:.1f}" for d in state.distances)
         + " px (aligned)",
     ]
+
+
+def weights_lines(store) -> List[str]:
+    """`weights list`: the folder, then every registry entry, whether it is here, and where it comes from."""
+    out = [f"weights folder: {store.dir}"]
+    for name in REGISTRY:
+        st = store.status(name)
+        state = "UNVERIFIED" if st.present and st.unverified else "present" if st.present else "missing"
+        size = f"{st.entry.size / 2**20:.0f} MiB" if st.entry.size else "?"
+        out.append(f"{name:22s} {state:10s} {st.entry.kind:15s} {size:>8s}  {st.entry.description}")
+        out.append(f"{'':22s} file: {st.path}")
+        out.append(f"{'':22s} from: {st.entry.url or f'pip package {st.entry.package}'}")
+        sha = st.entry.sha256 or st.sha256 or "not published"
+        out.append(f"{'':22s} licence: {st.entry.licence}; sha256: {sha}")
+    return out
 
 
 def preset_lines() -> List[str]:
@@ -79,7 +98,8 @@ def cache_lines(c) -> List[str]:
     for e in c.entries():
         used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
         lp = e.meta.get("metrics", {}).get("tuning", {}).get("lpips", "?")
-        out.append(f"{e.key[:16]}  {mib(e.size):>10s}  used {used}  LPIPS {lp}")
+        who = f"{e.meta.get('photo', '?')}  {Path(str(e.meta.get('model', '?'))).name}  {cache_age(e.meta)}"
+        out.append(f"{e.key[:16]}  {mib(e.size):>10s}  {who}  used {used}  LPIPS {lp}")
     out.append(f"{len(c.entries())} entries, {mib(c.total_size())} (limit {mib(c.limit_bytes)}) in {c.root}")
     return out
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from align.identity import SAME_PERSON
+from drag.record import stop_line
 
 STAGES = ("align", "invert", "drag", "composite")
 
@@ -21,6 +22,7 @@ class EditSummary:
     cache_hit: Optional[bool] = None
     distances_photo: List[float] = field(default_factory=list)
     stop_reason: Optional[str] = None
+    drag_steps: Optional[int] = None
     warnings: List[str] = field(default_factory=list)
     identity: Dict[str, Optional[float]] = field(default_factory=dict)
     profile: str = "full"
@@ -44,7 +46,7 @@ class EditSummary:
             out.insert(0, f"  face       {self.face}")
         if self.distances_photo:
             out.append(
-                f"  drag stopped ({self.stop_reason}); distance to targets: "
+                f"  {stop_line(self.stop_reason, self.drag_steps)}; distance to targets: "
                 + ", ".join(f"{d:.1f}" for d in self.distances_photo)
                 + " px in the photo"
             )

@@ -7,11 +7,16 @@ import json
 import os
 from pathlib import Path
 
-from helpers import PHOTOS, random_lpips, tiny_generator
+from helpers import PORTRAIT, faceless_photo, mirrored_portrait, random_lpips, tiny_generator
 from pipeline.models import LoadedModels
 
-ALBUM_PHOTOS = [PHOTOS / "Tom_Cruise_avp_2014_4.jpg", PHOTOS / "2008_001009.jpg", PHOTOS / "dogs.jpg"]
-FACELESS = "dogs_edited.jpg"
+FACES = ["astronaut_edited.jpg", "mirrored_edited.jpg"]  # the outputs of album_photos' two faces
+FACELESS = "faceless_edited.jpg"
+
+
+def album_photos(folder: Path) -> list:
+    """Two face photos (the packaged portrait and its mirror image) and one without a face."""
+    return [PORTRAIT, mirrored_portrait(folder), faceless_photo(folder)]
 
 
 class RandomLpipsModels(LoadedModels):

@@ -19,8 +19,48 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
 PHOTOS = SHARED / "photos"
 NO_SHARED = f"needs the shared reference data at {SHARED} (absent in this checkout)"
-TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
-MOUTH_RIGHT = (371, 569)  # a landmark of TOM (dlib point 54), inside the face crop
+TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"  # only for the tests of shared reference results
+# The face photo of every other test: committed with the package (public domain, pipeline/data/README.md),
+# so a clone without ../shared tests itself.  Points in its pixels: dlib's landmarks 54 and 48.
+PORTRAIT = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "astronaut.jpg"
+MOUTH_RIGHT, TARGET = (246, 141), (251, 136)  # the right mouth corner, dragged up and out
+MOUTH_LEFT, LEFT_TARGET = (200, 139), (195, 135)
+DRAG = f"{MOUTH_RIGHT[0]},{MOUTH_RIGHT[1]}:{TARGET[0]},{TARGET[1]}"
+LEFT_DRAG = f"{MOUTH_LEFT[0]},{MOUTH_LEFT[1]}:{LEFT_TARGET[0]},{LEFT_TARGET[1]}"
+
+
+def mirrored_portrait(folder: Path) -> Path:
+    """Another face photo (PORTRAIT mirrored: other landmarks, other bytes), written in `folder`."""
+    from PIL import Image, ImageOps
+
+    path = Path(folder) / "mirrored.jpg"
+    ImageOps.mirror(Image.open(PORTRAIT)).save(path, quality=92)
+    return path
+
+
+def two_faces_photo(folder: Path) -> Path:
+    """A photo with two faces: PORTRAIT and its mirror image side by side, written in `folder`."""
+    from PIL import Image, ImageOps
+
+    one = Image.open(PORTRAIT).convert("RGB")
+    both = Image.new("RGB", (one.width * 2, one.height))
+    both.paste(one, (0, 0))
+    both.paste(ImageOps.mirror(one), (one.width, 0))
+    path = Path(folder) / "two_faces.jpg"
+    both.save(path, quality=92)
+    return path
+
+
+def faceless_photo(folder: Path) -> Path:
+    """A photo with no face in it (smooth colour noise), written in `folder`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    path = Path(folder) / "faceless.jpg"
+    Image.fromarray(small).resize((320, 240), Image.BICUBIC).save(path)
+    return path
 
 
 _RANDOM_LPIPS: Dict[tuple, object] = {}
@@ -225,7 +265,7 @@ def tiny_services(model: Path, cache_dir: Path, nets, *, resolution: int = 64, i
     from pipeline.webui.session import Services
     from weights.models import ChosenModel
 
-    chosen = ChosenModel(str(model), Path(model), "tiny", resolution)
+    chosen = ChosenModel(f"tiny random-weight test generator ({Path(model).name})", Path(model), "tiny", resolution)
     models = OpenModels(chosen, LoadedModels(lpips=lpips_from(nets)), None, torch.device("cpu"))
     return Services(
         models,

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from album_helpers import ALBUM_PHOTOS, FACELESS, write_model, write_recipe
+from album_helpers import FACELESS, FACES, album_photos, write_model, write_recipe
 from common.errors import UsageError
-from helpers import NO_SHARED, random_lpips
+from helpers import random_lpips
 from pipeline.album import (
     ALBUM_FILE,
     AlbumLog,
@@ -131,21 +131,20 @@ def test_relative_batch_is_refused_in_one_line(tmp_path, capsys):
 
 @pytest.fixture
 def local_album(tmp_path, home, monkeypatch):
-    if not all(p.exists() for p in ALBUM_PHOTOS):
-        pytest.skip(NO_SHARED)
     model = write_model(tmp_path / "tiny.safetensors")
-    return {"model": model, "recipe": write_recipe(tmp_path / "r.json", model), "out": tmp_path / "album"}
+    recipe = write_recipe(tmp_path / "r.json", model)
+    return {"model": model, "recipe": recipe, "out": tmp_path / "album", "photos": album_photos(tmp_path)}
 
 
 @pytest.mark.slow
 def test_local_album_fails_the_faceless_photo_alone_then_skips_and_recomputes(local_album, capsys, tmp_path):
     env = local_album
-    photos = [str(p) for p in ALBUM_PHOTOS]
+    photos = [str(p) for p in env["photos"]]
     code, out, err = cli(capsys, "edit", *photos, "--recipe", str(env["recipe"]), "-o", str(env["out"]))
-    assert code == 2 and "dogs.jpg: failed: no face found" in err and "1 of 3 photos failed" in err
+    assert code == 2 and "faceless.jpg: failed: no face found" in err and "1 of 3 photos failed" in err
     done = sorted(p.name for p in env["out"].iterdir())
-    assert done == sorted([ALBUM_FILE, "Tom_Cruise_avp_2014_4_edited.jpg", "2008_001009_edited.jpg"])
-    assert out.split() == [str(env["out"] / n) for n in ("Tom_Cruise_avp_2014_4_edited.jpg", "2008_001009_edited.jpg")]
+    assert done == sorted([ALBUM_FILE, *FACES])
+    assert out.split() == [str(env["out"] / n) for n in FACES]
     album = json.loads((env["out"] / ALBUM_FILE).read_text())["photos"]
     assert album[FACELESS]["status"] == "failed" and "no face found" in album[FACELESS]["reason"]
     assert {album[n]["status"] for n in album if n != FACELESS} == {"done"}

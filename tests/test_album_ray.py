@@ -8,22 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from album_helpers import ALBUM_PHOTOS, FACELESS, CrashOnceModels, RandomLpipsModels, album_recipe, write_model
-from helpers import NO_SHARED
+from album_helpers import (
+    FACELESS,
+    FACES,
+    CrashOnceModels,
+    RandomLpipsModels,
+    album_photos,
+    album_recipe,
+    write_model,
+)
 from pipeline.album import ALBUM_FILE, EditOptions, LocalExecutor, RayExecutor, run_album
 from pipeline.recipe import parse_recipe
 
 ray = pytest.importorskip("ray", reason="needs Ray: pip install -e '.[cluster]'")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
-FACES = ["Tom_Cruise_avp_2014_4_edited.jpg", "2008_001009_edited.jpg"]
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray for the module; its workers import this checkout (and tests/ for the test models)."""
-    if not all(p.exists() for p in ALBUM_PHOTOS):
-        pytest.skip(NO_SHARED)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -34,6 +38,11 @@ def cluster():
     )
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return album_photos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +76,7 @@ def _worker_threads() -> int:
     return ray.get(threads.remote())
 
 
-def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, tmp_path):
+def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, photos, tmp_path):
     """The same bytes as a local album run with the workers' thread count: float sums split over another
     number of threads round differently, and a last-bit difference can flip a pixel of the JPEG."""
     import torch
@@ -77,7 +86,7 @@ def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model
     torch.set_num_threads(_worker_threads())
     try:
         local = run_album(
-            ALBUM_PHOTOS,
+            photos,
             recipe,
             tmp_path / "local",
             EditOptions(home=tmp_path / "h1", device="cpu"),
@@ -88,7 +97,7 @@ def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model
         torch.set_num_threads(threads)
     opts = EditOptions(home=tmp_path / "h2", device="cpu")
     ex = RayExecutor(models_factory=RandomLpipsModels)
-    first = run_album(ALBUM_PHOTOS, recipe, tmp_path / "ray", opts, ex, progress=False)
+    first = run_album(photos, recipe, tmp_path / "ray", opts, ex, progress=False)
     assert (local.done, local.failed) == (first.done, first.failed) == (2, 1)
     album = json.loads((tmp_path / "ray" / ALBUM_FILE).read_text())["photos"]
     assert album[FACELESS]["status"] == "failed" and "no face found" in album[FACELESS]["reason"]
@@ -96,20 +105,20 @@ def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model
         assert album[name]["status"] == "done"
         assert filecmp.cmp(tmp_path / "local" / name, tmp_path / "ray" / name, shallow=False), name
 
-    again = run_album(ALBUM_PHOTOS[:2], recipe, tmp_path / "ray", opts, ex, progress=False)
+    again = run_album(photos[:2], recipe, tmp_path / "ray", opts, ex, progress=False)
     assert (again.skipped, again.done, again.failed) == (2, 0, 0)
 
     changed = parse_recipe(album_recipe(model, drag={"steps": 4}))
-    redo = run_album(ALBUM_PHOTOS[:2], changed, tmp_path / "ray", opts, ex, progress=False)
+    redo = run_album(photos[:2], changed, tmp_path / "ray", opts, ex, progress=False)
     assert (redo.done, redo.skipped) == (2, 0)
     assert all(statuses(tmp_path / "ray")[n] == "done" for n in FACES)
 
 
-def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, tmp_path):
+def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, photos, tmp_path):
     marker = tmp_path / "killed.pid"
     ex = RayExecutor(models_factory=functools.partial(CrashOnceModels, str(marker)))
     summary = run_album(
-        ALBUM_PHOTOS[:2],
+        photos[:2],
         parse_recipe(album_recipe(model)),
         tmp_path / "out",
         EditOptions(home=tmp_path / "h", device="cpu"),

@@ -15,13 +15,14 @@ from align.stage import run_align
 from common.geometry import apply_matrix, warp_to_photo
 from common.images import load_photo
 from common.run import MARKER
-from helpers import NO_SHARED, PHOTOS, run
+from helpers import NO_SHARED, PHOTOS, PORTRAIT, faceless_photo, run, two_faces_photo
 
-FACE_PHOTOS = ["Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg"]
+# the packaged portrait always; the shared photos where ../shared is present
+FACE_PHOTOS = ["astronaut.jpg", "Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg"]
 
 
 def photo(name):
-    path = PHOTOS / name
+    path = PORTRAIT if name == PORTRAIT.name else PHOTOS / name
     if not path.exists():
         pytest.skip(NO_SHARED)
     return path
@@ -66,13 +67,13 @@ def test_bald_guys_large_photo_many_faces(tmp_path):
 
 
 def test_no_face_is_exit_2_and_writes_nothing(tmp_path, capsys):
-    code, _, err = run(["align", str(photo("dogs.jpg")), "--out", str(tmp_path / "run")], capsys)
+    code, _, err = run(["align", str(faceless_photo(tmp_path)), "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and "no face found" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
 def test_two_faces_listed_and_face_1_picks_the_other(tmp_path, capsys):
-    path = photo("2008_001009.jpg")
+    path = two_faces_photo(tmp_path)
     code, out, _ = run(["align", str(path), "--out", str(tmp_path / "r"), "--list-faces"], capsys)
     assert code == 0 and out.count("face ") == 2 and (tmp_path / "r" / "faces.png").exists()
     r0 = run_align(path, tmp_path / "a", size=128, face="largest")
@@ -90,7 +91,7 @@ def _psnr(a, b):
 
 def test_round_trip_through_the_inverse_reproduces_the_face():
     """Warping aligned.png back with the stored inverse gives the photo inside the quad (> 30 dB)."""
-    ph = load_photo(photo("Tom_Cruise_avp_2014_4.jpg"))
+    ph = load_photo(PORTRAIT)
     res = align_face(ph.rgb, size=1024)
     crop_width = np.hypot(*(res.quad[3] - res.quad[0]))
     assert res.size >= crop_width  # the case the PSNR promise is about
@@ -105,7 +106,7 @@ def test_round_trip_through_the_inverse_reproduces_the_face():
 
 
 def test_landmarks_round_trip_and_warp_is_consistent():
-    ph = load_photo(photo("Tom_Cruise_avp_2014_4.jpg"))
+    ph = load_photo(PORTRAIT)
     res = align_face(ph.rgb, size=512)
     lm = res.face.landmarks
     # the similarity written out by hand: along the quad's top and left edges, scaled to the crop
@@ -149,7 +150,7 @@ def test_quad_and_matrix_are_exact_on_synthetic_landmarks():
 
 
 def test_exif_rotated_copy_gives_the_same_face(tmp_path):
-    ph = load_photo(photo("Tom_Cruise_avp_2014_4.jpg"))
+    ph = load_photo(PORTRAIT)
     stored = np.rot90(ph.rgb, k=1)  # turned a quarter left; EXIF 6 says "turn right to view"
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -179,12 +180,12 @@ def _variants(src: Image.Image, tmp_path):
 
 
 def test_image_modes_and_formats_all_align(tmp_path):
-    src = Image.open(photo("Tom_Cruise_avp_2014_4.jpg"))
+    src = Image.open(PORTRAIT)
     for name, img, kw in _variants(src, tmp_path):
         path = tmp_path / name
         img.save(path, **kw)
         ph = load_photo(path)
-        assert ph.rgb.dtype == np.uint8 and ph.rgb.shape == (800, 565, 3), name
+        assert ph.rgb.dtype == np.uint8 and ph.rgb.shape == (src.height, src.width, 3), name
         assert (ph.alpha is not None) == (name == "rgba.png"), name
         if name == "rgba.png":
             assert int(ph.alpha.mean()) == 200
@@ -208,10 +209,10 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(kind, message, tmp_pat
     elif kind == "text":
         path.write_text("hello, not a photo")
     elif kind == "truncated":
-        data = photo("Tom_Cruise_avp_2014_4.jpg").read_bytes()
+        data = PORTRAIT.read_bytes()
         path.write_bytes(data[: len(data) // 3])
     elif kind == "huge":
-        path.write_bytes(photo("Tom_Cruise_avp_2014_4.jpg").read_bytes())
+        path.write_bytes(PORTRAIT.read_bytes())
         monkeypatch.setattr("common.images.MAX_PIXELS", 100_000)
     code, _, err = run(["align", str(path), "--out", str(tmp_path / "run")], capsys)
     assert code == 2, err
@@ -220,12 +221,12 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(kind, message, tmp_pat
 
 
 def test_small_face_warns(tmp_path, capsys):
-    code, _, err = run(["align", str(photo("2008_002506.jpg")), "--out", str(tmp_path / "r"), "--size", "1024"], capsys)
+    code, _, err = run(["align", str(PORTRAIT), "--out", str(tmp_path / "r"), "--size", "1024"], capsys)
     assert code == 0 and "warning" in err and "blurry" in err
 
 
 def test_bad_size_is_refused(tmp_path, capsys):
-    code, _, err = run(["align", str(photo("2008_002506.jpg")), "--out", str(tmp_path / "r"), "--size", "300"], capsys)
+    code, _, err = run(["align", str(PORTRAIT), "--out", str(tmp_path / "r"), "--size", "300"], capsys)
     assert code == 2 and "power of two" in err
 
 
@@ -235,12 +236,12 @@ def test_failure_while_writing_leaves_no_stage_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr("align.stage.draw_alignment", boom)
     with pytest.raises(RuntimeError):
-        run_align(photo("2008_002506.jpg"), tmp_path / "run", size=128)
+        run_align(PORTRAIT, tmp_path / "run", size=128)
     assert os.listdir(tmp_path / "run") == [MARKER]  # the run folder's marker, no temp folder
 
 
 def test_rerun_replaces_the_stage_folder_whole(tmp_path):
-    path = photo("2008_001009.jpg")
+    path = two_faces_photo(tmp_path)
     run_align(path, tmp_path / "run", size=128, face=0)
     run_align(path, tmp_path / "run", size=128, face=1)
     rec = json.loads((tmp_path / "run" / "align" / "align.json").read_text())

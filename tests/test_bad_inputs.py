@@ -17,7 +17,19 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, REFERENCE, TOM, cli, random_lpips, tiny_generator, tiny_services
+from helpers import (
+    DRAG,
+    LEFT_DRAG,
+    NO_SHARED,
+    PORTRAIT,
+    REFERENCE,
+    TARGET,
+    cli,
+    faceless_photo,
+    random_lpips,
+    tiny_generator,
+    tiny_services,
+)
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
 
@@ -55,7 +67,7 @@ def edit_args(env, photo, out, *extra):
 # 1. the user's photo is never overwritten ------------------------------------------------------
 def test_output_equal_to_input_is_refused(env, capsys):
     photo = env["tmp"] / "me.jpg"
-    photo.write_bytes(TOM.read_bytes())
+    photo.write_bytes(PORTRAIT.read_bytes())
     before = photo.read_bytes()
     recipe = str(env["recipe"]())
     code, _, err = cli(capsys, "edit", str(photo), "--recipe", recipe, "-o", str(photo))
@@ -73,13 +85,13 @@ def test_batch_output_equal_to_another_input_is_refused(env, capsys):
     outdir = env["tmp"] / "outs"
     outdir.mkdir()
     a = env["tmp"] / "a.jpg"
-    a.write_bytes(TOM.read_bytes())
+    a.write_bytes(PORTRAIT.read_bytes())
     b = outdir / "a_edited.jpg"  # what the batch would write for a.jpg
-    b.write_bytes(TOM.read_bytes())
+    b.write_bytes(PORTRAIT.read_bytes())
     recipe = env["recipe"]()
     code, _, err = cli(capsys, "edit", str(a), str(b), "--recipe", str(recipe), "-o", str(outdir))
     one_line_refusal(code, err, "is the input photo", str(b))
-    assert b.read_bytes() == TOM.read_bytes() and not (env["home"] / "runs").exists()
+    assert b.read_bytes() == PORTRAIT.read_bytes() and not (env["home"] / "runs").exists()
     code, _, err = cli(capsys, "edit", str(a), "--recipe", str(recipe), "-o", str(recipe))
     one_line_refusal(code, err, "is the input file")
     assert json.loads(recipe.read_text())["drags"]
@@ -87,11 +99,11 @@ def test_batch_output_equal_to_another_input_is_refused(env, capsys):
 
 def test_overwrite_input_keeps_the_original_in_the_run_folder(env, capsys):
     photo = env["tmp"] / "me.jpg"
-    photo.write_bytes(TOM.read_bytes())
+    photo.write_bytes(PORTRAIT.read_bytes())
     original = photo.read_bytes()
     run = env["tmp"] / "run"
     code, _, err = cli(
-        capsys, *edit_args(env, photo, photo, "--drag", "371,569:390,550", "--run-dir", str(run), "--overwrite-input")
+        capsys, *edit_args(env, photo, photo, "--drag", DRAG, "--run-dir", str(run), "--overwrite-input")
     )
     assert code == 0, err
     assert photo.read_bytes() != original  # the edit was written where asked
@@ -111,9 +123,9 @@ def test_a_users_folder_as_run_folder_is_refused_and_left_as_it_was(env, capsys)
     recipe.write_bytes(env["recipe"]().read_bytes())
     before = sorted((p.relative_to(mine), p.read_bytes() if p.is_file() else None) for p in mine.rglob("*"))
     out = env["tmp"] / "o.jpg"
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(mine))
+    code, _, err = cli(capsys, "edit", str(PORTRAIT), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(mine))
     one_line_refusal(code, err, str(mine), "not a photodrag run folder")
-    for argv in (["align", str(TOM), "--out", str(mine)], ["composite", str(mine), "-o", str(out)]):
+    for argv in (["align", str(PORTRAIT), "--out", str(mine)], ["composite", str(mine), "-o", str(out)]):
         code, _, err = cli(capsys, *argv)
         one_line_refusal(code, err, "not a photodrag run folder")
     assert sorted((p.relative_to(mine), p.read_bytes() if p.is_file() else None) for p in mine.rglob("*")) == before
@@ -122,8 +134,8 @@ def test_a_users_folder_as_run_folder_is_refused_and_left_as_it_was(env, capsys)
 
 def test_an_input_or_output_among_the_run_folders_own_files_is_refused(env, capsys):
     run, out = env["tmp"] / "run", env["tmp"] / "o.jpg"
-    recipe = env["recipe"](mask={"circle": [371, 569, 80]})
-    assert cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
+    recipe = env["recipe"](mask={"circle": [246, 141, 20]})
+    assert cli(capsys, "edit", str(PORTRAIT), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     mask = run / "drag" / "mask.png"  # written by the drag stage, whose folder a rerun replaces whole
     for victim, args in [
@@ -131,7 +143,7 @@ def test_an_input_or_output_among_the_run_folders_own_files_is_refused(env, caps
         (mask, ["--recipe", str(recipe), "--mask", str(mask), "-o", str(out)]),
         (run / "drag" / "o.jpg", ["--recipe", str(recipe), "-o", str(run / "drag" / "o.jpg")]),
     ]:
-        code, _, err = cli(capsys, "edit", str(TOM), *args, "--run-dir", str(run))
+        code, _, err = cli(capsys, "edit", str(PORTRAIT), *args, "--run-dir", str(run))
         one_line_refusal(code, err, str(victim), "one of the run folder's own files")
         assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
@@ -142,7 +154,7 @@ def test_a_run_folder_in_use_fails_at_once_with_no_wait(env, capsys):
     run = env["tmp"] / "run"
     with locked_run(run):  # another process's edit, as far as the lock is concerned
         code, _, err = cli(
-            capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(env["tmp"] / "o.jpg"),
+            capsys, "edit", str(PORTRAIT), "--recipe", str(env["recipe"]()), "-o", str(env["tmp"] / "o.jpg"),
             "--run-dir", str(run), "--no-wait",
         )  # fmt: skip
     one_line_refusal(code, err, str(run), "in use by another photodrag process")
@@ -152,13 +164,13 @@ def test_a_run_folder_in_use_fails_at_once_with_no_wait(env, capsys):
 # 2 + 3. damaged caches and run folders are noticed and recomputed ------------------------------
 def test_damaged_cache_entry_is_recomputed_on_a_plain_rerun(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"
-    first = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))
+    first = cli(capsys, "edit", str(PORTRAIT), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))
     assert first[0] == 0, first[2]
     entry = json.loads((run / "invert" / "generator.json").read_text())["path"]
     data = open(entry, "rb").read()
     open(entry, "wb").write(data[: len(data) // 2])  # truncated
-    other = env["recipe"](drags=[{"handle": [168, 544], "target": [150, 530]}])
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out), "--run-dir", str(run))
+    other = env["recipe"](drags=[{"handle": [200, 139], "target": [195, 135]}])
+    code, _, err = cli(capsys, "edit", str(PORTRAIT), "--recipe", str(other), "-o", str(out), "--run-dir", str(run))
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "damaged" in line]
     assert len(warnings) == 1 and warnings[0].startswith("photodrag: warning: "), err
@@ -166,7 +178,7 @@ def test_damaged_cache_entry_is_recomputed_on_a_plain_rerun(env, capsys):
     assert os.path.getsize(entry) == len(data)
     # a fresh run folder with the same recipe: the repaired entry is a cache hit
     code, _, err = cli(
-        capsys, "edit", str(TOM), "--recipe", str(other), "-o", str(out), "--run-dir", str(env["tmp"] / "fresh")
+        capsys, "edit", str(PORTRAIT), "--recipe", str(other), "-o", str(out), "--run-dir", str(env["tmp"] / "fresh")
     )
     assert code == 0 and env["calls"]["project"] == 2, err
 
@@ -174,7 +186,7 @@ def test_damaged_cache_entry_is_recomputed_on_a_plain_rerun(env, capsys):
 def test_deleted_stage_files_rerun_their_stage_and_those_after(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"
     recipe = env["recipe"]()
-    assert cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
+    assert cli(capsys, "edit", str(PORTRAIT), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))[0] == 0
     for victim, reruns in [
         ("drag/w_edited.safetensors", ["drag"]),
         ("invert/pivot.safetensors", ["invert", "drag"]),
@@ -182,7 +194,9 @@ def test_deleted_stage_files_rerun_their_stage_and_those_after(env, capsys):
     ]:
         stamps = {st: (run / st / f"{st}.json").stat().st_mtime_ns for st in ("align", "invert", "drag")}
         (run / victim).unlink()
-        code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run))
+        code, _, err = cli(
+            capsys, "edit", str(PORTRAIT), "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run)
+        )
         assert code == 0, err
         assert (run / victim).is_file()
         ran = [st for st in stamps if (run / st / f"{st}.json").stat().st_mtime_ns != stamps[st]]
@@ -192,13 +206,13 @@ def test_deleted_stage_files_rerun_their_stage_and_those_after(env, capsys):
 
 def test_damaged_cache_entry_behind_a_run_folder_is_named_by_drag(env, capsys):
     out, run = env["tmp"] / "o.jpg", env["tmp"] / "run"
-    first = cli(capsys, "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))
+    first = cli(capsys, "edit", str(PORTRAIT), "--recipe", str(env["recipe"]()), "-o", str(out), "--run-dir", str(run))
     assert first[0] == 0, first[2]
     entry = json.loads((run / "invert" / "generator.json").read_text())["path"]
     with open(entry, "r+b") as fh:
         fh.seek(-8, 2)
         fh.write(b"\0" * 8)  # same size, other bytes
-    code, _, err = cli(capsys, "drag", str(run), "--drag", "168,544:150,530")
+    code, _, err = cli(capsys, "drag", str(run), "--drag", LEFT_DRAG)
     one_line_refusal(code, err, "damaged", "re-run `photodrag invert")
 
 
@@ -214,10 +228,10 @@ def test_edit_takes_the_inversion_options_and_the_preview_profile(env, capsys):
                 "cpu",
                 *edit_args(
                     env,
-                    TOM,
+                    PORTRAIT,
                     out,
                     "--drag",
-                    "371,569:390,550",
+                    DRAG,
                     "--run-dir",
                     str(run),
                     "--preview",
@@ -264,8 +278,8 @@ def test_progress_bars_show_an_eta():
 # 8. small faces ---------------------------------------------------------------------------------
 def test_small_face_warns_in_align_json_and_the_summary(env, capsys):
     small = env["tmp"] / "small.png"
-    with Image.open(TOM) as im:
-        im.resize((im.width // 11, im.height // 11), Image.LANCZOS).save(small)  # a 37x37 px face
+    with Image.open(PORTRAIT) as im:
+        im.resize((im.width * 2 // 5, im.height * 2 // 5), Image.LANCZOS).save(small)  # a 36x36 px face
     recipe = env["recipe"](coords="aligned", drags=[{"handle": [36, 44], "target": [38, 42]}])
     run = env["tmp"] / "run"
     with pytest.raises(SystemExit) as exc:
@@ -298,13 +312,13 @@ def test_small_face_warns_in_align_json_and_the_summary(env, capsys):
 @pytest.mark.parametrize(
     "drags,needles",
     [
-        (["371,569:390,550", "371,569:380,560"], ["both move the handle (371, 569)", "one target"]),
-        (["371,569:373,569"], ["under half an aligned pixel"]),
+        ([DRAG, "246,141:240,130"], ["both move the handle (246, 141)", "one target"]),
+        (["246,141:247,141"], ["under half an aligned pixel"]),
         (["5,5:10,10"], ["outside the aligned face crop"]),
     ],
 )
 def test_bad_drags_are_refused(env, capsys, drags, needles):
-    args = ["edit", str(TOM), "-o", str(env["tmp"] / "o.jpg"), "--model", str(env["model"])]
+    args = ["edit", str(PORTRAIT), "-o", str(env["tmp"] / "o.jpg"), "--model", str(env["model"])]
     for d in drags:
         args += ["--drag", d]
     code, _, err = cli(capsys, *args)
@@ -313,21 +327,21 @@ def test_bad_drags_are_refused(env, capsys, drags, needles):
 
 
 def test_relative_points_are_rounded_in_messages(env, capsys):
-    w, h = Image.open(TOM).size
+    w, h = Image.open(PORTRAIT).size
     recipe = env["recipe"](coords="relative", drags=[{"handle": [0.013, 0.017], "target": [0.5, 0.5]}])
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"))
+    code, _, err = cli(capsys, "edit", str(PORTRAIT), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"))
     one_line_refusal(code, err, "outside", f"({round(0.013 * w, 2):g}, {round(0.017 * h, 2):g})")
 
 
 def edit_with_recipe(env, capsys, recipe_text: str):
-    """`edit TOM --recipe` with the given recipe text: (exit code, stderr, the run folder it would use)."""
+    """`edit PORTRAIT --recipe` with the given recipe text: (exit code, stderr, the run folder it would use)."""
     recipe = env["tmp"] / "r.json"
     recipe.write_text(recipe_text)
     run = env["tmp"] / "run"
     code, _, err = cli(
         capsys,
         "edit",
-        str(TOM),
+        str(PORTRAIT),
         "--recipe",
         str(recipe),
         "-o",
@@ -353,7 +367,7 @@ def edit_with_recipe(env, capsys, recipe_text: str):
 )
 def test_bad_presets_are_refused_before_anything_is_written(env, capsys, presets, needles):
     run, out = env["tmp"] / "run", env["tmp"] / "o.jpg"
-    args = ["edit", str(TOM), "-o", str(out), "--model", str(env["model"]), "--run-dir", str(run)]
+    args = ["edit", str(PORTRAIT), "-o", str(out), "--model", str(env["model"]), "--run-dir", str(run)]
     for p in presets:
         args += ["--preset", p]
     code, _, err = cli(capsys, *args)
@@ -379,7 +393,7 @@ def test_bad_presets_in_a_recipe_are_refused_before_align(env, capsys, presets, 
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, text):
-    code, err, run = edit_with_recipe(env, capsys, '{"drags": [{"handle": [' + text + ', 569], "target": [390, 550]}]}')
+    code, err, run = edit_with_recipe(env, capsys, '{"drags": [{"handle": [' + text + ', 141], "target": [251, 136]}]}')
     one_line_refusal(code, err, "recipe")
     assert not run.exists()
 
@@ -388,8 +402,8 @@ def test_non_finite_numbers_in_a_recipe_are_refused_before_align(env, capsys, te
 def test_non_finite_options_in_a_recipe_are_refused(env, capsys, section):
     recipe = env["tmp"] / "r.json"
     key = "lpips_threshold" if section == "invert" else "lr"
-    recipe.write_text(f'{{"drags": [{{"handle": [371, 569], "target": [390, 550]}}], "{section}": {{"{key}": NaN}}}}')
-    code, _, err = cli(capsys, "edit", str(TOM), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"))
+    recipe.write_text(f'{{"drags": [{{"handle": [246, 141], "target": [251, 136]}}], "{section}": {{"{key}": NaN}}}}')
+    code, _, err = cli(capsys, "edit", str(PORTRAIT), "--recipe", str(recipe), "-o", str(env["tmp"] / "o.jpg"))
     one_line_refusal(code, err, "NaN")
     from common.errors import UsageError
     from pipeline.recipe import parse_recipe
@@ -431,7 +445,8 @@ def test_a_drag_config_checks_its_own_ranges():
     "argv,needles",
     [
         (["edit", "--bogus"], ["No such option", "photodrag edit --help"]),
-        (["edit", "x.jpg"], ["Missing option", "-o"]),
+        (["edit", "x.jpg"], ["no output given", "-o OUT"]),
+        (["edit"], ["no photo given", "photodrag edit PHOTO"]),
         (["invert", "run", "--projection-steps", "abc"], ["--projection-steps", "not a valid integer"]),
         (["edit", "x.jpg", "-o", "y.jpg", "--tuning-steps", "-1"], ["--tuning-steps"]),
         (
@@ -478,8 +493,6 @@ def test_generate_refuses_non_finite_truncation_and_non_png_output(capsys, tmp_p
 # photos, options and hostile files through the real commands ----------------------------------
 @pytest.fixture
 def photos(tmp_path):
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     return tmp_path
 
 
@@ -501,16 +514,16 @@ def test_bad_photos_and_align_options(photos, capsys, case, needles):
     if case == "empty":
         path.write_bytes(b"")
     elif case == "truncated":
-        data = TOM.read_bytes()
+        data = PORTRAIT.read_bytes()
         path.write_bytes(data[: len(data) // 3])
     elif case == "text":
         path.write_text("hello")
     elif case == "dogs":
-        path = PHOTOS / "dogs.jpg"
+        path = faceless_photo(photos)
     elif case == "face index":
-        path, extra = TOM, ["--face", "7"]
+        path, extra = PORTRAIT, ["--face", "7"]
     elif case == "size":
-        path, extra = TOM, ["--size", "300"]
+        path, extra = PORTRAIT, ["--size", "300"]
     elif case == "directory":
         path = photos
     code, _, err = cli(capsys, "align", str(path), "--out", str(photos / "run"), *extra)
@@ -545,8 +558,6 @@ def test_hostile_or_broken_model_files_run_nothing(tmp_path, capsys, kind):
 @pytest.fixture
 def web(tmp_path):
     pytest.importorskip("fastapi")
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     from fastapi.testclient import TestClient
 
     from inversion.perceptual import Perceptual
@@ -560,7 +571,7 @@ def web(tmp_path):
     svc = tiny_services(model, tmp_path / "cache", nets)
     app = create_app(SessionManager(tmp_path / "ui", svc), allowed_hosts=["127.0.0.1:7860"])
     with TestClient(app, base_url="http://127.0.0.1:7860", raise_server_exceptions=False) as client:
-        r = client.post("/api/session", files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")})
+        r = client.post("/api/session", files={"file": ("portrait.jpg", PORTRAIT.read_bytes(), "image/jpeg")})
         assert r.status_code == 200
         yield client, r.json()["id"]
 
@@ -574,17 +585,17 @@ WRONG_BODIES = [
     ("invert", {"fase": 0}, "fase"),
     ("invert", [0], "body"),
     ("invert", "0", "body"),
-    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": "abc"}, "steps"),
-    ("drag", {"drags": [{"handle": 5, "target": [390, 550]}]}, "handle"),
-    ("drag", {"drags": [{"handle": [371], "target": [390, 550]}]}, "handle"),
-    ("drag", {"drags": [{"handle": ["371", 569], "target": [390, 550]}]}, "handle"),
-    ("drag", {"drags": [{"handle": [371, 569], "target": None}]}, "target"),
-    ("drag", {"drags": [{"handle": [371, 569]}]}, "target"),
-    ("drag", {"drags": "371,569:390,550"}, "drags"),
+    ("drag", {"drags": [{"handle": [246, 141], "target": list(TARGET)}], "steps": "abc"}, "steps"),
+    ("drag", {"drags": [{"handle": 5, "target": list(TARGET)}]}, "handle"),
+    ("drag", {"drags": [{"handle": [246], "target": list(TARGET)}]}, "handle"),
+    ("drag", {"drags": [{"handle": ["246", 141], "target": list(TARGET)}]}, "handle"),
+    ("drag", {"drags": [{"handle": [246, 141], "target": None}]}, "target"),
+    ("drag", {"drags": [{"handle": [246, 141]}]}, "target"),
+    ("drag", {"drags": DRAG}, "drags"),
     ("drag", {"drags": [5]}, "drags"),
-    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "mask": 5}, "mask"),
-    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 10**9}, "steps"),
-    ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "speed": 3}, "speed"),
+    ("drag", {"drags": [{"handle": [246, 141], "target": list(TARGET)}], "mask": 5}, "mask"),
+    ("drag", {"drags": [{"handle": [246, 141], "target": list(TARGET)}], "steps": 10**9}, "steps"),
+    ("drag", {"drags": [{"handle": [246, 141], "target": list(TARGET)}], "speed": 3}, "speed"),
     ("drag", None, "body"),
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "lr": -1}, "lr"),
     ("drag", {"drags": [{"handle": [371, 569], "target": [390, 550]}], "lambda_mask": -3}, "lambda_mask"),
@@ -682,7 +693,9 @@ def test_forged_host_or_origin_is_refused_before_anything_runs(web, headers, tmp
     client, sid = web
     before = sorted(p.name for p in (tmp_path / "ui").iterdir())
     for r in (
-        client.post("/api/session", files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")}, headers=headers),
+        client.post(
+            "/api/session", files={"file": ("portrait.jpg", PORTRAIT.read_bytes(), "image/jpeg")}, headers=headers
+        ),
         client.post(f"/api/session/{sid}/invert", json={"face": 0}, headers=headers),
         client.post(f"/api/session/{sid}/close", headers=headers),
         client.get(f"/api/session/{sid}/status", headers=headers),

@@ -226,10 +226,10 @@ def test_edit_records_the_blend_and_composite_reblends(env, capsys):
 
     from PIL import Image
 
-    from helpers import MOUTH_RIGHT, cli, run
+    from helpers import DRAG, PORTRAIT, cli, run
 
     run_dir, out = env["tmp"] / "run", env["tmp"] / "out.png"
-    argv = ["--device", "cpu", "edit", str(TOM), "--recipe", str(env["recipe"]()), "-o", str(out)]
+    argv = ["--device", "cpu", "edit", str(PORTRAIT), "--recipe", str(env["recipe"]()), "-o", str(out)]
     code, _, err = run([*argv, "--run-dir", str(run_dir)], capsys)  # not --quiet: the summary is printed
     assert code == 0, err
     assert "composite: photo blend:" in err and "identity distance, photo vs output photo" in err
@@ -238,7 +238,7 @@ def test_edit_records_the_blend_and_composite_reblends(env, capsys):
     assert {"changed_pixels", "mask_pixels", "motion", "identity"} <= set(record) and record["changed_pixels"] > 0
     assert {"max_px", "mean_px"} <= set(record["motion"]) and record["motion"]["max_px"] >= record["motion"]["mean_px"]
     assert record["identity"]["compared"].startswith("input photo vs output photo")
-    photo, edited = np.asarray(Image.open(TOM).convert("RGB")), np.asarray(Image.open(out))
+    photo, edited = np.asarray(Image.open(PORTRAIT).convert("RGB")), np.asarray(Image.open(out))
     assert record["changed_pixels"] == int((photo != edited).any(axis=2).sum())
     assert (run_dir / "composite" / "changed.png").is_file()
     assert json.loads((run_dir / "recipe.json").read_text())["composite"] == {"blend": "photo"}
@@ -250,8 +250,8 @@ def test_edit_records_the_blend_and_composite_reblends(env, capsys):
     assert record["blend"] == "generator" and "edited_face_found" in record
     assert not np.array_equal(np.asarray(Image.open(other)), edited)
     # --blend on edit goes into the recipe the run keeps
-    drag = f"{MOUTH_RIGHT[0]},{MOUTH_RIGHT[1]}:390,550"
-    args = ["edit", str(TOM), "--model", str(env["model"]), "--drag", drag, "--steps", "2", "--blend", "generator"]
+    drag = DRAG
+    args = ["edit", str(PORTRAIT), "--model", str(env["model"]), "--drag", drag, "--steps", "2", "--blend", "generator"]
     args += ["--projection-steps", "4", "--tuning-steps", "2", "--lpips-threshold", "0"]
     code, _, err = cli(capsys, *args, "-o", str(env["tmp"] / "g.png"), "--run-dir", str(run_dir))
     assert code == 0, err

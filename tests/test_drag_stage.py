@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, cli, tiny_generator
+from helpers import PORTRAIT, cli, mirrored_portrait, tiny_generator
 
-PHOTO = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
+PHOTO = PORTRAIT
 
 
 @pytest.fixture(scope="module")
 def inverted(tmp_path_factory):
     """RUN_DIR with align (128 px) and invert (tiny generator, few steps) done once for the module."""
-    if not PHOTO.exists():
-        pytest.skip(NO_SHARED)
     from align.stage import run_align
     from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
     from inversion.perceptual import Perceptual
@@ -112,11 +110,11 @@ def test_drag_with_masks(run_dir, capsys, tmp_path):
     [
         (["--drag", "1,2,3"], "X1,Y1:X2,Y2"),
         (["--drag", "5000,5000:5010,5000"], "outside the aligned face crop"),
-        (["--drag", "300,500:300,500"], "under half an aligned pixel"),
-        (["--drag", "300,500:310,500", "--mask-circle", "1,2"], "X,Y,R"),
-        (["--drag", "300,500:310,500", "--mask-circle", "300,500,10", "--mask", "m.png"], "not both"),
-        (["--drag", "300,500:310,500", "--mask", "missing.png"], "not found"),
-        (["--drag", "300,500:310,500", "--animate", "steps.avi"], ".gif or .mp4"),
+        (["--drag", "225,125:225,125"], "under half an aligned pixel"),
+        (["--drag", "225,125:230,125", "--mask-circle", "1,2"], "X,Y,R"),
+        (["--drag", "225,125:230,125", "--mask-circle", "225,125,10", "--mask", "m.png"], "not both"),
+        (["--drag", "225,125:230,125", "--mask", "missing.png"], "not found"),
+        (["--drag", "225,125:230,125", "--animate", "steps.avi"], ".gif or .mp4"),
     ],
 )
 def test_bad_drag_input_is_one_line_exit_2(run_dir, capsys, args, message, monkeypatch, tmp_path):
@@ -128,25 +126,23 @@ def test_bad_drag_input_is_one_line_exit_2(run_dir, capsys, args, message, monke
 
 def test_wrong_size_mask_is_refused(run_dir, capsys, tmp_path):
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "small.png")
-    code, _, err = cli(capsys, "drag", str(run_dir), "--drag", "300,500:310,500", "--mask", str(tmp_path / "small.png"))
+    code, _, err = cli(capsys, "drag", str(run_dir), "--drag", "225,125:230,125", "--mask", str(tmp_path / "small.png"))
     assert code == 2 and "must be" in err
 
 
-def test_drag_refuses_a_stale_inversion(run_dir, capsys):
+def test_drag_refuses_a_stale_inversion(run_dir, capsys, tmp_path):
     from align.stage import run_align
 
-    run_align(PHOTOS / "2008_001009.jpg", run_dir, size=128)
-    code, _, err = cli(capsys, "drag", str(run_dir), "--drag", "171,251:176,251", "--steps", "2")
+    run_align(mirrored_portrait(tmp_path), run_dir, size=128)
+    code, _, err = cli(capsys, "drag", str(run_dir), "--drag", "290,125:295,125", "--steps", "2")
     assert code == 2 and "another aligned image" in err
 
 
 def test_drag_without_invert_says_what_to_run(tmp_path, capsys):
     from align.stage import run_align
 
-    if not PHOTO.exists():
-        pytest.skip(NO_SHARED)
     run_align(PHOTO, tmp_path / "r", size=128)
-    code, _, err = cli(capsys, "drag", str(tmp_path / "r"), "--drag", "300,500:310,500")
+    code, _, err = cli(capsys, "drag", str(tmp_path / "r"), "--drag", "225,125:230,125")
     assert code == 2 and "photodrag invert" in err
 
 

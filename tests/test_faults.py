@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MOUTH_RIGHT, TOM, cli
+from helpers import LEFT_TARGET, MOUTH_LEFT, MOUTH_RIGHT, PORTRAIT, cli
 
 CHILD = Path(__file__).with_name("fault_child.py")
 LIMIT_S = 300.0  # no child and no wait in these tests lasts longer
@@ -88,7 +88,7 @@ def children(tmp_path):
 
 
 def edit_args(env, run: Path, out: Path, recipe=None, *extra):
-    return ["edit", TOM, "--recipe", recipe or env["recipe"](), "-o", out, "--run-dir", run, *extra]
+    return ["edit", PORTRAIT, "--recipe", recipe or env["recipe"](), "-o", out, "--run-dir", run, *extra]
 
 
 def one_line(err: str) -> str:
@@ -143,9 +143,9 @@ def test_different_edits_of_one_photo_get_different_default_run_folders(tmp_path
 
     a = parse_recipe({"drags": [{"handle": [1, 2], "target": [3, 4]}]}).to_json()
     b = parse_recipe({"drags": [{"handle": [1, 2], "target": [5, 4]}]}).to_json()
-    run = lambda r: default_run_dir(tmp_path, TOM, "ab" * 32, r)  # noqa: E731
+    run = lambda r: default_run_dir(tmp_path, PORTRAIT, "ab" * 32, r)  # noqa: E731
     assert run(a) != run(b) and run(a) == run(dict(a))  # the same edit again reuses its folder
-    assert run(a).name.startswith(f"{TOM.stem}-abababababab-")
+    assert run(a).name.startswith(f"{PORTRAIT.stem}-abababababab-")
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_two_edits_of_one_run_folder_take_turns(env, children):
     first = children("first", edit_args(env, run, tmp / "a.png"), pause="pipeline.edit:run_composite")
     first.reached()  # aligned, inverted and dragged; about to composite
     drag_a = (run / "drag" / "drag.json").read_bytes()
-    other = env["recipe"](drags=[{"handle": [168, 544], "target": [150, 530]}])
+    other = env["recipe"](drags=[{"handle": list(MOUTH_LEFT), "target": list(LEFT_TARGET)}])
     second = children("second", edit_args(env, run, tmp / "b.png", other))
     wait_until(lambda: "waiting" in second.stderr() or second.proc.poll() is not None, what="the waiting line")
     assert second.proc.poll() is None and "in use by another photodrag process" in second.stderr()
@@ -171,7 +171,7 @@ def test_two_edits_of_one_run_folder_take_turns(env, children):
     handles = [
         json.loads(d)["points"][0]["photo"]["handle"] for d in (drag_a, (run / "drag" / "drag.json").read_text())
     ]
-    assert handles == [list(map(float, MOUTH_RIGHT)), [168.0, 544.0]]
+    assert handles == [list(map(float, MOUTH_RIGHT)), list(map(float, MOUTH_LEFT))]
     assert (tmp / "a.png").read_bytes() != (tmp / "b.png").read_bytes()
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common.errors import MissingWeightsError, UsageError
-from helpers import NO_SHARED, PHOTOS, tiny_generator
+from helpers import PORTRAIT, mirrored_portrait, tiny_generator
 from inversion.api import Pivot, invert
 from inversion.cache import InversionCache
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig
@@ -44,9 +44,7 @@ def fast_config(proj_steps=20, tune_steps=10, threshold=0.0, w_plus=False):
 
 
 def real_face(res):
-    path = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
-    if not path.exists():
-        pytest.skip(NO_SHARED)
+    path = PORTRAIT
     from align.align import align_face
     from common.images import load_photo
 
@@ -97,7 +95,7 @@ def test_tuning_fits_a_real_face_and_leaves_the_base_untouched(lp):
         mse0 = float(F.mse_loss(G.synthesis(pivot), target))
     res = tune(G, pivot, target, TuningConfig(steps=60, lpips_threshold=0.0), lp["alex"])
     assert res.steps == 60 and not res.stopped_early
-    assert res.mse < mse0 / 2
+    assert res.mse < mse0 / 1.5  # the portrait's flag and shuttle behind the face: 1.8x in 60 steps
     for k, v in G.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert any(not torch.equal(v, before[k]) for k, v in res.generator.state_dict().items())
@@ -227,9 +225,7 @@ def test_eviction_respects_the_limit_and_recency(tmp_path):
 def _aligned_run(tmp_path, res):
     from align.stage import run_align
 
-    path = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
-    if not path.exists():
-        pytest.skip(NO_SHARED)
+    path = PORTRAIT
     run_align(path, tmp_path / "run", size=res)
     return tmp_path / "run"
 
@@ -255,7 +251,7 @@ def test_stage_files_and_staleness(lp, tmp_path):
     # a re-aligned (different) image makes the inversion stale
     from align.stage import run_align
 
-    run_align(PHOTOS / "2008_001009.jpg", run, size=64)
+    run_align(mirrored_portrait(tmp_path), run, size=64)
     with pytest.raises(UsageError, match="another aligned image"):
         load_inversion(run)
 
@@ -340,6 +336,7 @@ def test_cli_invert_twice_is_a_cache_hit_and_cache_commands(lp, tmp_path, home, 
     assert json.loads((run / "invert" / "invert.json").read_text())["cache"]["hit"] is True
     code, out, _ = cli("cache", "ls")
     assert code == 0 and "1 entries" in out
+    assert "  astronaut.jpg  tiny.safetensors  made " in out.splitlines()[0] and " s ago" in out  # photo, model, age
     key = out.split()[0]
     code, out, _ = cli("cache", "info", key)
     assert code == 0 and json.loads(out)["key"].startswith(key)

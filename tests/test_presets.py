@@ -8,22 +8,19 @@ from PIL import Image
 
 from common.errors import UsageError
 from drag.presets import PRESETS, parse_preset, parse_presets, preset_drags, preset_mask, preset_motion
-from helpers import NO_SHARED, PHOTOS, random_lpips
+from helpers import PORTRAIT, random_lpips
 from run_pipeline import main
 
-TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
 SIZE = 256
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder with the align stage of a real photo at 256 px (the only slow step, done once)."""
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     from align.stage import run_align
 
     run = tmp_path_factory.mktemp("run")
-    run_align(TOM, run, size=SIZE)
+    run_align(PORTRAIT, run, size=SIZE)
     return run
 
 

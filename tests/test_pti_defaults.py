@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import NO_SHARED, TOM, tiny_generator
+from helpers import PORTRAIT, tiny_generator
 from inversion.api import invert
 from inversion.cache import InversionCache, cache_key
 from inversion.config import InversionConfig, ProjectionConfig, TuningConfig, make_config
@@ -244,12 +244,10 @@ def test_each_old_behaviour_has_its_own_cache_key():
 
 def test_cli_keep_projection_noise_and_invert_json(tmp_path, home, monkeypatch, capsys):
     """`invert --keep-projection-noise` reaches the config; invert.json names the noise maps and the stop LPIPS."""
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     from align.stage import run_align
     from helpers import cli
 
-    run_align(TOM, tmp_path / "run", size=64)
+    run_align(PORTRAIT, tmp_path / "run", size=64)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=64), model)
     factory = SpyFactory()

@@ -98,3 +98,24 @@ def test_quality_benchmark_says_when_weights_are_missing(tmp_path):
     assert res.returncode == 0
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("quality benchmark not run: missing weights ffhq-512")
+
+
+def test_a_low_resolution_or_random_generator_is_named_before_the_step_counts():
+    frontal = np.zeros((68, 2))
+    frontal[0], frontal[16], frontal[30] = [0, 50], [100, 50], [50, 60]
+    small = likely_causes(20, 64, frontal, 50, False, "tiny.safetensors")
+    assert "only 64 px" in small[0] and any("tuning steps" in c for c in small[1:])
+    assert "random weights" in likely_causes(20, 64, frontal, 3, False, "tiny-random")[0]
+    assert not any("px (a test" in c for c in likely_causes(100, 512, frontal, 50, False, "ffhq-512"))
+
+
+def test_a_drag_that_needed_no_step_says_so():
+    from pathlib import Path
+
+    from pipeline.summary import EditSummary
+
+    done = EditSummary(Path("o.jpg"), Path("run"), distances_photo=[10.1], stop_reason="reached", drag_steps=0)
+    line = next(ln for ln in done.lines() if "distance to targets" in ln)
+    assert "0 steps: the handles were already within the stop distance" in line and "reached" not in line
+    moved = EditSummary(Path("o.jpg"), Path("run"), distances_photo=[0.8], stop_reason="reached", drag_steps=12)
+    assert "drag stopped (reached) after 12 steps" in "\n".join(moved.lines())

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU_TORCH = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 
 
 def setup_commands():
@@ -14,7 +15,9 @@ def setup_commands():
 
 def test_setup_installs_before_testing_and_takes_the_users_photo():
     section, blocks = setup_commands()
-    edit, test = blocks[0], blocks[1]
+    venv, edit, test = blocks
+    assert venv.splitlines() == ["python3 -m venv .venv && . .venv/bin/activate", CPU_TORCH]  # before any install
+    assert "photodrag doctor" in section  # how to check the install afterwards
     assert edit.startswith("pip install -e . && photodrag edit PHOTO ")
     assert "../shared" not in edit  # a fresh clone has no shared folder
     assert test == "pip install -e '.[test]' && python -m pytest"
@@ -29,5 +32,6 @@ def test_ci_runs_exactly_the_readme_test_command():
         for ln in (ROOT / ".ci" / "run").read_text().splitlines()
         if ln.strip() and not ln.strip().startswith("#")
     ]
-    assert lines[-1] == blocks[1]
+    assert lines[-1] == blocks[2]
+    assert any(ln.startswith(CPU_TORCH) for ln in lines)  # CI installs the CPU build of torch first, as the README
     assert not [ln for ln in lines[:-1] if "pytest" in ln]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import NO_SHARED, PHOTOS, tiny_generator, tiny_services
+from helpers import MOUTH_RIGHT, PORTRAIT, TARGET, faceless_photo, tiny_generator, tiny_services, two_faces_photo
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -25,7 +25,6 @@ from pipeline.webui.guard import served_hosts  # noqa: E402
 from pipeline.webui.session import SessionManager  # noqa: E402
 from weights.checkpoint import save_generator  # noqa: E402
 
-TOM = PHOTOS / "Tom_Cruise_avp_2014_4.jpg"
 ARTIFACTS = Path(os.environ.get("PHOTODRAG_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
 
 
@@ -36,8 +35,6 @@ def nets():
 
 @pytest.fixture
 def manager(tmp_path, nets):
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     model = tmp_path / "tiny.safetensors"
     save_generator(tiny_generator(res=128, dim=32), model)
     cfg = InversionConfig(
@@ -58,7 +55,7 @@ def editor(manager, **kw):
     return TestClient(create_app(manager, allowed_hosts=[HOST], **kw), base_url=f"http://{HOST}")
 
 
-def upload(client, path=TOM, name="tom.jpg"):
+def upload(client, path=PORTRAIT, name="portrait.jpg"):
     return client.post("/api/session", files={"file": (name, Path(path).read_bytes(), "image/jpeg")})
 
 
@@ -74,15 +71,15 @@ def wait(client, sid, states=("ready", "error"), timeout=60):
 
 def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
     with editor(manager) as c:
-        a, b = upload(c).json(), upload(c, PHOTOS / "2008_001009.jpg", "two.jpg").json()
+        a, b = upload(c).json(), upload(c, two_faces_photo(manager.root.parent), "two.jpg").json()
         assert a["id"] != b["id"] and len(a["id"]) >= 20
-        assert len(b["faces"]) == 2 and (a["width"], a["height"]) == Image.open(TOM).size
+        assert len(b["faces"]) == 2 and (a["width"], a["height"]) == Image.open(PORTRAIT).size
         c.post(f"/api/session/{a['id']}/invert", json={"face": 0})
         assert wait(c, a["id"])["state"] == "ready"
         assert c.get(f"/api/session/{b['id']}/status").json()["state"] == "uploaded"  # b untouched
         r = c.post(
             f"/api/session/{a['id']}/drag",
-            json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 4, "lr": 0.004, "r2": 10},
+            json={"drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}], "steps": 4, "lr": 0.004, "r2": 10},
         )
         assert r.status_code == 200
         st = wait(c, a["id"])
@@ -91,9 +88,9 @@ def test_sessions_are_isolated_and_results_have_the_photo_size(manager):
         assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg"
         from io import BytesIO
 
-        assert Image.open(BytesIO(res.content)).size == Image.open(TOM).size
+        assert Image.open(BytesIO(res.content)).size == Image.open(PORTRAIT).size
         recipe = c.get(f"/api/session/{a['id']}/recipe").json()
-        assert recipe["drags"][0]["handle"] == [371.0, 569.0]
+        assert recipe["drags"][0]["handle"] == list(map(float, MOUTH_RIGHT))
         assert recipe["drag"] == {"steps": 4, "lr": 0.004, "lambda_mask": 20.0, "r1": 3.0, "r2": 10}  # as the page set
         assert c.get(f"/api/session/{a['id']}/run.zip").status_code == 200
         assert c.get(f"/api/session/{b['id']}/result").status_code == 400  # b has nothing yet
@@ -110,13 +107,13 @@ def test_bad_uploads_get_clear_messages(manager, monkeypatch):
         assert "ui" not in r.json()["error"]  # no server paths leak
         r = c.post("/api/session", files={"file": ("x.jpg", b"", "image/jpeg")})
         assert r.status_code == 400 and "empty" in r.json()["error"]
-        r = upload(c, PHOTOS / "dogs.jpg", "dogs.jpg")
+        r = upload(c, faceless_photo(manager.root.parent), "faceless.jpg")
         assert r.status_code == 400 and "no face" in r.json()["error"]
         monkeypatch.setattr("pipeline.webui.session.MAX_UPLOAD_BYTES", 1000)
         r = upload(c)
         assert r.status_code == 400 and "larger than" in r.json()["error"]
         monkeypatch.undo()
-        r = c.post("/api/session", files={"file": ("../../etc/passwd", TOM.read_bytes(), "image/jpeg")})
+        r = c.post("/api/session", files={"file": ("../../etc/passwd", PORTRAIT.read_bytes(), "image/jpeg")})
         assert r.status_code == 200
         sid = r.json()["id"]
         assert [p.name for p in (manager.root / sid).iterdir()] == ["photo.img"]  # client names are never paths
@@ -127,7 +124,7 @@ def test_bad_uploads_get_clear_messages(manager, monkeypatch):
 def test_bad_drag_requests_and_one_drag_at_a_time(manager):
     with editor(manager) as c:
         sid = upload(c).json()["id"]
-        r = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}]})
+        r = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}]})
         assert r.status_code == 400 and "inversion first" in r.json()["error"]
         c.post(f"/api/session/{sid}/invert", json={"face": 0})
         wait(c, sid)
@@ -136,14 +133,20 @@ def test_bad_drag_requests_and_one_drag_at_a_time(manager):
         assert c.post(f"/api/session/{sid}/drag", json={"drags": []}).status_code == 400
         mask = c.post(
             f"/api/session/{sid}/drag",
-            json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "mask": "data:text/plain;base64,aGk="},
+            json={
+                "drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}],
+                "mask": "data:text/plain;base64,aGk=",
+            },
         )
         assert mask.status_code == 400 and "PNG" in mask.json()["error"]
         ok = c.post(
-            f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 1000}
+            f"/api/session/{sid}/drag",
+            json={"drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}], "steps": 1000},
         )
         assert ok.status_code == 200
-        busy = c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}]})
+        busy = c.post(
+            f"/api/session/{sid}/drag", json={"drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}]}
+        )
         assert busy.status_code == 400 and "busy" in busy.json()["error"]
         c.post(f"/api/session/{sid}/stop")
         st = wait(c, sid)
@@ -202,7 +205,8 @@ def test_a_closed_tab_stops_its_drag(manager):
         c.post(f"/api/session/{sid}/invert", json={"face": 0})
         wait(c, sid)
         c.post(
-            f"/api/session/{sid}/drag", json={"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 1000}
+            f"/api/session/{sid}/drag",
+            json={"drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}], "steps": 1000},
         )
         session = manager.get(sid)
         session.thread.join(timeout=120)  # nobody polls: the reaper stops it
@@ -261,7 +265,7 @@ def test_real_browser_edit(manager, tmp_path):
         base = f"http://127.0.0.1:{port}"
         browser.get(base + "/")
         wait_ = WebDriverWait(browser, 120)
-        browser.find_element(By.ID, "upload").send_keys(str(TOM))
+        browser.find_element(By.ID, "upload").send_keys(str(PORTRAIT))
         wait_.until(EC.element_to_be_clickable((By.ID, "face-0"))).click()
         wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "Ready"))
         steps = browser.find_element(By.ID, "steps")
@@ -269,15 +273,15 @@ def test_real_browser_edit(manager, tmp_path):
         steps.send_keys("5")
         overlay = browser.find_element(By.ID, "overlay")
         w, h = overlay.size["width"], overlay.size["height"]
-        pw, ph = Image.open(TOM).size
-        for x, y in ((371, 569), (390, 550)):  # photo pixels -> offsets from the canvas centre
+        pw, ph = Image.open(PORTRAIT).size
+        for x, y in (MOUTH_RIGHT, TARGET):  # photo pixels -> offsets from the canvas centre
             ActionChains(browser).move_to_element_with_offset(
                 overlay, x * w / pw - w / 2, y * h / ph - h / 2
             ).click().perform()
         import re
 
         got = [int(v) for v in re.findall(r"-?\d+", browser.find_element(By.ID, "points").text)]
-        assert got[0] == 1 and np.abs(np.array(got[1:5]) - [371, 569, 390, 550]).max() <= 2  # whole-pixel clicks
+        assert got[0] == 1 and np.abs(np.array(got[1:5]) - [*MOUTH_RIGHT, *TARGET]).max() <= 2  # whole-pixel clicks
         browser.find_element(By.ID, "start").click()
         wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "after 5 steps"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

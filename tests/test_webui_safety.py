@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import NO_SHARED, TOM, tiny_generator, tiny_services
+from helpers import MOUTH_RIGHT, PORTRAIT, TARGET, tiny_generator, tiny_services
 from pipeline.models import LoadedModels, OpenModels
 from weights.models import ChosenModel
 
@@ -32,14 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1:7860"
 
 
-@pytest.fixture(autouse=True)
-def photos():
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
-
-
-def tom_pixels() -> int:
-    w, h = Image.open(TOM).size
+def portrait_pixels() -> int:
+    w, h = Image.open(PORTRAIT).size
     return w * h
 
 
@@ -69,7 +63,7 @@ def editor(manager, **kw) -> TestClient:
     return TestClient(create_app(manager, allowed_hosts=[HOST], **kw), base_url=f"http://{HOST}")
 
 
-def upload(c, path=TOM, name="tom.jpg"):
+def upload(c, path=PORTRAIT, name="portrait.jpg"):
     return c.post("/api/session", files={"file": (name, Path(path).read_bytes(), "image/jpeg")})
 
 
@@ -113,7 +107,7 @@ def test_the_loopback_names_and_the_own_page_are_allowed(tmp_path):
         assert c.get("/").status_code == 200
         r = c.post(
             "/api/session",
-            files={"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")},
+            files={"file": ("tom.jpg", PORTRAIT.read_bytes(), "image/jpeg")},
             headers={"Origin": "http://localhost:7860"},
         )
         assert r.status_code == 200, r.text
@@ -137,7 +131,7 @@ def test_testclients_own_host_is_not_allowed_by_default(tmp_path):
 # session limits -------------------------------------------------------------------------------
 def test_the_session_count_limit_evicts_the_longest_unattended_and_refuses_when_all_are_busy(tmp_path):
     root = tmp_path / "ui"
-    m = SessionManager(root, bare_services(), Limits(max_sessions=2, max_pixels=10 * tom_pixels()))
+    m = SessionManager(root, bare_services(), Limits(max_sessions=2, max_pixels=10 * portrait_pixels()))
     with editor(m) as c:
         a, b = upload(c).json()["id"], upload(c).json()["id"]
         full = upload(c)  # both pages were just opened: neither may go
@@ -165,7 +159,7 @@ def test_the_session_count_limit_evicts_the_longest_unattended_and_refuses_when_
 
 
 def test_the_pixel_limit_evicts_too_and_a_photo_over_it_is_refused(tmp_path):
-    px = tom_pixels()
+    px = portrait_pixels()
     m = SessionManager(tmp_path / "ui", bare_services(), Limits(max_sessions=10, max_pixels=int(2.5 * px)))
     with editor(m) as c:
         a, _ = upload(c).json()["id"], upload(c).json()["id"]
@@ -226,7 +220,7 @@ def fill(disk: Path, leave: int = 0) -> Path:
 def test_an_upload_to_a_full_disk_is_507_and_leaves_no_session_folder(small_disk, monkeypatch):
     root = small_disk / "ui"
     root.mkdir()
-    filler = fill(small_disk, leave=TOM.stat().st_size // 2)
+    filler = fill(small_disk, leave=PORTRAIT.stat().st_size // 2)
     with editor(SessionManager(root, bare_services())) as c:
         r = upload(c)
         assert r.status_code == 507 and "no space left" in one_line_error(r), r.text
@@ -251,8 +245,8 @@ def test_a_full_disk_later_is_507_or_said_in_the_status(small_disk, tmp_path, al
         r = c.get(f"/api/session/{sid}/result")
         assert r.status_code == 507 and "no space left" in one_line_error(r), r.text
         buf = io.BytesIO()
-        Image.new("RGBA", Image.open(TOM).size, (255, 255, 255, 255)).save(buf, format="PNG")
-        drag = {"drags": [{"handle": [371, 569], "target": [390, 550]}], "steps": 2}
+        Image.new("RGBA", Image.open(PORTRAIT).size, (255, 255, 255, 255)).save(buf, format="PNG")
+        drag = {"drags": [{"handle": list(MOUTH_RIGHT), "target": list(TARGET)}], "steps": 2}
         mask = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         r = c.post(f"/api/session/{sid}/drag", json={**drag, "mask": mask})
         assert r.status_code == 507 and "no space left" in one_line_error(r), r.text
@@ -310,7 +304,7 @@ def test_sigterm_with_stalled_uploads_stops_serve_within_seconds(tmp_path):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        files = {"file": ("tom.jpg", TOM.read_bytes(), "image/jpeg")}
+        files = {"file": ("tom.jpg", PORTRAIT.read_bytes(), "image/jpeg")}
         assert httpx.post(base + "/api/session", files=files, timeout=30).status_code == 200
         assert len(list((home / "ui").iterdir())) == 1
         for _ in range(2):  # uploads that announce 10 MB and then send nothing more

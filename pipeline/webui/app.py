@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Callable, Dict, List, Optional, Sequence, Tuple
 
+import uvicorn
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -110,6 +111,14 @@ def server_log_config(base: dict) -> dict:
     config.setdefault("filters", {})["cut_off"] = {"()": CutOffRequests}
     config["handlers"]["default"].setdefault("filters", []).append("cut_off")
     return config
+
+
+def run_server(app: FastAPI, host: str, port: int, shutdown_s: float) -> None:
+    """Serve `app` with uvicorn until stopped; open requests get at most `shutdown_s` seconds."""
+    log_config = server_log_config(uvicorn.config.LOGGING_CONFIG)
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", log_config=log_config, timeout_graceful_shutdown=shutdown_s
+    )
 
 
 def create_app(

@@ -99,10 +99,18 @@ async function loadFrame(resize) {
   if (resize || c.width !== img.width) {
     for (const id of ["photo", "overlay", "maskcanvas"]) { $(id).width = img.width; $(id).height = img.height; }
     S.displayW = img.width; S.displayH = img.height;
+    if (resize) fitZoom();
     applyZoom();
   }
   c.getContext("2d").drawImage(img, 0, 0);
   drawOverlay();
+}
+
+// the default zoom shows the whole photo: the stage's CSS limits (85vh, 100vw - 360px), never above 1
+function fitZoom() {
+  const fit = Math.min(1, (window.innerWidth - 360) / S.displayW, 0.85 * window.innerHeight / S.displayH);
+  S.zoom = Math.max(0.1, Math.floor(fit * 20) / 20);
+  $("zoom").value = S.zoom;
 }
 
 function applyZoom() {
