@@ -151,8 +151,12 @@ def test_the_reach_comes_from_the_config():
     many = [[20 + 10 * i, 64] for i in range(6)], [[23 + 10 * i, 64] for i in range(6)]
     state = DragEngine(_Field(), torch.zeros(1, 8, 2), *many, config=DragConfig(reach_many=4.0)).run()
     assert state.reason == "reached" and state.step == 0
-    state = DragEngine(_Field(), torch.zeros(1, 8, 2), *many, config=DragConfig(reach_few=6, steps=0)).run()
-    assert state.reason == "max_steps"  # six points counted as few: the 1 px reach applies
+    few = DragEngine(_Field(), torch.zeros(1, 8, 2), *many, config=DragConfig(reach_few=6, reach_many=4.0, steps=1))
+    assert few.reach == 1.0  # six points counted as few: the 1 px reach applies, not reach_many
+    state = few.run()
+    assert state.reason == "max_steps" and state.step == 1  # not within 1 px after its one step
+    with pytest.raises(UsageError, match="steps must be >= 1"):  # a drag takes at least one step
+        DragConfig(steps=0)
 
 
 def test_the_stop_reasons_set_are_the_documented_ones():
