@@ -169,13 +169,11 @@ def invert(
     with bar:
         tuned = tune(start, proj.w, target, tcfg, tuning_lpips, seed=config.seed, callback=cb)
     t2 = time.perf_counter()
-    region = _face_region(face_landmarks, generator.img_resolution)
-    quality = lambda img: _metrics(img, target, lpips_alex, *region)
+    quality = _quality(target, lpips_alex, _face_region(face_landmarks, generator.img_resolution))
     metrics = {
         "projection": dict(quality(projected_img), steps=proj.steps),
         "tuning": dict(quality(_render(tuned.generator, proj.w)), **_tuning_report(tuned, tcfg, generator)),
-        "metric": f"LPIPS(alex) on the images at {lpips_alex.input_size(generator.img_resolution)} px and MSE in "
-        "[-1, 1] units, against the aligned photo (tuning.stop_lpips: the LPIPS of tuning's loss and stop rule)",
+        "metric": _metric_text(lpips_alex.input_size(generator.img_resolution)),
         "seconds": {"projection": round(t1 - t0, 2), "tuning": round(t2 - t1, 2), "total": round(t2 - t0, 2)},
     }
     pivot = Pivot(w=proj.w, noise=proj.noise)
@@ -183,6 +181,18 @@ def invert(
     meta.update(labels or {})
     cache_path = None if cache is None else _store(cache, key, pivot, tuned.generator, meta)
     return InversionResult(pivot, tuned.generator, metrics, False, key, cache_path)
+
+
+def _quality(target: torch.Tensor, lpips_alex, region: tuple):
+    """image -> its LPIPS(alex)/MSE against `target`, whole and inside the face `region`."""
+    return lambda img: _metrics(img, target, lpips_alex, *region)
+
+
+def _metric_text(px: int) -> str:
+    return (
+        f"LPIPS(alex) on the images at {px} px and MSE in [-1, 1] units, against the aligned photo "
+        "(tuning.stop_lpips: the LPIPS of tuning's loss and stop rule)"
+    )
 
 
 def _check_resolution(aligned: np.ndarray, generator: Generator) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import dlib
 import numpy as np
 import torch
 
@@ -66,11 +67,7 @@ def torch_rows(device: torch.device) -> List[dict]:
 
 
 def dlib_row() -> dict:
-    """dlib importable, and its version."""
-    try:
-        import dlib
-    except ImportError as exc:
-        return _row("dlib", "error", f"cannot import dlib ({exc})", "pip install dlib-bin")
+    """dlib's version (it is a dependency: align imports it, so a missing dlib fails before this)."""
     return _row("dlib", "ok", str(getattr(dlib, "__version__", "?")))
 
 
