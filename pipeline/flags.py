@@ -67,12 +67,6 @@ def setting_options(settings: Iterable[Setting], *, defaults: bool = True, help_
     return decorate
 
 
-def given(kwargs: dict, settings: Iterable[Setting]) -> dict:
-    """Pop the settings' values out of a command's kwargs: name -> value, None (not given) left out."""
-    out = {s.name: kwargs.pop(s.name) for s in settings}
-    return {k: v for k, v in out.items() if v is not None}
-
-
 # inversion options (the same on invert, edit and serve) -------------------------
 INVERSION_OPTIONS = (
     "preview",
@@ -174,6 +168,23 @@ def _check_hosts(ctx, param, values: tuple) -> tuple:
     return values
 
 
+# options several commands share, word for word
+PRESET_OPTION = click.option(
+    "--preset",
+    "presets_",
+    multiple=True,
+    metavar="NAME=AMOUNT",
+    help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
+    "Its default mask applies unless --mask or --mask-circle is given.",
+)
+JPEG_QUALITY_OPTION = click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 100),
+    help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
+)
+RUN_DIR_ARGUMENT = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+
+
 edit_flags = stack(  # The `edit` command's arguments and options.
     click.argument("photos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)),
     click.option(
@@ -183,14 +194,7 @@ edit_flags = stack(  # The `edit` command's arguments and options.
         metavar="X1,Y1:X2,Y2",
         help="Move the handle point (X1,Y1) to the target (X2,Y2), in photo pixels; repeatable.",
     ),
-    click.option(
-        "--preset",
-        "presets_",
-        multiple=True,
-        metavar="NAME=AMOUNT",
-        help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
-        "Its default mask applies unless --mask or --mask-circle is given.",
-    ),
+    PRESET_OPTION,
     click.option(
         "-o",
         "--output",
@@ -225,11 +229,7 @@ edit_flags = stack(  # The `edit` command's arguments and options.
         type=click.Choice(["align", "invert", "drag", "composite"]),
         help="Recompute from this stage on, even if later stages look up to date.",
     ),
-    click.option(
-        "--jpeg-quality",
-        type=click.IntRange(1, 100),
-        help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
-    ),
+    JPEG_QUALITY_OPTION,
     click.option(
         "--overwrite-input",
         is_flag=True,
@@ -286,7 +286,7 @@ align_flags = stack(  # The `align` command's arguments and options.
 
 
 invert_flags = stack(  # The `invert` command's arguments and options.
-    click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+    RUN_DIR_ARGUMENT,
     click.option(
         "--model",
         default=None,
@@ -300,7 +300,7 @@ invert_flags = stack(  # The `invert` command's arguments and options.
 
 
 drag_flags = stack(  # The `drag` command's arguments and options.
-    click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+    RUN_DIR_ARGUMENT,
     click.option(
         "--drag",
         "drags",
@@ -308,14 +308,7 @@ drag_flags = stack(  # The `drag` command's arguments and options.
         metavar="X1,Y1:X2,Y2",
         help="Move the handle point (X1,Y1) to the target (X2,Y2); repeat for several points.",
     ),
-    click.option(
-        "--preset",
-        "presets_",
-        multiple=True,
-        metavar="NAME=AMOUNT",
-        help="An edit by name, e.g. smile=0.5 (see `photodrag presets`); repeatable, mixes with --drag. "
-        "Its default mask applies unless --mask or --mask-circle is given.",
-    ),
+    PRESET_OPTION,
     click.option(
         "--coords",
         type=click.Choice(["photo", "aligned"]),
@@ -418,7 +411,7 @@ presets_flags = stack(  # The `presets` command's arguments and options.
 
 
 composite_flags = stack(  # The `composite` command's arguments and options.
-    click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+    RUN_DIR_ARGUMENT,
     click.option(
         "-o",
         "--output",
@@ -426,11 +419,7 @@ composite_flags = stack(  # The `composite` command's arguments and options.
         required=True,
         help="The edited photo (same size; the format follows the extension, else the input's).",
     ),
-    click.option(
-        "--jpeg-quality",
-        type=click.IntRange(1, 100),
-        help="JPEG/WebP quality; default: keep the input JPEG's own quantisation tables.",
-    ),
+    JPEG_QUALITY_OPTION,
     blend_option(DEFAULT_BLEND),
 )
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from weights.networks import Generator
+from weights.tiny import tiny_random_generator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
@@ -107,21 +108,10 @@ BUFFER_NAMES = ("w_avg", "resample_filter", "noise_const")
 
 
 def tiny_generator(res: int = 32, seed: int = 0, dim: int = 32) -> Generator:
-    """A small generator of the real architecture with random, non-trivial weights."""
+    """A small generator of the real architecture with random, non-trivial weights (weights.tiny's);
+    the global RNG is seeded with `seed` too, as the tests that draw after it expect."""
     torch.manual_seed(seed)
-    G = Generator(
-        z_dim=dim,
-        w_dim=dim,
-        img_resolution=res,
-        mapping_kwargs=dict(num_layers=2),
-        synthesis_kwargs=dict(channel_base=res * 8, channel_max=dim, conv_clamp=256),
-    )
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or name.endswith("bias"):
-                p.normal_(0, 0.1)
-        G.mapping.w_avg.normal_(0, 0.5)
-    return G.eval().requires_grad_(False)
+    return tiny_random_generator(res=res, dim=dim, seed=seed)
 
 
 @contextlib.contextmanager
