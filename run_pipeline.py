@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -580,6 +581,10 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
 def main(argv=None, lpips: Optional[LpipsLoader] = None) -> None:
     """Run the CLI with one-line errors and fixed exit codes (pipeline.exits); `lpips` builds the
     LPIPS nets (None: from the weights store; tests pass random backbones)."""
+    # MKL picks GEMM code paths by memory alignment, so two identical runs could differ in the last
+    # bit (seen: a projection's pivot 6e-8 apart) and drift over hundreds of steps; its conditional
+    # numerical reproducibility mode makes a run repeat. Set before the first MKL call.
+    os.environ.setdefault("MKL_CBWR", "AUTO")
     run_cli(cli, argv, obj={"lpips": lpips})
 
 

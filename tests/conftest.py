@@ -1,9 +1,15 @@
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# as run_pipeline.main does: MKL's alignment-dependent GEMM paths would make repeated runs differ in
+# the last bit (tests/test_inversion.py's determinism test saw it); set before any MKL call
+os.environ.setdefault("MKL_CBWR", "AUTO")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

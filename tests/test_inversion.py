@@ -3,6 +3,8 @@
 import copy
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -84,6 +86,22 @@ def test_w_and_w_plus_shapes_and_determinism(lp):
     assert not torch.equal(plus.w, plus.w[:, :1].expand_as(plus.w))  # W+: layers differ
     torch.testing.assert_close(a.w, b.w, rtol=0, atol=0)  # deterministic on CPU for a seed
     assert set(a.noise) == {n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")}
+
+
+def test_the_cli_asks_mkl_for_repeatable_results():
+    """MKL's GEMMs take alignment-dependent paths (the test above then differs in the last bit), so
+    the command line turns on its conditional numerical reproducibility before any work."""
+    code = (
+        "import os, run_pipeline\n"
+        "os.environ.pop('MKL_CBWR', None)\n"
+        "try:\n    run_pipeline.main(['presets'])\nexcept SystemExit:\n    pass\n"
+        "print('MKL_CBWR=' + os.environ.get('MKL_CBWR', 'unset'))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    env["PYTHONPATH"] = str(root)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    assert out.stdout.strip().splitlines()[-1] == "MKL_CBWR=AUTO", out.stderr[-500:]
 
 
 def test_tuning_fits_a_real_face_and_leaves_the_base_untouched(lp):
