@@ -21,11 +21,13 @@ from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir
 from drag.config import DragConfig
+from drag.frame import load_frame
 from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import parse_presets
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.config import make_config
+from inversion.record import InversionRecord
 from inversion.stage import run_invert
 from pipeline.album import EditOptions, LocalExecutor, RayExecutor, check_album_recipe, import_ray, run_album
 from pipeline.composite import run_composite
@@ -44,6 +46,7 @@ from pipeline.flags import (
     given_inversion_options,
     invert_flags,
     presets_flags,
+    seed_flags,
     serve_flags,
     weights_import_flags,
 )
@@ -61,6 +64,7 @@ from pipeline.report import (
     preset_lines,
     weights_lines,
 )
+from pipeline.seeded import drag_seed_run, refuse_composite, replay_seed_recipe, seed_line, start_from_seed
 from pipeline.webui.guard import served_hosts
 from pipeline.webui.serving import build_manager, host_warnings, serve_limits
 from weights.checkpoint import read_checkpoint
@@ -210,6 +214,8 @@ def edit(
         blend=blend,
         invert=given_inversion_options(inversion),
     )
+    if recipe.seed is not None:
+        return _edit_seed(s, photos, recipe, output, recipe_path, run_dir)
     photos, batch, pairs = plan_outputs(
         photos, recipe, output, cluster=cluster, run_dir=run_dir, ray_options=bool(address or workers)
     )
@@ -217,6 +223,26 @@ def edit(
     if batch:
         return _edit_album(s, photos, recipe, output, cluster, address, workers, from_stage, jpeg_quality)
     _edit_photos(s, pairs, recipe, recipe_path, run_dir, from_stage, jpeg_quality, overwrite_input, not no_wait)
+
+
+def _edit_seed(s: Settings, photos, recipe, output: Path, recipe_path: Optional[Path], run_dir: Optional[Path]) -> None:
+    """A seed recipe (a seed run's RUN/recipe.json): the same start and drag again, the picture to OUTPUT."""
+    if photos:
+        raise UsageError("the recipe starts from a seed, not a photo: give no PHOTO with it")
+    run = replay_seed_recipe(
+        recipe,
+        output,
+        home=s.home,
+        store=s.store(),
+        device=s.device,
+        run_dir=run_dir,
+        progress=not s.quiet,
+        notify=s.notice,
+        loaded=s.models(),
+        inputs=(recipe_path,),
+    )
+    s.info(f"replayed {InversionRecord.load(run).start_line()} and its drag in {run}")
+    click.echo(str(output))
 
 
 def _edit_photos(
@@ -389,24 +415,30 @@ def drag(
     if not drags and not amounts:
         raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT")
     pairs = [parse_drag(d) for d in drags]
-    align = AlignRecord.load(run_dir)
-    if amounts and not align.has_landmarks:
-        raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
-    pts, mask = map_to_aligned(
-        pairs,
-        coords,
-        align.matrix,
-        align.size,
-        align.photo_size,
-        parse_circle(mask_circle) if mask_circle else None,
-        mask_path,
-        presets=amounts,
-        landmarks=align.aligned_landmarks if amounts else None,
-    )
+    frame = load_frame(run_dir)
+    frame.check_presets(amounts, run_dir)
+    circle = parse_circle(mask_circle) if mask_circle else None
     with s.run_folder(run_dir):
-        state = run_drag(
-            run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
-        )
+        if frame.seed is not None:  # a seed run: its RUN/recipe.json records the drag too
+            parts = {"coords": coords, "mask_circle": circle, "mask_path": mask_path}
+            state = drag_seed_run(
+                run_dir, pairs, parts, config, device=s.device, progress=not s.quiet, presets=amounts, animate=animate
+            )
+        else:
+            pts, mask = map_to_aligned(
+                pairs,
+                coords,
+                frame.matrix,
+                frame.size,
+                frame.photo_size,
+                circle,
+                mask_path,
+                presets=amounts,
+                landmarks=frame.landmarks if amounts else None,
+            )
+            state = run_drag(
+                run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
+            )
     record = DragRecord.load(run_dir)
     warn_all(record.warnings())
     for line in drag_lines(record, state):
@@ -448,6 +480,7 @@ def composite(s: Settings, run_dir: Path, output: Path, jpeg_quality: Optional[i
     Pixels outside the changed region are the input's own; writes OUTPUT and RUN_DIR/composite/
     (composite.json, blend_mask.png, changed.png, compare.png).
     """
+    refuse_composite(run_dir)
     with s.run_folder(run_dir, output=output):
         record = run_composite(run_dir, output, jpeg_quality, blend=blend)
     s.info(record.describe())
@@ -575,6 +608,24 @@ def generate(s: Settings, model: str, seed: int, psi: float, noise_mode: str, ou
     s.info(f"loaded {path} ({G.img_resolution}px) on {s.device}")
     write_sample(G, seed, psi, noise_mode, output, s.device)
     click.echo(str(output))
+
+
+# seed -------------------------------------------------------------------------
+@cli.command()
+@seed_flags
+@click.pass_obj
+def seed(s: Settings, model: str, seed: int, psi: float, run_dir: Path) -> None:
+    """DragGAN's own start: a run folder whose inversion is a generated latent, ready for `drag`.
+
+    w = mapping(z, psi) in W+ with z = RandomState(seed).randn(1, z_dim), as NVIDIA's generate.py;
+    writes RUN_DIR/invert/ (pivot.safetensors, reconstruction.png = the picture, invert.json with
+    where the run began). `drag` works on it unchanged and leaves RUN_DIR/recipe.json, which
+    `edit --recipe` replays byte for byte; there is no photo, so no composite.
+    """
+    with s.run_folder(run_dir, create=True):
+        record = start_from_seed(run_dir, model, seed, psi, store=s.store(), device=s.device, loaded=s.models())
+    s.info(seed_line(record))
+    click.echo(str(run_dir / "invert"))
 
 
 # entry point ------------------------------------------------------------------

@@ -113,6 +113,8 @@ class DragRecord(StageRecord):
     def warnings(self) -> List[str]:
         """Identity drift after the drag, for the command line and the edit summary."""
         ident = self.data.get("identity", {})
+        if ident.get("skipped"):
+            return []
         if ident.get("distance") is None:
             return [f"no face was found in the edited image ({ident.get('note', '')}); check drag/preview.png"]
         if not ident.get("same_person"):

@@ -19,12 +19,12 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from align.identity import describe, identity_report
-from align.record import AlignRecord
 from common.fileio import atomic_dir, file_digests
 from common.geometry import apply_matrix, matrix_scale
 from common.run import RunFolder
 from drag.draw import before_after, draw_points, write_animation
 from drag.engine import DragConfig, DragEngine, DragState
+from drag.frame import DragFrame, load_frame
 from drag.presets import preset_report
 from drag.record import DragRecord
 from inversion.stage import load_inversion
@@ -55,7 +55,7 @@ def run_drag(
     (name -> amount), drag.json also holds each preset's requested and achieved motion.
     """
     run = RunFolder(Path(run_dir))
-    align = AlignRecord.load(run.path)
+    frame = load_frame(run.path)
     w_pivot, G, _ = load_inversion(run.path, device)
     handles, targets = pairs_aligned[:, 0], pairs_aligned[:, 1]
     w0 = w_pivot if w_start is None else w_start.to(w_pivot.device)
@@ -67,20 +67,30 @@ def run_drag(
     seconds = time.perf_counter() - t0
     edited = engine.render(state)
     final = state.handles.cpu().numpy().astype(np.float64)
-    points = point_report(handles, targets, final, align.inverse)
+    points = point_report(handles, targets, final, frame.inverse)
     record = _record(run, engine, state, points, mask, seconds, w_start is None)
-    record["identity"] = dict(
-        identity_report(run.read_image("align", "aligned.png"), edited),
-        compared="aligned photo vs edited face (dlib face recognition)",
-    )
+    record["identity"] = _identity(run, frame, edited)
     if presets:
-        record["presets"] = preset_report(align.aligned_landmarks, edited, presets, landmarks_again)
+        record["presets"] = preset_report(frame.landmarks, edited, presets, landmarks_again)
     record.update(extra_record or {})
     if frames is not None:
         frames.append(draw_points(edited, final, targets))
     preview = before_after(before, edited, handles, targets, final)
     _write_stage(run, record, state, edited, preview, mask, animate, frames)
     return state
+
+
+def _identity(run: RunFolder, frame: DragFrame, edited: np.ndarray) -> dict:
+    """drag.json "identity": the picture the drag began from vs the edit (dlib face recognition), or
+    why it was skipped (a seed picture with no face)."""
+    if frame.no_face is not None:
+        return {"distance": None, "skipped": frame.no_face}
+    what = "aligned photo" if frame.seed is None else "generated picture"
+    face = "face" if frame.seed is None else "picture"
+    return dict(
+        identity_report(run.read_image(*frame.reference), edited),
+        compared=f"{what} vs edited {face} (dlib face recognition)",
+    )
 
 
 def _drive(

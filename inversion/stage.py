@@ -23,7 +23,7 @@ from safetensors import safe_open
 from align.identity import identity_report, yaw_ratio
 from align.record import AlignRecord
 from common.errors import UsageError
-from common.fileio import atomic_dir, file_digests
+from common.fileio import atomic_dir, file_digests, sha256_file
 from common.run import RunFolder
 from inversion.api import InversionResult, PerceptualFactory, invert
 from inversion.cache import InversionCache
@@ -226,11 +226,18 @@ def load_inversion(run_dir: Path, device="cpu"):
     pointer = run.stage("invert") / "generator.json"
     if pointer.is_file():
         problem = generator_problem(run.path)
+        again = (
+            f"photodrag seed --model {record.model_name} --seed {record.start['seed']} --out {run.path}"
+            if record.start
+            else f"photodrag invert {run.path}"
+        )
         if problem is not None:
-            raise UsageError(
-                f"the tuned generator of {run.stage('invert')}: {problem}; re-run `photodrag invert {run.path}`"
-            )
-        path = Path(json.loads(pointer.read_text())["path"])
+            what = "generator" if record.start else "tuned generator"
+            raise UsageError(f"the {what} of {run.stage('invert')}: {problem}; re-run `{again}`")
+        found = json.loads(pointer.read_text())
+        path = Path(found.get("model") or found["path"])
+        if "model" in found and sha256_file(path) != found.get("sha256"):
+            raise UsageError(f"{path} has changed since {run.path} began from it; re-run `{again}`")
     else:
         path = run.require("invert", "generator.safetensors")
     return w.to(torch.float32), load_generator(path, device), record

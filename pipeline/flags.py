@@ -440,6 +440,25 @@ generate_flags = stack(  # The `generate` command's arguments and options.
 )
 
 
+seed_flags = stack(  # `seed`: DragGAN's start, a generated picture instead of a photo.
+    click.option(
+        "--model",
+        default=DEFAULT_MODEL,
+        show_default=True,
+        help="Generator: a registry name (`photodrag weights list`; fetched on first use) or a checkpoint file.",
+    ),
+    click.option("--seed", type=int, required=True, help="Seed; z = RandomState(seed).randn(1, z_dim)."),
+    click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi."),
+    click.option(
+        "--out",
+        "run_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="Run folder to write (RUN_DIR/invert/: the latent, the picture, invert.json).",
+    ),
+)
+
+
 doctor_flags = stack(  # `doctor`: where the proof goes, and JSON for scripts.
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the proof [HOME/doctor]."),
     click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts)."),

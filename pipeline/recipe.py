@@ -5,6 +5,8 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
     {
       "version": 1,
       "photo": "face.jpg",                 # used when no PHOTO is given on the command line
+      "seed": {"seed": 1, "psi": 0.7},     # instead of a photo: start from this seed of "model"
+                                           # (DragGAN's workflow; coords are the picture's pixels)
       "model": "ffhq-512",                 # registry name or checkpoint path
       "coords": "photo",                   # photo (pixels) | relative (0..1 of width/height) | aligned
       "drags": [{"handle": [x, y], "target": [x, y]}, ...],
@@ -69,6 +71,7 @@ class Recipe:
     invert: Dict[str, Any] = field(default_factory=dict)  # only the options given; see make_config
     drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
     blend: str = DEFAULT_BLEND  # how the edit goes back into the photo (pipeline/composite.py)
+    seed: Optional[Dict[str, Any]] = None  # {"seed": int, "psi": float}: a generated start, no photo
 
     def to_json(self) -> dict:
         out = {
@@ -84,6 +87,8 @@ class Recipe:
             out["presets"] = dict(self.presets)
         if self.photo:
             out["photo"] = self.photo
+        if self.seed is not None:
+            out["seed"] = dict(self.seed)
         if self.model:
             out["model"] = self.model
         if self.mask_circle:
@@ -175,7 +180,8 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     where = where or "JSON"
     if not isinstance(data, dict):
         _fail(where, "the top level must be an object")
-    known = {"version", "photo", "model", "coords", "drags", "presets", "mask", "align", "invert", "drag", "composite"}
+    known = {"version", "photo", "seed", "model", "coords", "drags", "presets", "mask", "align", "invert", "drag"}
+    known.add("composite")
     unknown = set(data) - known
     if unknown:
         _fail(where, f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -205,7 +211,20 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         invert=inv,
         drag=drag,
         blend=blend,
+        seed=_seed(data, where),
     )
+
+
+def _seed(data: dict, where: str) -> Optional[Dict[str, Any]]:
+    """ "seed": {"seed": int in [0, 2**32), "psi": finite number}, never together with "photo"."""
+    if "seed" not in data:
+        return None
+    sec = _section(data, "seed", {"seed": int, "psi": (int, float)}, {"psi": 1.0}, where)
+    if not (isinstance(sec.get("seed"), int) and 0 <= sec["seed"] < 2**32):
+        _fail(where, '"seed.seed" must be an integer in [0, 2**32)')
+    if "photo" in data:
+        _fail(where, 'give either "photo" or "seed": a seed run starts from a generated picture, not a photo')
+    return {"seed": sec["seed"], "psi": float(sec["psi"])}
 
 
 def _drags(data: dict, presets: Dict[str, float], where: str) -> tuple:

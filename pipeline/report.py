@@ -10,7 +10,7 @@ from typing import Iterable, List
 from drag.presets import PRESETS
 from drag.record import stop_line
 from inversion.cache import cache_age
-from weights.registry import REGISTRY
+from weights.registry import LAYOUTS, REGISTRY
 
 
 def face_lines(faces: Iterable) -> List[str]:
@@ -66,13 +66,32 @@ def weights_lines(store) -> List[str]:
     for name in REGISTRY:
         st = store.status(name)
         state = "UNVERIFIED" if st.present and st.unverified else "present" if st.present else "missing"
-        size = f"{st.entry.size / 2**20:.0f} MiB" if st.entry.size else "?"
-        out.append(f"{name:22s} {state:10s} {st.entry.kind:15s} {size:>8s}  {st.entry.description}")
+        out.append(f"{name:22s} {state:10s} {st.entry.kind:15s} {_entry_size(st):>8s}  {st.entry.description}")
+        if st.entry.layout:
+            out.append(f"{'':22s} layout: {st.entry.layout} ({LAYOUTS[st.entry.layout]}); draws {st.entry.subject}")
+        if st.entry.note:
+            out.append(f"{'':22s} note: {st.entry.note}")
         out.append(f"{'':22s} file: {st.path}")
         out.append(f"{'':22s} from: {st.entry.url or f'pip package {st.entry.package}'}")
-        sha = st.entry.sha256 or st.sha256 or "not published"
-        out.append(f"{'':22s} licence: {st.entry.licence}; sha256: {sha}")
+        out.append(f"{'':22s} licence: {st.entry.licence}; sha256: {_entry_sha(st)}")
     return out
+
+
+def _entry_size(st) -> str:
+    """The published size, else the one recorded on first download, else the expected one."""
+    size = st.entry.size or st.recorded_size
+    if size:
+        return f"{size / 2**20:.0f} MiB"
+    return f"~{st.entry.approx_mb} MB" if st.entry.approx_mb else "?"
+
+
+def _entry_sha(st) -> str:
+    """The published sha256, else the one recorded on first download (trust on first use)."""
+    if st.entry.sha256:
+        return st.entry.sha256
+    if st.sha256:
+        return f"{st.sha256} (not published: recorded on first {st.source}, checked on every later one)"
+    return "not published: recorded on first download, checked on every later one"
 
 
 def preset_lines() -> List[str]:

@@ -1,8 +1,13 @@
 """Every pretrained file photodrag uses: where it comes from, how big it is, how to check it.
 
 `sha256`/`size` are filled in where they are published or were measured from the
-file; for NVIDIA's generator pickles no hash is published, so the hash of the first
-verified download is recorded locally and checked from then on (`weights verify`).
+file.  No hash or size is published for any generator pickle (NVIDIA's, Self-Distilled
+StyleGAN's): the sha256 and size of the first verified download are recorded locally
+(trust on first use) and every later download and `weights verify` is checked against them.
+`approx_mb` says what to expect before that: for the generators, G + G_ema + D in float32
+as the architecture gives it (within a few MB of the published FFHQ files).
+
+The DragGAN zoo is the list in XingangPan/DragGAN `scripts/download_models.json`.
 """
 
 from __future__ import annotations
@@ -17,11 +22,26 @@ BACKBONE = "lpips-backbone"
 DLIB = "dlib-model"
 
 _NVIDIA_NC = "NVIDIA Source Code License-NC (non-commercial research use)"
+_SELF_DISTILLED_LICENCE = "CC BY 4.0 (Google, Self-Distilled StyleGAN; cite the paper)"
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+_SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan/"
+_NVIDIA_TF = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
+
+# how each generator file is laid out (weights/checkpoint.py reads all three)
+ADA = "stylegan2-ada"  # stylegan2-ada-pytorch pickle (G, D, G_ema, ...)
+NGC = "ngc"  # NVIDIA NGC pickle of the StyleGAN3 codebase (networks_stylegan2)
+TENSORFLOW = "tensorflow"  # NVIDIA's original StyleGAN2 TensorFlow pickle (G, D, Gs)
+LAYOUTS = {
+    ADA: "stylegan2-ada-pytorch pickle",
+    NGC: "NGC pickle, StyleGAN3 codebase",
+    TENSORFLOW: "NVIDIA TensorFlow pickle",
+}
+FACES = "faces"  # the subject presets and identity checks need
 
 
 def _ffhq_kwargs(res: int, channel_base: int) -> dict:
-    """Init kwargs of NVIDIA's FFHQ generators (the configs in their pickles)."""
+    """Init kwargs of a StyleGAN2 generator with 512-d z and w and 8 mapping layers (NVIDIA's FFHQ
+    configs; for the other files only resolution, w_dim and RGB output are checked)."""
     return dict(
         z_dim=512,
         c_dim=0,
@@ -31,6 +51,14 @@ def _ffhq_kwargs(res: int, channel_base: int) -> dict:
         mapping_kwargs=dict(num_layers=8),
         synthesis_kwargs=dict(channel_base=channel_base, channel_max=512, num_fp16_res=4, conv_clamp=256),
     )
+
+
+# LSUN Car was trained as 512x384 pictures centred on a black 512x512 canvas (NVIDIA's
+# dataset_tool.py create_lsun_wide); the generator draws that square, which DragGAN shows as is.
+CAR_LETTERBOX = (
+    "draws 512x384 pictures letterboxed in a 512x512 frame (black bars: rows 0-63 and 448-511), "
+    "as NVIDIA trained it; photodrag drags the square frame as DragGAN does"
+)
 
 
 @dataclass(frozen=True)
@@ -49,10 +77,34 @@ class WeightEntry:
     # files shipped inside a pip package instead of downloaded
     package: Optional[str] = None
     package_path: Optional[str] = None
+    # generators: the file's layout (LAYOUTS), what it draws, and a remark on its pictures
+    layout: Optional[str] = None
+    subject: Optional[str] = None
+    note: Optional[str] = None
 
     @property
     def resolution(self) -> Optional[int]:
         return self.init_kwargs["img_resolution"] if self.init_kwargs else None
+
+
+def _zoo(
+    name: str, filename: str, url: str, what: str, res: int, layout: str, licence: str, mb: int, note: Optional[str]
+) -> WeightEntry:
+    """One generator of DragGAN's model list (no published size or hash: recorded on first download)."""
+    source = "Self-Distilled StyleGAN, Google" if layout == ADA else "NVIDIA"
+    return WeightEntry(
+        name,
+        GENERATOR,
+        filename,
+        f"StyleGAN2 {what} {res}x{res} ({source}, {LAYOUTS[layout]}; DragGAN's model list), about {mb} MB",
+        licence,
+        url=url,
+        init_kwargs=_ffhq_kwargs(res, 32768),
+        approx_mb=mb,
+        layout=layout,
+        subject=what,
+        note=note,
+    )
 
 
 ENTRIES = (
@@ -65,6 +117,8 @@ ENTRIES = (
         url=_NGC + "stylegan2-ffhq-256x256.pkl",
         init_kwargs=_ffhq_kwargs(256, 16384),
         approx_mb=360,
+        layout=NGC,
+        subject=FACES,
     ),
     WeightEntry(
         "ffhq-512",
@@ -75,6 +129,8 @@ ENTRIES = (
         url=_NGC + "stylegan2-ffhq-512x512.pkl",
         init_kwargs=_ffhq_kwargs(512, 32768),
         approx_mb=360,
+        layout=NGC,
+        subject=FACES,
     ),
     WeightEntry(
         "ffhq-1024",
@@ -85,6 +141,90 @@ ENTRIES = (
         url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
         init_kwargs=_ffhq_kwargs(1024, 32768),
         approx_mb=380,
+        layout=ADA,
+        subject=FACES,
+    ),
+    *(
+        _zoo(name, file, url, what, res, layout, licence, mb, note)
+        for name, file, url, what, res, layout, licence, mb, note in (
+            (
+                "lions-512",
+                "stylegan2_lions_512_pytorch.pkl",
+                _SELF_DISTILLED + "lions_512_pytorch.pkl",
+                "lions",
+                512,
+                ADA,
+                _SELF_DISTILLED_LICENCE,
+                364,
+                None,
+            ),
+            (
+                "dogs-1024",
+                "stylegan2_dogs_1024_pytorch.pkl",
+                _SELF_DISTILLED + "dogs_1024_pytorch.pkl",
+                "dogs",
+                1024,
+                ADA,
+                _SELF_DISTILLED_LICENCE,
+                381,
+                None,
+            ),
+            (
+                "horses-256",
+                "stylegan2_horses_256_pytorch.pkl",
+                _SELF_DISTILLED + "horses_256_pytorch.pkl",
+                "horses",
+                256,
+                ADA,
+                _SELF_DISTILLED_LICENCE,
+                300,
+                None,
+            ),
+            (
+                "elephants-512",
+                "stylegan2_elephants_512_pytorch.pkl",
+                _SELF_DISTILLED + "elephants_512_pytorch.pkl",
+                "elephants",
+                512,
+                ADA,
+                _SELF_DISTILLED_LICENCE,
+                364,
+                None,
+            ),
+            (
+                "afhqcat-512",
+                "stylegan2-afhqcat-512x512.pkl",
+                _NGC + "stylegan2-afhqcat-512x512.pkl",
+                "cats (AFHQ)",
+                512,
+                NGC,
+                _NVIDIA_NC,
+                364,
+                None,
+            ),
+            (
+                "car-config-f",
+                "stylegan2-car-config-f.pkl",
+                _NVIDIA_TF + "stylegan2-car-config-f.pkl",
+                "cars (LSUN Car)",
+                512,
+                TENSORFLOW,
+                _NVIDIA_NC,
+                364,
+                CAR_LETTERBOX,
+            ),
+            (
+                "cat-config-f",
+                "stylegan2-cat-config-f.pkl",
+                _NVIDIA_TF + "stylegan2-cat-config-f.pkl",
+                "cats (LSUN Cat)",
+                256,
+                TENSORFLOW,
+                _NVIDIA_NC,
+                357,
+                None,
+            ),
+        )
     ),
     WeightEntry(
         "lpips-alex",

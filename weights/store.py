@@ -36,6 +36,7 @@ class WeightStatus:
     sha256: Optional[str]  # as recorded in the manifest (or published, for package files)
     unverified: bool  # imported with --allow-unverified despite a hash mismatch
     source: str  # download | import | package | -
+    recorded_size: Optional[int] = None  # as recorded in the manifest (trust on first use)
 
 
 def package_file(entry: WeightEntry) -> Optional[Path]:
@@ -89,7 +90,7 @@ class WeightStore:
         present = path.is_file()
         source = rec.get("source") or ("package" if entry.package and present else "-")
         sha = rec.get("sha256") or (entry.sha256 if source == "package" else None)
-        return WeightStatus(entry, path, present, sha, bool(rec.get("unverified")), source)
+        return WeightStatus(entry, path, present, sha, bool(rec.get("unverified")), source, rec.get("size"))
 
     def missing_message(self, entry: WeightEntry, reason: str = "") -> str:
         where = self.dir / entry.filename
@@ -154,16 +155,33 @@ class WeightStore:
                 raise MissingWeightsError(self.missing_message(entry))
             return path
         dest = self.dir / entry.filename
-        digest = download(url or entry.url, dest, entry.size, entry.sha256, progress=self.progress)
+        size, sha = self.expected(name)
+        digest = download(url or entry.url, dest, size, sha, progress=self.progress)
         try:
             check_content(entry, dest)
         except CheckpointError:
             dest.unlink()
             raise
         self._record(
-            name, file=entry.filename, sha256=digest, source="download", unverified=False, url=url or entry.url
+            name,
+            file=entry.filename,
+            sha256=digest,
+            size=dest.stat().st_size,
+            source="download",
+            unverified=False,
+            url=url or entry.url,
+            first_use=entry.sha256 is None and sha is None,
         )
         return dest
+
+    def expected(self, name: str) -> Tuple[Optional[int], Optional[str]]:
+        """The size and sha256 a download of `name` must have: the published ones, else those recorded
+        when the file was first downloaded or imported (trust on first use), else (None, None)."""
+        entry = get_entry(name)
+        rec = self._manifest().get(name, {})
+        if rec.get("unverified"):
+            rec = {}  # a file imported despite a mismatch is no reference for a download
+        return entry.size or rec.get("size"), entry.sha256 or rec.get("sha256")
 
     def import_file(self, name: str, src: Path, allow_unverified: bool = False) -> Path:
         """Copy a file the user already has into the store after checking that it fits `name`."""
@@ -187,7 +205,13 @@ class WeightStore:
         if part.exists():
             part.unlink()
         self._record(
-            name, file=entry.filename, sha256=digest, source="import", imported_from=str(src), unverified=mismatch
+            name,
+            file=entry.filename,
+            sha256=digest,
+            size=dest.stat().st_size,
+            source="import",
+            imported_from=str(src),
+            unverified=mismatch,
         )
         return dest
 
