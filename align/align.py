@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -84,10 +84,16 @@ def choose_face(faces: List[Face], face: Union[str, int]) -> int:
     return idx
 
 
-def align_face(rgb: np.ndarray, size: int = AlignConfig.size, face: Union[str, int] = AlignConfig.face) -> AlignResult:
-    """Detect faces, pick one, and warp it FFHQ-style to a size x size image."""
+def align_face(
+    rgb: np.ndarray,
+    size: int = AlignConfig.size,
+    face: Union[str, int] = AlignConfig.face,
+    faces: Optional[Sequence[Face]] = None,
+) -> AlignResult:
+    """Detect faces (unless `faces` already holds them, in detector order), pick one, and warp it
+    FFHQ-style to a size x size image."""
     size = check_size(size)
-    faces = find_faces(rgb)
+    faces = find_faces(rgb) if faces is None else list(faces)
     idx = choose_face(faces, face)
     quad = ffhq_quad(faces[idx].landmarks)
     matrix = quad_to_matrix(quad, size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -101,10 +101,12 @@ def run_align(
     run_dir: Union[str, Path],
     size: int = AlignConfig.size,
     face: Union[str, int] = AlignConfig.face,
+    faces: Optional[Sequence[Face]] = None,
 ) -> AlignResult:
-    """Align the photo (a path, or one already decoded) and write the stage's files all at once (or none)."""
+    """Align the photo (a path, or one already decoded) and write the stage's files all at once (or none);
+    `faces` are the photo's faces already detected (a group edit detects once for every face)."""
     photo = photo if isinstance(photo, Photo) else load_photo(photo)
-    res = align_face(photo.rgb, size=size, face=face)
+    res = align_face(photo.rgb, size=size, face=face, faces=faces)
     with atomic_dir(claim_run_folder(run_dir) / "align") as tmp:
         aligned_png = encode_png(res.aligned[..., ::-1])
         (tmp / "aligned.png").write_bytes(aligned_png)

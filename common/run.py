@@ -28,7 +28,8 @@ from common.errors import BusyError, UsageError
 from common.fileio import disk_full_error, is_disk_full
 
 MARKER = ".photodrag-run"
-STAGE_FOLDERS = ("align", "invert", "drag", "composite")  # replaced whole by their stages
+# replaced whole by their stages (detect and faces/N/...: a several-face edit's)
+STAGE_FOLDERS = ("align", "invert", "drag", "composite", "detect", "faces")
 
 STAGE_COMMANDS = {
     "align": "photodrag align PHOTO --out {run}",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -507,7 +507,8 @@ class CompositeRecord(StageRecord):
 
     Keys: output, format, blend, mask_pixels (weight > 0), changed_pixels (differ from the input),
     motion {max_px, mean_px, residual_share, noise_level} (photo pixels), identity (input vs output
-    photo), edited_face_found (generator blend).
+    photo), edited_face_found (generator blend).  A several-face edit (pipeline/group.py) has, instead
+    of motion and identity, faces [one entry per edited face], skipped [face, box, reason], order, warnings.
     """
 
     STAGE = "composite"
@@ -533,9 +534,24 @@ class CompositeRecord(StageRecord):
     def identity_distance(self) -> Optional[float]:
         return self.data.get("identity", {}).get("distance")
 
+    @property
+    def faces(self) -> List[dict]:
+        """A several-face edit's entries, one per edited face (pipeline/group.py); [] for one face."""
+        return list(self.data.get("faces", []))
+
+    @property
+    def warnings(self) -> List[str]:
+        return list(self.data.get("warnings", []))
+
     def describe(self) -> str:
         """One line for the edit summary."""
         m = self.motion
+        if self.faces:
+            order = ", ".join(str(f["face"]) for f in self.faces)
+            return (
+                f"{self.blend} blend: {len(self.faces)} faces edited (in order {order}); "
+                f"{self.changed_pixels} photo pixels changed"
+            )
         return (
             f"{self.blend} blend: {self.changed_pixels} photo pixels changed; motion up to {m.get('max_px', 0):.1f} px "
             f"(mean {m.get('mean_px', 0):.1f} px)"

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from align.group import DetectRecord, choose_faces, face_box, run_detect
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
 from common.fileio import same_file, sweep_temps, swept_line, write_json
-from common.images import load_photo
+from common.images import Photo, load_photo
 from common.run import check_run_folder, locked_run
 from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord, drag_request
@@ -30,6 +32,7 @@ from drag.stage import run_drag
 from inversion.record import InversionRecord
 from inversion.stage import run_invert
 from pipeline.composite import output_format, run_composite
+from pipeline.group import FacePart, run_group_composite
 from pipeline.models import LoadedModels, open_models
 from pipeline.outputs import OVERWRITE_HINT, check_run_paths, default_run_dir, keep_original
 from pipeline.recipe import Recipe
@@ -87,15 +90,44 @@ def run_edit(
             log(f"the original photo is kept as {kept}")
             photo = dataclasses.replace(photo, path=kept)
         stages = StageRunner(EditSummary(output=output, run_dir=run.path), from_stage, log)
-        pts, mask = _align(stages, run.path, photo, size, recipe)
-        invert = lambda: run_invert(
-            run.path, generator(), model, model_sha, config, opened.perceptual, cache, progress=progress
+        invert = lambda path: run_invert(
+            path, generator(), model, model_sha, config, opened.perceptual, cache, progress=progress
         )
-        _invert(stages, run.path, model_sha, config, invert)
-        _drag(stages, run.path, pts, mask, recipe, device, progress)
-        _composite(stages, run.path, output, jpeg_quality, photo, recipe)
+        face = FaceStages(photo, size, model_sha, config, invert, device, progress)
+        _run_stages(stages, run.path, face, recipe, output, jpeg_quality, from_stage, log)
         write_json(run.path / "recipe.json", recipe.as_ran(photo.path, model, config))
         return stages.summary
+
+
+def _run_stages(stages: StageRunner, run_path: Path, face, recipe: Recipe, output, jpeg_quality, from_stage, log):
+    """One face (align, invert, drag in RUN_DIR) or several (each in RUN_DIR/faces/N), then the composite."""
+    if recipe.several_faces:
+        parts, skipped = _edit_faces(stages, run_path, face, recipe, from_stage, log)
+        _group_composite(stages, run_path, output, jpeg_quality, face.photo, recipe, parts, skipped)
+    else:
+        _edit_face(stages, run_path, face, recipe)
+        _composite(stages, run_path, output, jpeg_quality, face.photo, recipe)
+
+
+@dataclass(frozen=True)
+class FaceStages:
+    """What the align, invert and drag stages of one face need besides its run folder and recipe."""
+
+    photo: Photo
+    size: int
+    model_sha: str
+    config: object  # InversionConfig
+    invert: Callable[[Path], object]  # run folder -> the invert stage's result
+    device: object
+    progress: bool
+
+
+def _edit_face(stages: StageRunner, run_path: Path, face: FaceStages, recipe: Recipe, faces=None) -> None:
+    """Align, invert and drag one face in `run_path` (each stage reused when fresh); `faces` are the
+    photo's faces already detected (a several-face edit), else the align stage detects them."""
+    pts, mask = _align(stages, run_path, face.photo, face.size, recipe, faces)
+    _invert(stages, run_path, face.model_sha, face.config, lambda: face.invert(run_path))
+    _drag(stages, run_path, pts, mask, recipe, face.device, face.progress)
 
 
 def _check_inputs(photo_path, recipe: Recipe, output, home, run_dir, from_stage, inputs, overwrite_input: bool):
@@ -114,11 +146,11 @@ def _check_inputs(photo_path, recipe: Recipe, output, home, run_dir, from_stage,
     return photo, run_path, overwrite
 
 
-def _align(stages: StageRunner, run_path: Path, photo, size: int, recipe: Recipe):
+def _align(stages: StageRunner, run_path: Path, photo, size: int, recipe: Recipe, faces=None):
     """The align stage (reused when fresh), then the recipe's points and mask in aligned pixels."""
     summary = stages.summary
     fresh = lambda: (a := AlignRecord.read_intact(run_path)) is not None and a.is_fresh(photo.sha256, size, recipe.face)
-    stages.stage("align", fresh, lambda: run_align(photo, run_path, size=size, face=recipe.face))
+    stages.stage("align", fresh, lambda: run_align(photo, run_path, size=size, face=recipe.face, faces=faces))
     align = AlignRecord.load(run_path)
     summary.warnings.extend(align.warnings)  # also when reused: a small face stays small
     summary.face = align.describe()
@@ -184,10 +216,66 @@ def _composite(stages: StageRunner, run_path: Path, output: Path, jpeg_quality, 
     stages.summary.composite = composited.describe()
 
 
+def _edit_faces(stages: StageRunner, run_path: Path, face: FaceStages, recipe: Recipe, from_stage, log):
+    """Several faces: the photo's faces (RUN/detect/, reused when fresh), then align, invert and drag of
+    each chosen face in RUN/faces/N/; returns the edited faces and the skipped ones (composite.json's)."""
+    summary, photo = stages.summary, face.photo
+    detected = DetectRecord.read_intact(run_path)
+    if detected is None or not detected.is_fresh(photo.sha256) or from_stage == "align":
+        log("detect: every face of the photo")
+        detected = run_detect(photo, run_path)
+    else:
+        log("detect: reused")
+    faces = detected.faces
+    choice = choose_faces(faces, recipe.face, face.size, recipe.min_face)
+    skipped = dict(choice.skipped)
+    parts = []
+    for n in choice.chosen:
+        one = recipe.for_face(n)
+        if not one.drags and not any(one.presets.values()):
+            skipped[n] = 'nothing to edit: no top-level presets, and no entry in the recipe\'s "faces"'
+            continue
+        runner = StageRunner(EditSummary(summary.output, run_path / "faces" / str(n)), from_stage, _prefixed(log, n))
+        _edit_face(runner, runner.summary.run_dir, face, one, faces)
+        summary.faces[n] = runner.summary
+        summary.warnings.extend(f"face {n}: {w}" for w in runner.summary.warnings)
+        parts.append(FacePart(n, runner.summary.run_dir, _stage_states(runner.summary)))
+    if not parts:
+        raise UsageError("no face to edit: " + "; ".join(f"face {n} {why}" for n, why in sorted(skipped.items())))
+    summary.skipped = skipped
+    summary.warnings.extend(f"face {n} skipped: {why}" for n, why in sorted(skipped.items()))
+    return parts, [{"face": n, "box": face_box(faces[n]), "reason": why} for n, why in sorted(skipped.items())]
+
+
+def _prefixed(log: Callable[[str], None], n: int) -> Callable[[str], None]:
+    return lambda msg: log(f"face {n}: {msg}")
+
+
+def _stage_states(summary: EditSummary) -> dict:
+    return {st: "reused" if summary.reused.get(st) else "ran" for st in summary.seconds}
+
+
+def _group_composite(stages: StageRunner, run_path: Path, output: Path, jpeg_quality, photo, recipe, parts, skipped):
+    """The composite stage of several faces: one pass over the photo, one output (pipeline/group.py)."""
+    composited = stages.stage(
+        "composite",
+        lambda: False,
+        lambda: run_group_composite(run_path, output, parts, photo, recipe.blend, jpeg_quality, skipped),
+    )
+    summary = stages.summary
+    summary.composite = composited.describe()
+    summary.warnings.extend(composited.warnings)
+    for entry in composited.faces:
+        summary.faces[entry["face"]].identity["photo vs output photo"] = entry["identity"]["photo vs output photo"]
+
+
 def _sweep(run_path: Path, output: Path, cache, log: Callable[[str], None]) -> None:
-    """Remove what killed runs left: stage temp folders in the run folder, temp files beside the output
-    and in the cache (only orphans: owner gone, older than the grace period)."""
+    """Remove what killed runs left: stage temp folders in the run folder (and in each face's of a
+    several-face edit), temp files beside the output and in the cache (only orphans: owner gone,
+    older than the grace period)."""
     removed = sweep_temps(run_path) + sweep_temps(run_path / "input")
+    for face_dir in sorted((run_path / "faces").glob("*")) if (run_path / "faces").is_dir() else []:
+        removed += sweep_temps(face_dir)
     removed += sweep_temps(output.parent, targets=[output.name])
     removed += cache.sweep() if cache is not None else []
     if removed:

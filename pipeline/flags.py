@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Optional
 
 import click
 
-from align.align import MAX_SIZE, MIN_SIZE, AlignConfig
+from align.align import MAX_SIZE, MIN_FACE_PX, MIN_SIZE, AlignConfig
 from common.options import Setting, settings_of
 from drag.config import DRAG_OPTIONS, DragConfig
 from inversion.config import PROFILES, inversion_settings, option_defaults
@@ -215,7 +215,17 @@ edit_flags = stack(  # The `edit` command's arguments and options.
         type=click.Path(dir_okay=False, path_type=Path),
         help="Mask image of the region allowed to move (white), the size of the photo.",
     ),
-    click.option("--face", default=None, help="Which face: 'largest' (default) or an index (see align --list-faces)."),
+    click.option(
+        "--face",
+        default=None,
+        help="Which face: 'largest' (default), an index (see align --list-faces), 'all', or indices like 0,2 "
+        "(several faces: presets only; each face is edited in RUN_DIR/faces/N, the photo written once).",
+    ),
+    click.option(
+        "--min-face",
+        type=click.IntRange(1),
+        help=f"With --face all: skip faces whose box is narrower than this many photo pixels (default {MIN_FACE_PX}).",
+    ),
     click.option("--steps", type=click.IntRange(1), help=f"Drag step limit (default {DRAG.steps})."),
     click.option(
         "--run-dir",

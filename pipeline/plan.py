@@ -13,7 +13,7 @@ from common.errors import UsageError
 from drag.points import parse_circle, parse_drag
 from inversion.config import make_config
 from pipeline.outputs import edited_name
-from pipeline.recipe import Recipe, load_recipe, parse_recipe, with_presets
+from pipeline.recipe import Recipe, check_faces, load_recipe, parse_recipe, with_presets
 
 
 def check_given(photos: Sequence[Path], recipe_path: Optional[Path], output: Optional[Path]) -> None:
@@ -52,6 +52,7 @@ def recipe_from_flags(
     mask_circle: Optional[str] = None,
     mask_path: Optional[Path] = None,
     face: Optional[str] = None,
+    min_face: Optional[int] = None,
     steps: Optional[int] = None,
     blend: Optional[str] = None,
     invert: Optional[dict] = None,
@@ -67,9 +68,9 @@ def recipe_from_flags(
     if mask_path:
         recipe = replace(recipe, mask_path=str(mask_path), mask_circle=None)
     if face is not None:
-        if face != "largest" and not face.isdigit():
-            raise UsageError(f"--face must be 'largest' or a face index, got {face!r}")
-        recipe = replace(recipe, face=face if face == "largest" else int(face))
+        recipe = replace(recipe, face=parse_face(face))
+    if min_face is not None:
+        recipe = replace(recipe, min_face=min_face)
     if steps:
         recipe = replace(recipe, drag=dict(recipe.drag, steps=steps))
     if blend:
@@ -77,7 +78,18 @@ def recipe_from_flags(
     if invert:
         make_config(**dict(recipe.invert, **invert))  # refuse a bad combination before any work
         recipe = replace(recipe, invert=dict(recipe.invert, **invert))
-    return recipe
+    return check_faces(recipe)
+
+
+def parse_face(face: str):
+    """--face: 'largest', an index, 'all', or distinct indices '0,2' (a sorted tuple; one index is that index)."""
+    if face in ("largest", "all"):
+        return face
+    parts = face.split(",")
+    if not all(p.strip().isdigit() for p in parts) or len(set(int(p) for p in parts)) != len(parts):
+        raise UsageError(f"--face must be 'largest', a face index, 'all' or distinct indices like 0,2; got {face!r}")
+    indices = tuple(sorted(int(p) for p in parts))
+    return indices[0] if len(indices) == 1 else indices
 
 
 def plan_outputs(

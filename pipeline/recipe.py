@@ -13,7 +13,13 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
       "presets": {"smile": 0.5, ...},      # edits by name (drag/presets.py): drags derived from each
                                            # photo's own landmarks, so one recipe fits every photo
       "mask": {"circle": [x, y, r]} | {"path": "mask.png"},   # movable region (same coords)
-      "align": {"face": "largest", "size": 512},
+      "align": {"face": "largest", "size": 512, "min_face": 64},
+                                           # face: "largest" | index | "all" | [0, 2] (several faces:
+                                           # presets only, each from its own landmarks); min_face:
+                                           # with "all", faces whose box is narrower are skipped
+      "faces": {"0": {"drags": [...]}, "2": {"presets": {...}}},
+                                           # several faces: a named face gets exactly its own edit
+                                           # (pixel drags allowed here), the others the top-level presets
       "invert": {"profile", "w_plus", "projection_steps", "tuning_steps", "lpips_threshold",
                  "projection_lpips", "keep_projection_noise", "seed"},
                                            # defaults: inversion/config.py (InversionConfig,
@@ -58,6 +64,20 @@ _DRAG_DEFAULTS = {x.name: x.default for x in settings_of(DragConfig, DRAG_OPTION
 
 
 @dataclass(frozen=True)
+class FaceEdit:
+    """One face's own edit in a several-face recipe ("faces": {"2": {...}}): its drags and presets."""
+
+    drags: Tuple[Tuple[Tuple[float, float], Tuple[float, float]], ...] = ()
+    presets: Dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out: Dict[str, Any] = {"drags": [{"handle": list(h), "target": list(t)} for h, t in self.drags]}
+        if self.presets:
+            out["presets"] = dict(self.presets)
+        return out
+
+
+@dataclass(frozen=True)
 class Recipe:
     drags: Tuple[Tuple[Tuple[float, float], Tuple[float, float]], ...] = ()
     presets: Dict[str, float] = field(default_factory=dict)  # name -> amount, from each photo's landmarks
@@ -72,19 +92,25 @@ class Recipe:
     drag: Dict[str, Any] = field(default_factory=lambda: dict(_DRAG_DEFAULTS))
     blend: str = DEFAULT_BLEND  # how the edit goes back into the photo (pipeline/composite.py)
     seed: Optional[Dict[str, Any]] = None  # {"seed": int, "psi": float}: a generated start, no photo
+    min_face: Optional[int] = None  # face "all": skip faces whose box is narrower (px); None: align's MIN_FACE_PX
+    face_edits: Dict[int, FaceEdit] = field(default_factory=dict)  # several faces: a face's own edit
 
     def to_json(self) -> dict:
         out = {
             "version": VERSION,
             "coords": self.coords,
             "drags": [{"handle": list(h), "target": list(t)} for h, t in self.drags],
-            "align": {"face": self.face, "size": self.size},
+            "align": {"face": list(self.face) if isinstance(self.face, tuple) else self.face, "size": self.size},
             "invert": dict(self.invert),
             "drag": dict(self.drag),
             "composite": {"blend": self.blend},
         }
         if self.presets:
             out["presets"] = dict(self.presets)
+        if self.min_face is not None:
+            out["align"]["min_face"] = self.min_face
+        if self.face_edits:
+            out["faces"] = {str(n): e.to_json() for n, e in sorted(self.face_edits.items())}
         if self.photo:
             out["photo"] = self.photo
         if self.seed is not None:
@@ -100,7 +126,18 @@ class Recipe:
     @property
     def presets_only(self) -> bool:
         """Only edits by name (no pixel drags): the same recipe fits any photo of a face."""
-        return bool(self.presets) and not self.drags
+        return bool(self.presets) and not self.drags and not any(e.drags for e in self.face_edits.values())
+
+    @property
+    def several_faces(self) -> bool:
+        """Whether the recipe edits several faces ("all" or a list of indices), each in RUN/faces/N."""
+        return self.face == "all" or isinstance(self.face, tuple)
+
+    def for_face(self, index: int) -> "Recipe":
+        """The one-face recipe of face `index` of a several-face recipe: its own edit, or the top-level presets."""
+        own = self.face_edits.get(index)
+        drags, presets = (own.drags, own.presets) if own is not None else (self.drags, self.presets)
+        return replace(self, face=index, drags=drags, presets=dict(presets), min_face=None, face_edits={})
 
     def inversion_config(self) -> InversionConfig:
         return make_config(**self.invert)
@@ -180,8 +217,21 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     where = where or "JSON"
     if not isinstance(data, dict):
         _fail(where, "the top level must be an object")
-    known = {"version", "photo", "seed", "model", "coords", "drags", "presets", "mask", "align", "invert", "drag"}
-    known.add("composite")
+    known = {
+        "version",
+        "photo",
+        "seed",
+        "model",
+        "coords",
+        "drags",
+        "presets",
+        "mask",
+        "align",
+        "invert",
+        "drag",
+        "composite",
+        "faces",
+    }
     unknown = set(data) - known
     if unknown:
         _fail(where, f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -194,11 +244,14 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         if key in data and not isinstance(data[key], str):
             _fail(where, f'"{key}" must be a string')
     presets = _presets(data.get("presets", {}), where)
-    drags = _drags(data, presets, where)
+    face_edits = _face_edits(data.get("faces", {}), where)
+    drags = _drags(data, presets, where) if not face_edits or "drags" in data else ()
     circle, path = _mask(data.get("mask"), where)
-    face, size = _align(data.get("align", {}), where)
+    face, size, min_face = _align(data.get("align", {}), where)
+    if face_edits and "face" not in data.get("align", {}):
+        face = tuple(sorted(face_edits))  # "faces" alone names the faces to edit
     inv, drag, blend = _stage_sections(data, where)
-    return Recipe(
+    recipe = Recipe(
         drags=drags,
         presets=presets,
         coords=coords,
@@ -212,7 +265,53 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         drag=drag,
         blend=blend,
         seed=_seed(data, where),
+        min_face=min_face,
+        face_edits=face_edits,
     )
+    try:
+        return check_faces(recipe)
+    except UsageError as exc:
+        _fail(where, str(exc))
+
+
+def check_faces(recipe: Recipe) -> Recipe:
+    """Refuse what cannot apply to several faces: top-level pixel drags and masks (each lands on one face),
+    per-face edits without several faces, a per-face edit of a face not chosen."""
+    if not recipe.several_faces:
+        if recipe.face_edits:
+            raise UsageError('"faces" (per-face edits) needs several faces: "align.face" "all" or a list')
+        if recipe.min_face is not None:
+            raise UsageError('"min_face" goes with "align.face": "all" (it says which faces are too small)')
+        return recipe
+    if recipe.drags:
+        raise UsageError(
+            "pixel drags move one face: with several faces give presets, or each face's drags in a recipe's "
+            '"faces": {"0": {"drags": [...]}}'
+        )
+    if recipe.mask_circle or recipe.mask_path:
+        raise UsageError("a mask covers one face: with several faces each preset uses its own default mask")
+    if isinstance(recipe.face, tuple):
+        if recipe.min_face is not None:
+            raise UsageError('"min_face" goes with "align.face": "all" (faces named by index are never skipped)')
+        extra = sorted(set(recipe.face_edits) - set(recipe.face))
+        if extra:
+            raise UsageError(f'"faces" gives an edit for face {extra[0]}, which is not among the chosen faces')
+    return recipe
+
+
+def _face_edits(value: Any, where: str) -> Dict[int, FaceEdit]:
+    """ "faces": {"0": {"drags": [...], "presets": {...}}, ...}: each face's own edit, by index."""
+    if not isinstance(value, dict):
+        _fail(where, '"faces" must be an object {"0": {"drags": [...]}, "2": {"presets": {...}}}')
+    out = {}
+    for key, edit in value.items():
+        if not (isinstance(key, str) and key.isdigit()):
+            _fail(where, f'"faces" keys are face indices ("0", "1", ...), not {key!r}')
+        if not isinstance(edit, dict) or not edit or set(edit) - {"drags", "presets"}:
+            _fail(where, f'"faces.{key}" must be an object with "drags" and/or "presets"')
+        presets = _presets(edit.get("presets", {}), f"{where} faces.{key}")
+        out[int(key)] = FaceEdit(drags=_drags(edit, presets, f"{where} faces.{key}"), presets=presets)
+    return out
 
 
 def _seed(data: dict, where: str) -> Optional[Dict[str, Any]]:
@@ -264,17 +363,27 @@ def _mask(mask: Any, where: str) -> Tuple[Optional[tuple], Optional[str]]:
     return None, mask["path"]
 
 
-def _align(align: Any, where: str) -> Tuple[Any, Optional[int]]:
-    """ "align": {"face": "largest" | index, "size": power of two} -> (face, size)."""
-    if not isinstance(align, dict) or set(align) - {"face", "size"}:
-        _fail(where, '"align" may only hold "face" and "size"')
+def _is_index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _align(align: Any, where: str) -> Tuple[Any, Optional[int], Optional[int]]:
+    """ "align": {"face": "largest" | index | "all" | [indices], "size": power of two, "min_face": px}
+    -> (face, size, min_face); a list of one index is that index."""
+    if not isinstance(align, dict) or set(align) - {"face", "size", "min_face"}:
+        _fail(where, '"align" may only hold "face", "size" and "min_face"')
     face = align.get("face", "largest")
-    if not (face == "largest" or (isinstance(face, int) and not isinstance(face, bool) and face >= 0)):
-        _fail(where, '"align.face" must be "largest" or a face index')
+    if isinstance(face, list) and face and all(_is_index(v) for v in face) and len(set(face)) == len(face):
+        face = tuple(sorted(face)) if len(face) > 1 else face[0]
+    if not (face in ("largest", "all") or _is_index(face) or isinstance(face, tuple)):
+        _fail(where, '"align.face" must be "largest", a face index, "all" or a list of distinct indices')
     size = align.get("size")
     if size is not None and not valid_size(size):
         _fail(where, f'"align.size" must be a power of two from {MIN_SIZE} to {MAX_SIZE}')
-    return face, size
+    min_face = align.get("min_face")
+    if min_face is not None and not (_is_index(min_face) and min_face > 0):
+        _fail(where, '"align.min_face" must be a whole number of pixels above 0')
+    return face, size, min_face
 
 
 def _stage_sections(data: dict, where: str) -> Tuple[dict, dict, str]:

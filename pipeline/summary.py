@@ -29,8 +29,12 @@ class EditSummary:
     face: Optional[str] = None  # the face's size in the photo
     presets: List[str] = field(default_factory=list)  # requested vs achieved, from DragRecord
     composite: Optional[str] = None  # blend, changed pixels and motion, from CompositeRecord
+    faces: Dict[int, "EditSummary"] = field(default_factory=dict)  # several faces: each face's own summary
+    skipped: Dict[int, str] = field(default_factory=dict)  # several faces: why a face was not edited
 
     def lines(self) -> List[str]:
+        if self.faces:
+            return self._group_lines()
         out = []
         for st in STAGES:
             if st in self.seconds:
@@ -61,6 +65,24 @@ class EditSummary:
                     f"  identity distance, {what}: {d:.3f} ({'same person' if d < SAME_PERSON else 'DIFFERENT?'}"
                     f" by dlib's {SAME_PERSON} rule)"
                 )
+        out.append(f"  run folder: {self.run_dir}")
+        out.append(f"  output:     {self.output}")
+        return out
+
+    def _group_lines(self) -> List[str]:
+        """A several-face edit: each face's lines (indented, under its index), the skipped faces, the composite."""
+        out = []
+        for n, face in sorted(self.faces.items()):
+            lines = face.lines()[:-2]  # without the run folder and output lines: the group's are below
+            head = lines.pop(0) if face.face else ""
+            out.append(f"  face {n:<5d} {head.strip()[len('face') :].strip()}")
+            out.extend("  " + line for line in lines)
+            out.append(f"    run folder: {face.run_dir}")
+        out.extend(f"  face {n:<5d} skipped: {why}" for n, why in sorted(self.skipped.items()))
+        if "composite" in self.seconds:
+            out.append(f"  {'composite':10s} {self.seconds['composite']:.1f} s")
+        if self.composite:
+            out.append(f"  composite: {self.composite}")
         out.append(f"  run folder: {self.run_dir}")
         out.append(f"  output:     {self.output}")
         return out

@@ -17,6 +17,7 @@ from album_helpers import (
     album_recipe,
     write_model,
 )
+from helpers import two_faces_photo
 from pipeline.album import ALBUM_FILE, EditOptions, LocalExecutor, RayExecutor, run_album
 from pipeline.recipe import parse_recipe
 
@@ -128,3 +129,16 @@ def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, ph
     assert marker.read_text().isdigit()  # a worker process did exit mid-album
     assert (summary.done, summary.failed) == (2, 0)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([ALBUM_FILE, *FACES])
+
+
+def test_ray_album_edits_every_face(cluster, model, tmp_path):
+    """--face all on Ray: each worker edits every face of its photo in RUN/faces/N and writes one output."""
+    photo = two_faces_photo(tmp_path)
+    over = dict(drags=[], presets={"smile": 1.0}, align={"face": "all"}, drag={"steps": 2, "lr": 0.05})
+    opts = EditOptions(home=tmp_path / "h", device="cpu")
+    ex = RayExecutor(models_factory=RandomLpipsModels)
+    summary = run_album([photo], parse_recipe(album_recipe(model, **over)), tmp_path / "out", opts, ex, progress=False)
+    assert (summary.done, summary.failed) == (1, 0)
+    (run,) = (tmp_path / "h" / "runs").iterdir()
+    record = json.loads((run / "composite" / "composite.json").read_text())
+    assert [f["face"] for f in record["faces"]] == [0, 1] and (tmp_path / "out" / "two_faces_edited.jpg").is_file()
