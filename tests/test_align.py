@@ -15,10 +15,11 @@ from align.stage import run_align
 from common.geometry import apply_matrix, warp_to_photo
 from common.images import load_photo
 from common.run import MARKER
-from helpers import NO_SHARED, PHOTOS, PORTRAIT, faceless_photo, run, two_faces_photo
+from helpers import NO_SHARED, PHOTOS, PORTRAIT, faceless_photo, mirrored_portrait, run, two_faces_photo
 
-# the packaged portrait always; the shared photos where ../shared is present
-FACE_PHOTOS = ["astronaut.jpg", "Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg"]
+# the packaged portrait and its mirror image always; the shared photos, as one case, where ../shared is present
+SHARED_FACES = ("Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg", "2008_002506.jpg", "bald_guys.jpg")
+FACE_PHOTOS = ["astronaut.jpg", "mirrored", "shared"]
 
 
 def photo(name):
@@ -26,6 +27,13 @@ def photo(name):
     if not path.exists():
         pytest.skip(NO_SHARED)
     return path
+
+
+def face_photos(case, folder):
+    """The photos of one FACE_PHOTOS case (the shared ones skip together when ../shared is absent)."""
+    if case == "mirrored":
+        return [mirrored_portrait(folder)]
+    return [photo(n) for n in SHARED_FACES] if case == "shared" else [photo(case)]
 
 
 def ffhq_quad_by_hand(lm: np.ndarray) -> np.ndarray:
@@ -40,14 +48,19 @@ def ffhq_quad_by_hand(lm: np.ndarray) -> np.ndarray:
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
 
 
-@pytest.mark.parametrize("name", FACE_PHOTOS)
-def test_every_face_photo_aligns(name, tmp_path):
-    res = run_align(photo(name), tmp_path / "run", size=256)
-    d = tmp_path / "run" / "align"
+@pytest.mark.parametrize("case", FACE_PHOTOS)
+def test_every_face_photo_aligns(case, tmp_path):
+    for path in face_photos(case, tmp_path):
+        check_alignment(path, tmp_path / path.stem)
+
+
+def check_alignment(path, folder):
+    res = run_align(path, folder / "run", size=256)
+    d = folder / "run" / "align"
     assert sorted(p.name for p in d.iterdir()) == ["align.json", "aligned.png", "preview.png"]
     assert Image.open(d / "aligned.png").size == (256, 256)
     rec = json.loads((d / "align.json").read_text())
-    assert rec["photo"]["sha256"] == load_photo(photo(name)).sha256
+    assert rec["photo"]["sha256"] == load_photo(path).sha256, path.name
     assert len(rec["landmarks"]) == 68 and rec["size"] == 256 and rec["face_index"] == res.face_index
     # against the design's formulas, written out here: the FFHQ quad from the stored landmarks, and the
     # matrix sending its corners (pixel indices) to the crop's corners (-0.5 .. size - 0.5)
@@ -56,7 +69,7 @@ def test_every_face_photo_aligns(name, tmp_path):
     corners = np.array([[0, 0], [0, 256], [256, 256], [256, 0]]) - 0.5
     np.testing.assert_allclose(apply_matrix(rec["matrix"], quad), corners, atol=1e-6)
     np.testing.assert_allclose(apply_matrix(rec["inverse"], corners), quad, atol=1e-6)
-    assert sorted(p.name for p in tmp_path.joinpath("run").iterdir()) == [MARKER, "align"]  # no temp folders left
+    assert sorted(p.name for p in folder.joinpath("run").iterdir()) == [MARKER, "align"]  # no temp folders left
 
 
 def test_bald_guys_large_photo_many_faces(tmp_path):
@@ -120,20 +133,21 @@ def test_landmarks_round_trip_and_warp_is_consistent():
     assert err.mean() < 0.02 * res.face.size
 
 
-@pytest.mark.parametrize("name", FACE_PHOTOS)
-def test_eyes_and_mouth_land_where_ffhq_puts_them(name):
+@pytest.mark.parametrize("case", FACE_PHOTOS)
+def test_eyes_and_mouth_land_where_ffhq_puts_them(case, tmp_path):
     """Tolerances (fractions of the output size S): eye midpoint within 2% of (0.5 S, 0.473 S),
     eye line within 5 degrees of horizontal, mouth centred within 4% and at 0.68-0.76 S.
     FFHQ's construction puts the eye midpoint at x = S/2, y = S/2 - 0.1 |e2m| S / (2 |x|)
     = 0.4722 S when the mouth distance sets the crop size; the mouth at <= 0.75 S."""
     S = 1024
-    res = align_face(load_photo(photo(name)).rgb, size=S)
-    lm = find_faces(res.aligned)[0].landmarks
-    le, re_ = lm[36:42].mean(0), lm[42:48].mean(0)
-    eye, mouth = (le + re_) / 2, (lm[48] + lm[54]) / 2
-    assert abs(eye[0] - 0.5 * S) < 0.02 * S and abs(eye[1] - 0.4722 * S) < 0.02 * S
-    assert abs(np.degrees(np.arctan2(re_[1] - le[1], re_[0] - le[0]))) < 5
-    assert abs(mouth[0] - 0.5 * S) < 0.04 * S and 0.68 * S < mouth[1] < 0.76 * S
+    for path in face_photos(case, tmp_path):
+        res = align_face(load_photo(path).rgb, size=S)
+        lm = find_faces(res.aligned)[0].landmarks
+        le, re_ = lm[36:42].mean(0), lm[42:48].mean(0)
+        eye, mouth = (le + re_) / 2, (lm[48] + lm[54]) / 2
+        assert abs(eye[0] - 0.5 * S) < 0.02 * S and abs(eye[1] - 0.4722 * S) < 0.02 * S, path.name
+        assert abs(np.degrees(np.arctan2(re_[1] - le[1], re_[0] - le[0]))) < 5, path.name
+        assert abs(mouth[0] - 0.5 * S) < 0.04 * S and 0.68 * S < mouth[1] < 0.76 * S, path.name
 
 
 def test_quad_and_matrix_are_exact_on_synthetic_landmarks():

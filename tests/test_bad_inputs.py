@@ -20,15 +20,14 @@ from PIL import Image
 from helpers import (
     DRAG,
     LEFT_DRAG,
-    NO_SHARED,
     PORTRAIT,
-    REFERENCE,
     TARGET,
     cli,
     faceless_photo,
     random_lpips,
     tiny_generator,
     tiny_services,
+    write_nvidia_pickle,
 )
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
@@ -478,14 +477,13 @@ def test_a_bare_command_group_shows_its_help_readably(capsys, group):
     assert len(err.strip().splitlines()) > 5  # the help itself, not squashed into one error line
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason=NO_SHARED)
 @pytest.mark.parametrize(
     "extra,name,needle",
     [(["--trunc", "nan"], "g.png", "finite"), (["--trunc", "inf"], "g.png", "finite"), ([], "g.jpg", "PNG")],
 )
 def test_generate_refuses_non_finite_truncation_and_non_png_output(capsys, tmp_path, extra, name, needle):
-    out = tmp_path / name
-    code, _, err = cli(capsys, "generate", "--model", str(REFERENCE / "ngc_layout_small.pkl"), *extra, "-o", str(out))
+    out, model = tmp_path / name, write_nvidia_pickle(tmp_path / "tiny.pkl", tiny_generator(res=32))
+    code, _, err = cli(capsys, "generate", "--model", str(model), *extra, "-o", str(out))
     one_line_refusal(code, err, needle)
     assert not out.exists()
 

@@ -10,7 +10,7 @@ import pytest
 from align.align import AlignConfig
 from common.errors import CheckpointError, MissingWeightsError
 from common.fileio import sha256_file
-from helpers import NO_SHARED, TOM, cli, tiny_generator, write_nvidia_pickle
+from helpers import PORTRAIT, cli, mirrored_portrait, tiny_generator, write_nvidia_pickle
 from pipeline.models import LoadedModels, open_models
 from weights.checkpoint import save_generator
 from weights.networks import Generator
@@ -79,10 +79,8 @@ def test_resolve_names_every_missing_file_in_one_message(tmp_path, offline):
     "profile, names", [([], ["ffhq-512", "lpips-alex", "lpips-vgg16"]), (["--preview"], ["ffhq-512", "lpips-alex"])]
 )
 def test_edit_without_weights_names_them_all_before_align_runs(tmp_path, home, offline, capsys, profile, names):
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     run_dir, out = tmp_path / "run", tmp_path / "e.jpg"
-    argv = ["edit", str(TOM), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(run_dir), *profile]
+    argv = ["edit", str(PORTRAIT), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(run_dir), *profile]
     code, _, err = cli(capsys, *argv, lpips=None)  # the store's LPIPS, as a user runs it
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -94,9 +92,7 @@ def test_edit_without_weights_names_them_all_before_align_runs(tmp_path, home, o
 
 
 def test_invert_without_weights_names_them_all(tmp_path, home, offline, capsys):
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
-    code, _, err = cli(capsys, "align", str(TOM), "--out", str(tmp_path / "run"), "--size", "256")
+    code, _, err = cli(capsys, "align", str(PORTRAIT), "--out", str(tmp_path / "run"), "--size", "256")
     assert code == 0, err
     code, _, err = cli(capsys, "invert", str(tmp_path / "run"), "--preview", lpips=None)
     assert code == 2 and "missing weights: 2 files" in err
@@ -133,11 +129,9 @@ def test_a_wrong_hand_placed_file_gets_the_import_diagnosis(tmp_path, capsys, ho
     write_nvidia_pickle(path, tiny_generator(res=64))
     with pytest.raises(CheckpointError, match="without `photodrag weights import`.*64px generator"):
         WeightStore(home).require(DEFAULT_MODEL)
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
     out = tmp_path / "e.jpg"
     code, _, err = cli(
-        capsys, "edit", str(TOM), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(tmp_path / "r")
+        capsys, "edit", str(PORTRAIT), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(tmp_path / "r")
     )
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "64px generator" in err and "needs 512px" in err and "--size" not in err
@@ -146,9 +140,7 @@ def test_a_wrong_hand_placed_file_gets_the_import_diagnosis(tmp_path, capsys, ho
 
 def test_align_defaults_to_the_default_models_resolution(tmp_path, home, capsys):
     assert AlignConfig().size == REGISTRY[DEFAULT_MODEL].resolution == 512
-    if not TOM.exists():
-        pytest.skip(NO_SHARED)
-    code, _, err = cli(capsys, "align", str(TOM), "--out", str(tmp_path / "run"))
+    code, _, err = cli(capsys, "align", str(PORTRAIT), "--out", str(tmp_path / "run"))
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "align" / "align.json").read_text())["size"] == 512
 
@@ -212,9 +204,7 @@ def test_cache_entries_and_run_files_share_one_integrity_check(tmp_path):
 
 
 def test_an_album_without_weights_names_them_all_before_any_photo(tmp_path, home, offline, capsys):
-    photos = [TOM, TOM.with_name("2008_001009.jpg")]
-    if not all(p.exists() for p in photos):
-        pytest.skip(NO_SHARED)
+    photos = [PORTRAIT, mirrored_portrait(tmp_path)]
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"presets": {"smile": 0.5}, "invert": {"profile": "preview"}}))
     out = tmp_path / "album"

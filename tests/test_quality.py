@@ -15,7 +15,7 @@ from align.identity import (
 )
 from common.errors import UsageError
 from common.images import load_photo
-from helpers import NO_SHARED, PHOTOS
+from helpers import NO_SHARED, PHOTOS, PORTRAIT, faceless_photo
 from inversion.stage import likely_causes
 from pipeline.quality import landmark_pairs, mean_distance, select_landmarks, summarize
 
@@ -40,22 +40,22 @@ def test_identity_self_resized_and_other_person():
     assert float(np.linalg.norm(describe(tom).vector - describe(other).vector)) > SAME_PERSON
 
 
-def test_no_face_is_a_clear_message():
-    dogs = photo("dogs.jpg")
+def test_no_face_is_a_clear_message(tmp_path):
+    faceless = load_photo(faceless_photo(tmp_path)).rgb
     with pytest.raises(UsageError, match="no face found"):
-        describe(dogs)
-    rep = identity_report(photo("Tom_Cruise_avp_2014_4.jpg"), dogs)
+        describe(faceless)
+    rep = identity_report(load_photo(PORTRAIT).rgb, faceless)
     assert rep["distance"] is None and "no face found" in rep["note"]
 
 
 def test_face_region_mse_ignores_the_background():
-    tom = photo("Tom_Cruise_avp_2014_4.jpg")
-    lm = describe(tom).landmarks
-    other = tom.copy()
+    face = load_photo(PORTRAIT).rgb
+    lm = describe(face).landmarks
+    other = face.copy()
     other[:50] = 0  # change only the top strip (background/hair, outside the landmarks)
-    assert face_region_mse(tom, other, lm) == 0.0
+    assert face_region_mse(face, other, lm) == 0.0
     other[int(lm[30][1]), int(lm[30][0])] = 255 - other[int(lm[30][1]), int(lm[30][0])]  # the nose tip
-    assert face_region_mse(tom, other, lm) > 0
+    assert face_region_mse(face, other, lm) > 0
 
 
 def test_likely_causes_and_yaw():
