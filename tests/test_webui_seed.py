@@ -123,3 +123,52 @@ def test_models_not_listed_are_refused_and_photo_sessions_have_no_latent(seed_ma
         sid = upload(c, PORTRAIT).json()["id"]
         assert c.get(f"/api/session/{sid}/latent.safetensors").status_code == 400
         assert c.post(f"/api/session/{sid}/presets", json={"presets": {}}).status_code == 200  # photo untouched
+
+
+@pytest.mark.slow
+def test_real_browser_starts_from_a_seed_drags_and_downloads(seed_manager, tmp_path):
+    """Headless Chromium: pick the model, seed 3, W, Generate; click a handle and a target; Start;
+    download the PNG, the latent and the recipe."""
+    import re
+
+    import httpx
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from test_webui import ARTIFACTS, served_browser
+
+    with served_browser(seed_manager, tmp_path) as (browser, base):
+        browser.get(base + "/")
+        wait_ = WebDriverWait(browser, 120)
+        wait_.until(lambda b: Select(b.find_element(By.ID, "seed-model")).options)
+        Select(browser.find_element(By.ID, "seed-model")).select_by_value("served")
+        for field, value in (("seed", "3"), ("steps", "5")):
+            box = browser.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        Select(browser.find_element(By.ID, "latent")).select_by_value("w")
+        browser.find_element(By.ID, "seed-start").click()
+        wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "Ready"))
+        overlay = browser.find_element(By.ID, "overlay")
+        w, h = overlay.size["width"], overlay.size["height"]
+        for x, y in (HANDLE, TARGET):  # picture pixels -> offsets from the canvas centre
+            ActionChains(browser).move_to_element_with_offset(
+                overlay, (x + 0.5) * w / RES - w / 2, (y + 0.5) * h / RES - h / 2
+            ).click().perform()
+        got = [int(v) for v in re.findall(r"-?\d+", browser.find_element(By.ID, "points").text)]
+        assert got[0] == 1 and np.abs(np.array(got[1:5]) - [*HANDLE, *TARGET]).max() <= 1, got
+        browser.find_element(By.ID, "start").click()
+        wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "steps; mean distance"))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "webui_seed.png"))
+        link = lambda i: wait_.until(EC.visibility_of_element_located((By.ID, i))).get_attribute("href")
+        png, latent, recipe = (
+            httpx.get(link(i), timeout=60) for i in ("download-result", "download-latent", "download-recipe")
+        )
+        assert browser.find_element(By.ID, "download-result").text == "Edited picture (PNG)"
+        assert not browser.find_element(By.ID, "download-mask").is_displayed()  # no mask painted
+        assert Image.open(io.BytesIO(png.content)).size == (RES, RES)
+        assert load_safetensors(latent.content)["w"].shape[1] == tiny_generator(res=RES, dim=32).num_ws
+        assert recipe.json()["seed"] == {"seed": 3, "psi": 0.7} and recipe.json()["drag"]["latent"] == "w"
+        assert recipe.json()["drag"]["steps"] == 5 and len(recipe.json()["drags"]) == 1
