@@ -513,6 +513,8 @@ def serve(
 ) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
 
+    Or start from a seed of the served model or of any registry generator in the weights store,
+    dragged in W+ or W (DragGAN's workflow; downloads: PNG, latent, recipe).
     The inversion and drag options apply to every session (the page sets the step limit).
     Only requests naming the served address (or an --allow-host name) in Host and Origin are
     answered. Stopping it (Ctrl-C, SIGTERM) waits at most a few seconds for open requests.

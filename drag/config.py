@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.errors import UsageError
 from common.options import check_settings, setting
 
 # The half-pixel rule, in aligned pixels: a drag shorter than this is refused (DragGAN refuses
@@ -13,6 +14,10 @@ MIN_DRAG_PX = 0.5
 
 # the settings a user sets (command line, recipe "drag" section, web editor); the rest are fixed rules
 DRAG_OPTIONS = ("steps", "lr", "lambda_mask", "r1", "r2")
+
+# the latent space a drag optimises (DragGAN's GUI offers both): "w+" one vector per layer of
+# w[:, :layers]; "w" one vector shared by those layers (the first layer's, broadcast)
+LATENTS = ("w+", "w")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class DragConfig:
     r1: float = setting(3.0, help="Motion supervision radius at 512 px.", gt=0)
     r2: float = setting(12.0, help="Point tracking radius at 512 px.", gt=0)
     layers: int = setting(6, help="Optimise w[:, :layers]; the rest stays at the pivot.", ge=1)
+    latent: str = "w+"  # one of LATENTS
     feature_block: str = "b128"
     # stop when the total distance has not improved by stall_min_gain px over stall_steps steps
     stall_steps: int = setting(40, help="Steps without progress before the drag stops.", ge=1)
@@ -37,6 +43,8 @@ class DragConfig:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.latent not in LATENTS:
+            raise UsageError(f"latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
 
     def stop_distance(self, points: int) -> float:
         """The reach for a drag of `points` handles: the 1 px / 2 px stop rule."""

@@ -1,9 +1,10 @@
 """The DragGAN loop as a plain engine: `state = engine.step(state)` until `state.done`.
 
 Each step: render the `b128` features for the current latent, track the handles (nearest
-initial feature within r2), and take one Adam step on w[:, :6] against the motion
-supervision loss (+ the mask term).  The engine holds no UI state; a callback sees every
-step, so a command line, a progress bar or a web page can drive it.
+initial feature within r2), and take one Adam step on w[:, :6] (DragConfig.latent "w": on one
+vector broadcast to those six layers, as DragGAN's GUI does in W) against the motion supervision
+loss (+ the mask term).  The engine holds no UI state; a callback sees every step, so a command
+line, a progress bar or a web page can drive it.
 
 Fast path (default): the synthesis runs only up to `b128` (later blocks cannot change the
 loss) and features are sampled bilinearly straight from the 128x128 map.  The reference
@@ -66,7 +67,9 @@ class DragEngine:
         self.r1 = ops.scale_radius(config.r1, self.size)
         self.r2 = ops.scale_radius(config.r2, self.size)
         self.reach = config.stop_distance(len(self.handles0))
-        self.w_opt = self.w0[:, : config.layers].clone().requires_grad_(True)
+        # W+: each of the first `layers` vectors; W: one vector (the first layer's) shared by them
+        head = self.w0[:, : config.layers] if config.latent == "w+" else self.w0[:, :1]
+        self.w_opt = head.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.w_opt], lr=config.lr)
         with torch.no_grad():
             feat0 = self._features(self.w0)
@@ -75,7 +78,8 @@ class DragEngine:
 
     # features -------------------------------------------------------------
     def _ws(self) -> torch.Tensor:
-        return torch.cat([self.w_opt, self.w0[:, self.cfg.layers :]], dim=1)
+        head = self.w_opt.expand(-1, self.cfg.layers, -1)  # W+: already that shape
+        return torch.cat([head, self.w0[:, self.cfg.layers :]], dim=1)
 
     def _features(self, ws: torch.Tensor) -> torch.Tensor:
         if self.fast:

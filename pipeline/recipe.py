@@ -24,7 +24,8 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
                  "projection_lpips", "keep_projection_noise", "seed"},
                                            # defaults: inversion/config.py (InversionConfig,
                                            # PROFILES); keys left out take the profile's values
-      "drag": {"steps", "lr", "lambda_mask", "r1", "r2"},  # defaults: drag/config.py (DragConfig)
+      "drag": {"steps", "lr", "lambda_mask", "r1", "r2", "latent"},  # defaults: drag/config.py
+                                           # (DragConfig); latent "w+" (default) | "w"
       "composite": {"blend": "photo"}      # photo (the photo's own pixels moved) | generator (face paste)
     }
 """
@@ -61,6 +62,16 @@ _INVERT_KEYS = {
 # the "drag" section: names, types and defaults from DragConfig's declared settings
 _DRAG_KEYS = {x.name: int if x.kind is int else (int, float) for x in settings_of(DragConfig, DRAG_OPTIONS)}
 _DRAG_DEFAULTS = {x.name: x.default for x in settings_of(DragConfig, DRAG_OPTIONS)}
+_DRAG_KEYS["latent"] = str  # W+ or W (drag/config.py LATENTS); written only when it is not W+
+
+
+def drag_section(config: DragConfig) -> Dict[str, Any]:
+    """A recipe's "drag" section for `config`: its user options, and "latent" when it is W (a W+
+    recipe stays as it was before W existed)."""
+    out = {name: getattr(config, name) for name in DRAG_OPTIONS}
+    if config.latent != DragConfig.latent:
+        out["latent"] = config.latent
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from drag.record import drag_request
 from drag.stage import run_drag
 from inversion.record import InversionRecord
 from inversion.seed import run_seed
-from pipeline.models import LoadedModels, open_models
+from pipeline.models import LoadedModels, OpenModels, open_models
 from pipeline.outputs import check_run_paths, recipe_fingerprint
-from pipeline.recipe import Recipe
+from pipeline.recipe import Recipe, drag_section
 from weights.registry import DEFAULT_MODEL, FACES, REGISTRY
 
 
@@ -40,19 +40,37 @@ def face_landmarks(rgb: np.ndarray) -> Optional[np.ndarray]:
         return None
 
 
+def check_seed(seed: int, psi: float) -> None:
+    """Refuse, in one line, a seed outside NVIDIA's range or a psi that is not a finite number."""
+    if seed < 0 or seed >= 2**32:
+        raise UsageError("--seed must be in [0, 2**32)")
+    if not np.isfinite(psi):
+        raise UsageError(f"--trunc must be a finite number, not {psi}")
+
+
+def may_draw_faces(model: str) -> bool:
+    """Whether pictures of `model` may hold a face (a face model, or a file of unknown subject)."""
+    entry = REGISTRY.get(model)
+    return (entry.subject if entry is not None else None) in (None, FACES)
+
+
 def start_from_seed(
     run_dir: Path, model: str, seed: int, psi: float, *, store, device, loaded: Optional[LoadedModels] = None
 ) -> InversionRecord:
     """RUN_DIR/invert/ for `seed` of `model` (registry name or file); the caller holds the run folder.
     A RUN/recipe.json of an earlier start is removed: it no longer describes the run."""
-    if seed < 0 or seed >= 2**32:
-        raise UsageError("--seed must be in [0, 2**32)")
-    if not np.isfinite(psi):
-        raise UsageError(f"--trunc must be a finite number, not {psi}")
+    check_seed(seed, psi)
+    opened = open_models(model, store, device, loaded=loaded, landmarks=may_draw_faces(model))
+    return seed_opened(run_dir, opened, seed, psi)
+
+
+def seed_opened(run_dir: Path, opened: OpenModels, seed: int, psi: float) -> InversionRecord:
+    """`start_from_seed` with the generator already opened (the web editor's models)."""
+    check_seed(seed, psi)
+    model = opened.chosen.name
     entry = REGISTRY.get(model)
     subject = entry.subject if entry is not None else None
-    maybe_face = subject in (None, FACES)
-    opened = open_models(model, store, device, loaded=loaded, landmarks=maybe_face)
+    maybe_face = may_draw_faces(model)
     record = run_seed(
         Path(run_dir),
         opened.generator(),
@@ -98,7 +116,7 @@ def seed_recipe(
         model=model if model in REGISTRY else str(Path(model).resolve()),
         mask_circle=mask_circle,
         mask_path=str(Path(mask_path).resolve()) if mask_path else None,
-        drag={k: getattr(config, k) for k in Recipe().drag},
+        drag=drag_section(config),
         seed={"seed": record.start["seed"], "psi": record.start["psi"]},
     )
     out = recipe.to_json()

@@ -1,5 +1,6 @@
 """The local web editor: session isolation, upload limits and errors, and a real browser run."""
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -220,20 +221,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_real_browser_edit(manager, tmp_path):
-    """Headless Chromium: upload, pick the face, click a handle and a target, drag, download."""
+@contextlib.contextmanager
+def served_browser(manager, tmp_path):
+    """The editor on a free loopback port and headless Chromium (Selenium): (browser, base URL).
+    Skips without Debian's chromium and chromium-driver."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
         pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
-    import httpx
     import uvicorn
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     port = _free_port()
     app = create_app(manager, allowed_hosts=served_hosts("127.0.0.1", port))
@@ -262,7 +259,23 @@ def test_real_browser_edit(manager, tmp_path):
         opts.add_argument(arg)
     browser = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
-        base = f"http://127.0.0.1:{port}"
+        yield browser, f"http://127.0.0.1:{port}"
+    finally:
+        browser.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_real_browser_edit(manager, tmp_path):
+    """Headless Chromium: upload, pick the face, click a handle and a target, drag, download."""
+    import httpx
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with served_browser(manager, tmp_path) as (browser, base):
         browser.get(base + "/")
         wait_ = WebDriverWait(browser, 120)
         browser.find_element(By.ID, "upload").send_keys(str(PORTRAIT))
@@ -293,7 +306,3 @@ def test_real_browser_edit(manager, tmp_path):
 
         assert Image.open(BytesIO(res.content)).size == (pw, ph)
         assert np.asarray(Image.open(ARTIFACTS / "webui.png")).std() > 0
-    finally:
-        browser.quit()
-        server.should_exit = True
-        thread.join(timeout=10)

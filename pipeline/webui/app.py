@@ -8,7 +8,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import uvicorn
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
@@ -24,6 +24,7 @@ from common.options import Setting, settings_of
 from drag.config import DRAG_OPTIONS, DragConfig
 from drag.presets import PRESETS
 from pipeline.webui.guard import HostGuard
+from pipeline.webui.seed_session import SeedSession, create_seed_session, installed_models
 from pipeline.webui.session import (
     MAX_DRAG_STEPS,
     MAX_UPLOAD_BYTES,
@@ -47,6 +48,15 @@ class Body(BaseModel):
 
 class InvertBody(Body):
     face: Count = Field(0, ge=0)
+
+
+class SeedBody(Body):
+    """DragGAN's start: a model id from /api/models, a seed, truncation psi, the drag's latent space."""
+
+    model: Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+    seed: Count = Field(0, ge=0, lt=2**32)
+    psi: Number = Field(0.7, ge=-10, le=10)
+    latent: Literal["w+", "w"] = "w+"
 
 
 class DragPairBody(Body):
@@ -222,6 +232,16 @@ def _add_page_routes(app: FastAPI, manager: SessionManager) -> None:
             ],
         }
 
+    @app.get("/api/models")
+    async def models():
+        """The generators a seed can start from (the served one first)."""
+        return await run_in_threadpool(installed_models, manager.services)
+
+    @app.post("/api/seed")
+    async def seed(body: SeedBody):
+        s = await run_in_threadpool(create_seed_session, manager, body.model, body.seed, body.psi, body.latent)
+        return {"id": s.id, "kind": "seed", "width": s.size, "height": s.size, "faces": []}
+
     @app.get("/api/presets")
     async def preset_list():
         return [
@@ -280,7 +300,8 @@ def _add_session_routes(app: FastAPI, manager: SessionManager, session: Callable
 
 
 def _add_downloads(app: FastAPI, session: Callable[[str], Session]) -> None:
-    """The session's results as files: the edited photo, its recipe, the whole run folder."""
+    """The session's results as files: the edited photo, its recipe, the whole run folder; a seed
+    session's latent and painted mask."""
 
     @app.get("/api/session/{sid}/result")
     async def result(sid: str):
@@ -293,6 +314,25 @@ def _add_downloads(app: FastAPI, session: Callable[[str], Session]) -> None:
             json.dumps(session(sid).recipe(), indent=2),
             media_type="application/json",
             headers={"Content-Disposition": 'attachment; filename="recipe.json"'},
+        )
+
+    def seed_session(sid: str) -> SeedSession:
+        s = session(sid)
+        if not isinstance(s, SeedSession):
+            raise HTTPException(400, "a photo edit's latent belongs to its tuned generator: download the run folder")
+        return s
+
+    @app.get("/api/session/{sid}/latent.safetensors")
+    async def latent(sid: str):
+        data = await run_in_threadpool(seed_session(sid).latent_file)
+        headers = {"Content-Disposition": 'attachment; filename="w_edited.safetensors"'}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.get("/api/session/{sid}/mask.png")
+    async def mask(sid: str):
+        data = seed_session(sid).mask_file()
+        return Response(
+            data, media_type="image/png", headers={"Content-Disposition": 'attachment; filename="mask.png"'}
         )
 
     @app.get("/api/session/{sid}/run.zip")

@@ -40,8 +40,9 @@ from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.stage import load_inversion, run_invert
 from pipeline.composite import DEFAULT_BLEND, composite_edit, display_matrix, save_like
-from pipeline.models import OpenModels
+from pipeline.models import OpenModels, open_models
 from pipeline.outputs import edited_name
+from weights.models import GENERATOR_NAMES
 from weights.networks import to_uint8
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -59,16 +60,23 @@ class Progress:
 
 
 class Session:
+    """A photo's session; pipeline/webui/seed_session.py's SeedSession starts from a seed instead."""
+
     def __init__(self, sid: str, folder: Path, photo_path: Path, services: "Services") -> None:
-        self.id = sid
-        self.dir = folder
-        self.run_dir = folder / "run"
-        self.services = services
         self.photo = load_photo(photo_path, max_pixels=MAX_UPLOAD_PIXELS)
         self.faces = find_faces(self.photo.rgb)
         if not self.faces:
             raise UsageError("no face found in the photo (a roughly frontal face of at least about 40 pixels)")
-        self.state = "uploaded"
+        self._begin(sid, folder, services, "uploaded")
+        self._frame = self._encode(self._display(self.photo.rgb))
+
+    def _begin(self, sid: str, folder: Path, services: "Services", state: str) -> None:
+        """What every session holds: its folder, job, history of rounds and frame counter."""
+        self.id = sid
+        self.dir = folder
+        self.run_dir = folder / "run"
+        self.services = services
+        self.state = state
         self.message = ""
         self.progress = Progress()
         self.lock = threading.Lock()
@@ -85,12 +93,21 @@ class Session:
         self.align: Optional[dict] = None
         self.reconstruction: Optional[np.ndarray] = None  # invert/reconstruction.png, what every edit started from
         self.frame_version = 0
-        self._frame = self._encode(self._display(self.photo.rgb))
 
     # display helpers -------------------------------------------------------------------------
     @property
+    def picture_size(self) -> tuple:
+        """(width, height) of the picture the page shows and its points are in (the photo's)."""
+        return self.photo.size
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """The drag pixels -> picture pixels matrix (aligned crop -> photo)."""
+        return self.align.inverse
+
+    @property
     def display_scale(self) -> float:
-        return min(1.0, DISPLAY_MAX_SIDE / max(self.photo.size))
+        return min(1.0, DISPLAY_MAX_SIDE / max(self.picture_size))
 
     def _display(self, rgb: np.ndarray) -> np.ndarray:
         s = self.display_scale
@@ -205,7 +222,7 @@ class Session:
     def preset_arrows(self, presets: Mapping[str, float]) -> dict:
         """The drags these presets would make (nothing is dragged): photo and aligned pixels."""
         pts, _ = self._request([], None, presets) if any(presets.values()) else (np.zeros((0, 2, 2)), None)
-        to_photo = lambda p: apply_matrix(self.align.inverse, p).tolist() if len(p) else []
+        to_photo = lambda p: apply_matrix(self.inverse, p).tolist() if len(p) else []
         return {"handles": to_photo(pts[:, 0]), "targets": to_photo(pts[:, 1]), "aligned": pts.tolist()}
 
     def start_drag(
@@ -230,7 +247,8 @@ class Session:
         if not 1 <= config.steps <= MAX_DRAG_STEPS:
             raise UsageError(f"steps must be between 1 and {MAX_DRAG_STEPS}")
         pts, mask = self._request(pairs, mask_path, presets)
-        self._start("dragging", lambda: self._drag(pairs, pts, mask, config, presets))
+        mask_png = mask_path.read_bytes() if mask_path else None  # the painted mask of this round
+        self._start("dragging", lambda: self._drag(pairs, pts, mask, config, presets, mask_png))
 
     def _save_mask(self, data_url: str, path: Path) -> None:
         """A painted mask (PNG data URL at display size) -> a photo-size mask file; never a path."""
@@ -245,11 +263,19 @@ class Session:
         except (ValueError, OSError):
             raise UsageError("the mask is not a readable PNG image") from None
         painted = ((m[..., 3] > 0) & (m[..., :3].max(axis=2) > 0)).astype(np.uint8) * 255
-        full = cv2.resize(painted, self.photo.size, interpolation=cv2.INTER_NEAREST)
+        full = cv2.resize(painted, self.picture_size, interpolation=cv2.INTER_NEAREST)
         Image.fromarray(full).save(path)
 
-    def _drag(self, pairs, pts: np.ndarray, mask, config: DragConfig, presets: Optional[Dict[str, float]] = None):
-        inverse = self.align.inverse
+    def _drag(
+        self,
+        pairs,
+        pts: np.ndarray,
+        mask,
+        config: DragConfig,
+        presets: Optional[Dict[str, float]] = None,
+        mask_png: Optional[bytes] = None,
+    ):
+        inverse = self.inverse
         to_photo = lambda p: apply_matrix(inverse, p).tolist()
         self.targets = to_photo(pts[:, 1])
         self.handles = to_photo(pts[:, 0])
@@ -282,6 +308,8 @@ class Session:
                 "drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
                 "drag": {name: getattr(config, name) for name in DRAG_OPTIONS},
                 "presets": dict(presets or {}),
+                "latent": config.latent,
+                "mask_png": mask_png,
             }
         )
         self.handles = to_photo(state.handles.cpu().numpy())
@@ -422,6 +450,19 @@ class Services:
         with self._lock:
             return self.models.perceptual(net, resolution)
 
+    def installed(self, name: str) -> bool:
+        """Whether registry generator `name` is in this server's weights store (nothing is fetched)."""
+        store = self.models.store
+        return store is not None and name in GENERATOR_NAMES and store.status(name).present
+
+    def open_installed(self, name: str, landmarks: bool) -> OpenModels:
+        """Installed registry generator `name`, loaded once and shared like the served one."""
+        with self._lock:
+            m = self.models
+            opened = open_models(name, m.store, m.device, loaded=m.loaded, landmarks=landmarks, fetch=False)
+            opened.generator()
+            return opened
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -524,6 +565,31 @@ class SessionManager:
             self.sessions[sid] = session
         return session
 
+    def add(self, pixels: int, make: Callable[[str, Path], Session]) -> Session:
+        """A session made by `make(id, folder)` in a reserved slot: a start with no upload (a seed)."""
+        sid = secrets.token_urlsafe(16)
+        for old in self._reserve(sid, pixels):
+            old.close()
+        folder = self.root / sid
+        try:
+            self._store_dir(folder)
+            session = make(sid, folder)
+        except BaseException:
+            self._release(sid, folder)
+            raise
+        with self.lock:
+            self.pending.pop(sid, None)
+            self.sessions[sid] = session
+        return session
+
+    def _store_dir(self, folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            if disk_full(exc):
+                raise DiskFull(no_space_message(self.root)) from None
+            raise
+
     def _store(self, path: Path, data: bytes) -> None:
         """The upload in a new session folder; a full disk is a DiskFull (the caller removes the folder)."""
         try:
@@ -603,4 +669,4 @@ def _running(s: Session) -> bool:
 
 
 def _pixels(s: Session) -> int:
-    return s.photo.size[0] * s.photo.size[1]
+    return s.picture_size[0] * s.picture_size[1]

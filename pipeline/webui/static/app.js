@@ -1,7 +1,7 @@
 // photodrag web editor: talks to the local server; all coordinates sent are photo pixels.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const S = { id: null, width: 0, height: 0, faces: [], state: "none", pairs: [], pending: null,
+const S = { id: null, kind: "photo", hasMask: false, width: 0, height: 0, faces: [], state: "none", pairs: [], pending: null,
             painting: false, paintMode: false, frameVersion: -1, handles: [], targets: [], zoom: 1,
             displayW: 0, displayH: 0, maskUsed: false, poll: null,
             presets: {}, presetArrows: { handles: [], targets: [] } };
@@ -25,6 +25,34 @@ fetch("/api/info").then((r) => r.json()).then((i) => {
   $("model").textContent = `model ${i.model} (${i.resolution}px); inversion: ${profile}, `
     + `${inv.projection_steps} projection + up to ${inv.tuning_steps} tuning steps`;
 });
+
+// start from a seed: the installed generators, then POST /api/seed (DragGAN's own workflow)
+fetch("/api/models").then((r) => r.json()).then((list) => {
+  for (const m of list) {
+    const o = document.createElement("option");
+    o.value = m.id;
+    o.textContent = `${m.label} (${m.resolution}px${m.subject ? ", " + m.subject : ""})`;
+    $("seed-model").appendChild(o);
+  }
+});
+
+$("seed-start").onclick = async () => {
+  showError(null);
+  if (S.id) navigator.sendBeacon(`/api/session/${S.id}/close`);
+  Object.assign(S, { id: null, pairs: [], pending: null, handles: [], targets: [], frameVersion: -1, maskUsed: false });
+  resetPresets();
+  const body = { model: $("seed-model").value, seed: parseInt($("seed").value, 10),
+                 psi: parseFloat($("psi").value), latent: $("latent").value };
+  try {
+    const s = await post("/api/seed", body);
+    Object.assign(S, { id: s.id, kind: "seed", width: s.width, height: s.height, faces: [], state: "generating" });
+    listFaces();
+    $("status").textContent = "Generating the seed's picture...";
+    await loadFrame(true);
+    updateButtons();
+    startPolling();
+  } catch (e) { showError(e); }
+};
 
 // edits by name: one slider per preset; the server computes the arrows from the face's landmarks
 fetch("/api/presets").then((r) => r.json()).then((list) => {
@@ -67,7 +95,7 @@ $("upload").addEventListener("change", async (ev) => {
   fd.append("file", file);
   try {
     const s = await api("/api/session", { method: "POST", body: fd });
-    Object.assign(S, { id: s.id, width: s.width, height: s.height, faces: s.faces, state: "uploaded" });
+    Object.assign(S, { id: s.id, kind: "photo", width: s.width, height: s.height, faces: s.faces, state: "uploaded" });
     await loadFrame(true);
     listFaces();
     $("status").textContent = `${s.faces.length} face(s) found: pick one to invert.`;
@@ -189,13 +217,18 @@ for (const act of ["undo", "reset"]) {
 }
 
 function updateButtons() {
-  const ready = S.state === "ready", busy = S.state === "dragging" || S.state === "inverting";
+  const ready = S.state === "ready", busy = ["dragging", "inverting", "generating"].includes(S.state);
   $("start").disabled = !(ready && (S.pairs.length || S.presetArrows.handles.length));
   document.querySelectorAll("#presets input").forEach((i) => { i.disabled = !ready; });
   $("stop").disabled = !busy;
   for (const id of ["undo", "reset", "paint", "clear", "clearmask"]) $(id).disabled = !ready;
   for (const id of ["download-result", "download-run", "download-recipe"]) $(id).hidden = !(ready && S.id);
+  $("download-latent").hidden = !(ready && S.id && S.kind === "seed");
+  $("download-mask").hidden = !(ready && S.id && S.kind === "seed" && S.hasMask);
+  $("download-result").textContent = S.kind === "seed" ? "Edited picture (PNG)" : "Edited photo";
   if (S.id) {
+    $("download-latent").href = `/api/session/${S.id}/latent.safetensors`;
+    $("download-mask").href = `/api/session/${S.id}/mask.png`;
     $("download-result").href = `/api/session/${S.id}/result`;
     $("download-recipe").href = `/api/session/${S.id}/recipe`;
     $("download-run").href = `/api/session/${S.id}/run.zip`;
@@ -209,9 +242,10 @@ function startPolling() {
     try {
       const st = await api(`/api/session/${S.id}/status`);
       const was = S.state;
-      S.state = st.state; S.handles = st.handles; S.targets = st.targets;
+      S.state = st.state; S.handles = st.handles; S.targets = st.targets; S.hasMask = !!st.mask;
       $("progress").max = st.total || 1; $("progress").value = st.step || 0;
-      const what = st.state === "inverting" ? `Inverting: ${st.phase} ${st.step}/${st.total}` :
+      const what = st.state === "generating" ? "Generating the seed's picture..." :
+                   st.state === "inverting" ? `Inverting: ${st.phase} ${st.step}/${st.total}` :
                    st.state === "dragging" ? `Dragging: step ${st.step}/${st.total}` :
                    st.state === "ready" ? `Ready. ${st.message}` : st.message;
       $("status").textContent = what;
