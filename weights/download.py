@@ -11,7 +11,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -19,13 +19,15 @@ from common.errors import DownloadError
 from common.fileio import sha256_file
 
 CHUNK = 1 << 20
+Opener = Callable[[str, int, float], object]  # (url, offset, timeout) -> a response, like open_url
 
 
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def _open(url: str, offset: int, timeout: float):
+def open_url(url: str, offset: int, timeout: float):
+    """The HTTP(S) response for `url` from byte `offset` on (a Range request when resuming)."""
     headers = {"User-Agent": "photodrag"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -39,8 +41,10 @@ def download(
     expected_sha256: Optional[str] = None,
     progress: bool = True,
     timeout: float = 60.0,
+    opener: Opener = open_url,
 ) -> str:
-    """Download `url` to `dest` (resuming a previous `.part`); return the file's sha256."""
+    """Download `url` to `dest` (resuming a previous `.part`); return the file's sha256.
+    `opener` makes the request (tests pass one that has no network)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
@@ -48,16 +52,16 @@ def download(
     if expected_size is not None and offset > expected_size:
         part.unlink()
         offset = 0
-    resp = _connect(url, offset, timeout)
+    resp = _connect(url, offset, timeout, opener)
     if resp is not None:
         _receive(resp, url, part, offset, expected_size, dest.name, progress)
     return _verify(url, part, dest, expected_size, expected_sha256)
 
 
-def _connect(url: str, offset: int, timeout: float):
+def _connect(url: str, offset: int, timeout: float, opener: Opener):
     """The server's response from `offset` on, or None when it has nothing left to send (HTTP 416)."""
     try:
-        return _open(url, offset, timeout)
+        return opener(url, offset, timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # nothing left to send: the .part may be complete
             return None

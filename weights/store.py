@@ -23,7 +23,7 @@ import torchvision
 from common.errors import CheckpointError, DownloadError, MissingWeightsError, UsageError
 from common.fileio import FileHashes, atomic_open, sha256_file, write_json
 from weights.checkpoint import check_state_dict, read_checkpoint
-from weights.download import download, part_path
+from weights.download import Opener, download, open_url, part_path
 from weights.networks import Generator
 from weights.registry import BACKBONE, DLIB, GENERATOR, REGISTRY, WeightEntry, get_entry
 
@@ -48,9 +48,10 @@ def package_file(entry: WeightEntry) -> Optional[Path]:
 
 
 class WeightStore:
-    def __init__(self, home: Path, progress: bool = True) -> None:
+    def __init__(self, home: Path, progress: bool = True, opener: Opener = open_url) -> None:
         self.dir = Path(home) / "weights"
         self.progress = progress
+        self.opener = opener  # how downloads reach the network
         self.hashes = FileHashes()  # sha256 of the checkpoints this store resolved, remembered
 
     # manifest -----------------------------------------------------------
@@ -156,7 +157,7 @@ class WeightStore:
             return path
         dest = self.dir / entry.filename
         size, sha = self.expected(name)
-        digest = download(url or entry.url, dest, size, sha, progress=self.progress)
+        digest = download(url or entry.url, dest, size, sha, progress=self.progress, opener=self.opener)
         try:
             check_content(entry, dest)
         except CheckpointError:
