@@ -16,6 +16,7 @@ from common.run import locked_run
 from common.settings import resolve_device
 from inversion.cache import InversionCache
 from pipeline.models import LoadedModels, LpipsLoader
+from weights.download import Opener, open_url
 from weights.store import WeightStore
 
 
@@ -37,13 +38,14 @@ class Settings:
     quiet: bool
     home: Path
     lpips: Optional[LpipsLoader] = None  # None: LPIPS from the weights store (main's `lpips`)
+    opener: Opener = open_url  # how downloads reach the network (main's `opener`)
 
     @property
     def device(self):
         return resolve_device(self.device_name)
 
     def store(self):
-        return WeightStore(self.home, progress=not self.quiet)
+        return WeightStore(self.home, progress=not self.quiet, opener=self.opener)
 
     def models(self) -> LoadedModels:
         """A fresh set of loaded networks with this run's LPIPS loader."""

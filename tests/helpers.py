@@ -6,6 +6,7 @@ import contextlib
 import pickle
 import sys
 import types
+import urllib.error
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator
@@ -88,20 +89,26 @@ def lpips_from(nets):
     return lambda net, store, resolution: nets[net]
 
 
-def cli(capsys, *argv, opts=("--quiet", "--device", "cpu"), lpips=random_lpips):
+def cli(capsys, *argv, opts=("--quiet", "--device", "cpu"), lpips=random_lpips, opener=None):
     """Run the command line in process: (exit code, stdout, stderr).  `opts` go before the command;
-    `lpips` builds the LPIPS nets (random backbones; None: the weights store's, as a user runs it)."""
+    `lpips` builds the LPIPS nets (random backbones; None: the weights store's, as a user runs it);
+    `opener` makes the downloads' requests (None: the network)."""
     from run_pipeline import main
 
     with pytest.raises(SystemExit) as exc:
-        main([*opts, *argv], lpips=lpips)
+        main([*opts, *argv], lpips=lpips, opener=opener)
     out, err = capsys.readouterr() if capsys is not None else ("", "")
     return exc.value.code, out, err
 
 
-def run(argv, capsys, lpips=random_lpips):
+def run(argv, capsys, lpips=random_lpips, opener=None):
     """`cli` with exactly the arguments given (no --quiet / --device)."""
-    return cli(capsys, *argv, opts=(), lpips=lpips)
+    return cli(capsys, *argv, opts=(), lpips=lpips, opener=opener)
+
+
+def no_network(url, offset, timeout):
+    """A download opener (`main(opener=...)`, `WeightStore(opener=...)`) for a machine offline."""
+    raise urllib.error.URLError("network is unreachable (test)")
 
 
 BUFFER_NAMES = ("w_avg", "resample_filter", "noise_const")

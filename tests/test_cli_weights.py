@@ -2,24 +2,15 @@
 
 import os
 import pickle
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from helpers import run, tiny_generator, write_nvidia_pickle
+from helpers import no_network, run, tiny_generator, write_nvidia_pickle
 from weights.networks import Generator, to_uint8, z_from_seed
 from weights.registry import REGISTRY
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    def no_network(url, offset, timeout):
-        raise urllib.error.URLError("network is unreachable (test)")
-
-    monkeypatch.setattr("weights.download._open", no_network)
 
 
 def test_help_lists_every_command(capsys):
@@ -43,9 +34,9 @@ def test_list_on_empty_home(home, capsys):
     assert "nvidia" in out.lower() and "licence" in out
 
 
-def test_missing_weights_offline_is_one_clear_line(home, offline, tmp_path, capsys):
+def test_missing_weights_offline_is_one_clear_line(home, tmp_path, capsys):
     out_png = tmp_path / "x.png"
-    code, _, err = run(["generate", "--model", "ffhq-256", "-o", str(out_png)], capsys)
+    code, _, err = run(["generate", "--model", "ffhq-256", "-o", str(out_png)], capsys, opener=no_network)
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     entry = REGISTRY["ffhq-256"]

@@ -8,7 +8,17 @@ import pytest
 from PIL import Image
 
 from common.run import MARKER
-from helpers import DRAG, LEFT_TARGET, MOUTH_LEFT, MOUTH_RIGHT, PORTRAIT, cli, faceless_photo, mirrored_portrait
+from helpers import (
+    DRAG,
+    LEFT_TARGET,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    PORTRAIT,
+    cli,
+    faceless_photo,
+    mirrored_portrait,
+    no_network,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -202,15 +212,9 @@ def test_bad_input_through_edit_is_one_line_exit_2(env, capsys, case, message):
     assert not out.exists()
 
 
-def test_missing_weights_stop_before_anything_is_written(env, capsys, monkeypatch):
-    import urllib.error
-
-    def offline(url, offset, timeout):
-        raise urllib.error.URLError("offline (test)")
-
-    monkeypatch.setattr("weights.download._open", offline)
+def test_missing_weights_stop_before_anything_is_written(env, capsys):
     out = env["tmp"] / "o.jpg"
-    code, _, err = cli(capsys, "edit", str(PORTRAIT), "--drag", DRAG, "-o", str(out))
+    code, _, err = cli(capsys, "edit", str(PORTRAIT), "--drag", DRAG, "-o", str(out), opener=no_network)
     assert code == 2 and "missing weights: 1 file" in err and "weights fetch ffhq-512" in err
     assert not out.exists() and not (env["home"] / "runs").exists()
 

@@ -3,27 +3,18 @@ every missing file named at once, hand-placed files checked like `weights import
 that agree (align's size is the default model's)."""
 
 import json
-import urllib.error
 
 import pytest
 
 from align.align import AlignConfig
 from common.errors import CheckpointError, MissingWeightsError
 from common.fileio import sha256_file
-from helpers import PORTRAIT, cli, mirrored_portrait, tiny_generator, write_nvidia_pickle
+from helpers import PORTRAIT, cli, mirrored_portrait, no_network, tiny_generator, write_nvidia_pickle
 from pipeline.models import LoadedModels, open_models
 from weights.checkpoint import save_generator
 from weights.networks import Generator
 from weights.registry import DEFAULT_MODEL, REGISTRY
 from weights.store import WeightStore
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    def no_network(url, offset, timeout):
-        raise urllib.error.URLError("network is unreachable (test)")
-
-    monkeypatch.setattr("weights.download._open", no_network)
 
 
 def test_open_models_names_the_model_and_reuses_loaded_networks(tmp_path):
@@ -60,9 +51,11 @@ def test_store_lpips_needs_the_profiles_backbones():
     assert LoadedModels(lpips=lambda *a: None).files("ffhq-512", [("vgg", None)], landmarks=False) == ["ffhq-512"]
 
 
-def test_resolve_names_every_missing_file_in_one_message(tmp_path, offline):
+def test_resolve_names_every_missing_file_in_one_message(tmp_path):
     with pytest.raises(MissingWeightsError) as exc:
-        WeightStore(tmp_path / "home", progress=False).resolve(["ffhq-512", "lpips-alex", "lpips-vgg16", "ffhq-512"])
+        WeightStore(tmp_path / "home", progress=False, opener=no_network).resolve(
+            ["ffhq-512", "lpips-alex", "lpips-vgg16", "ffhq-512"]
+        )
     lines = str(exc.value).splitlines()
     assert lines[0] == "missing weights: 3 files this run needs"
     assert [line.split()[0] for line in lines[1:4]] == ["ffhq-512", "lpips-alex", "lpips-vgg16"]
@@ -78,10 +71,10 @@ def test_resolve_names_every_missing_file_in_one_message(tmp_path, offline):
 @pytest.mark.parametrize(
     "profile, names", [([], ["ffhq-512", "lpips-alex", "lpips-vgg16"]), (["--preview"], ["ffhq-512", "lpips-alex"])]
 )
-def test_edit_without_weights_names_them_all_before_align_runs(tmp_path, home, offline, capsys, profile, names):
+def test_edit_without_weights_names_them_all_before_align_runs(tmp_path, home, capsys, profile, names):
     run_dir, out = tmp_path / "run", tmp_path / "e.jpg"
     argv = ["edit", str(PORTRAIT), "--preset", "smile=0.5", "-o", str(out), "--run-dir", str(run_dir), *profile]
-    code, _, err = cli(capsys, *argv, lpips=None)  # the store's LPIPS, as a user runs it
+    code, _, err = cli(capsys, *argv, lpips=None, opener=no_network)  # the store's LPIPS, as a user runs it
     assert code == 2, err
     lines = err.strip().splitlines()
     assert lines[0] == f"photodrag: error: missing weights: {len(names)} files this run needs"
@@ -91,10 +84,10 @@ def test_edit_without_weights_names_them_all_before_align_runs(tmp_path, home, o
     assert not run_dir.exists() and not out.exists() and not (home / "runs").exists()  # align never ran
 
 
-def test_invert_without_weights_names_them_all(tmp_path, home, offline, capsys):
+def test_invert_without_weights_names_them_all(tmp_path, home, capsys):
     code, _, err = cli(capsys, "align", str(PORTRAIT), "--out", str(tmp_path / "run"), "--size", "256")
     assert code == 0, err
-    code, _, err = cli(capsys, "invert", str(tmp_path / "run"), "--preview", lpips=None)
+    code, _, err = cli(capsys, "invert", str(tmp_path / "run"), "--preview", lpips=None, opener=no_network)
     assert code == 2 and "missing weights: 2 files" in err
     assert "fetch: photodrag weights fetch ffhq-256 lpips-alex" in err
     assert not (tmp_path / "run" / "invert").exists()
@@ -203,12 +196,14 @@ def test_cache_entries_and_run_files_share_one_integrity_check(tmp_path):
     assert check_entry(entry) == check_digests(entry, digests) == f"{ENTRY_FILES[0]} is missing"
 
 
-def test_an_album_without_weights_names_them_all_before_any_photo(tmp_path, home, offline, capsys):
+def test_an_album_without_weights_names_them_all_before_any_photo(tmp_path, home, capsys):
     photos = [PORTRAIT, mirrored_portrait(tmp_path)]
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"presets": {"smile": 0.5}, "invert": {"profile": "preview"}}))
     out = tmp_path / "album"
-    code, _, err = cli(capsys, "edit", *map(str, photos), "--recipe", str(recipe), "-o", str(out), lpips=None)
+    code, _, err = cli(
+        capsys, "edit", *map(str, photos), "--recipe", str(recipe), "-o", str(out), lpips=None, opener=no_network
+    )
     assert code == 2 and "missing weights: 2 files" in err, err
     assert "fetch: photodrag weights fetch ffhq-512 lpips-alex" in err
     assert not out.exists() and not (home / "runs").exists()
