@@ -8,31 +8,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import click
 
 from align.align import check_size
-from align.record import AlignRecord
 from align.stage import list_faces as find_all
 from align.stage import run_align
 from common.errors import PhotodragError, UsageError
 from common.settings import DEVICE_CHOICES, HOME_ENV, home_dir
 from drag.config import DragConfig
-from drag.frame import load_frame
-from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.presets import parse_presets
 from drag.record import DragRecord
-from drag.stage import run_drag
 from inversion.config import make_config
 from inversion.record import InversionRecord
-from inversion.stage import run_invert
-from pipeline.album import EditOptions, LocalExecutor, RayExecutor, check_album_recipe, import_ray, run_album
+from pipeline.album import EditOptions
+from pipeline.batch import edit_album
 from pipeline.composite import run_composite
 from pipeline.console import Settings, warn_all
 from pipeline.doctor import diagnose, format_report
+from pipeline.dragging import check_drag_request, drag_run_folder
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
 from pipeline.flags import (
@@ -50,7 +46,8 @@ from pipeline.flags import (
     serve_flags,
     weights_import_flags,
 )
-from pipeline.models import LoadedModels, LpipsLoader, check_files, open_models
+from pipeline.inverting import invert_run_folder
+from pipeline.models import LpipsLoader
 from pipeline.outputs import check_outputs
 from pipeline.pictures import check_sample, write_presets_preview, write_sample
 from pipeline.plan import check_given, plan_outputs, recipe_from_flags
@@ -64,12 +61,13 @@ from pipeline.report import (
     preset_lines,
     weights_lines,
 )
-from pipeline.seeded import drag_seed_run, refuse_composite, replay_seed_recipe, seed_line, start_from_seed
+from pipeline.seeded import refuse_composite, replay_seed_recipe, seed_line, start_from_seed
 from pipeline.webui.guard import served_hosts
 from pipeline.webui.serving import build_manager, host_warnings, serve_limits
 from weights.checkpoint import read_checkpoint
 from weights.describe import describe_checkpoint
-from weights.models import load_model, model_for
+from weights.download import Opener
+from weights.models import load_model
 
 SHUTDOWN_S = 3  # how long stopping `serve` waits for open requests, and then for running jobs
 
@@ -100,8 +98,8 @@ def cli(ctx: click.Context, device: str, verbose: Optional[bool], home: Optional
 
     Stages: align (dlib + FFHQ crop) -> invert (PTI) -> drag (DragGAN) -> composite.
     """
-    lpips = (ctx.obj or {}).get("lpips")  # main's `lpips`, passed down by click
-    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None), lpips)
+    given = ctx.obj or {}  # main's `lpips` and `opener`, passed down by click
+    ctx.obj = Settings(device, bool(verbose), verbose is False, home_dir(str(home) if home else None), **given)
 
 
 # weights ----------------------------------------------------------------------
@@ -287,29 +285,8 @@ def _edit_photos(
         click.echo(str(out))
 
 
-def _edit_album(
-    s: Settings,
-    photos,
-    recipe,
-    out_dir: Path,
-    cluster: str,
-    address: Optional[str],
-    workers: Optional[int],
-    from_stage: Optional[str],
-    jpeg_quality: Optional[int],
-) -> None:
-    """Several photos (or --cluster ray): pipeline.album runs them and keeps OUT_DIR/album.json."""
-    factory = partial(LoadedModels, lpips=s.lpips)
-    if cluster == "ray":
-        import_ray()  # the install hint before any work
-        executor = RayExecutor(address=address, workers=workers, models_factory=factory)
-    else:
-        if address or workers:
-            raise UsageError("--address and --workers go with --cluster ray")
-        executor = LocalExecutor(factory)
-    check_album_recipe(recipe, len(photos))  # a recipe that cannot suit an album is said first
-    nets = recipe.inversion_config().perceptual_nets()
-    check_files(model_for(recipe.model, recipe.size), s.store(), nets, factory())  # every missing file, at once
+def _edit_album(s: Settings, photos, recipe, out_dir: Path, cluster: str, address, workers, from_stage, jpeg_quality):
+    """Several photos (or --cluster ray): pipeline.batch runs them and keeps OUT_DIR/album.json."""
     options = EditOptions(home=s.home, device=s.device_name, jpeg_quality=jpeg_quality, from_stage=from_stage)
 
     def report(result) -> None:
@@ -318,7 +295,8 @@ def _edit_album(
         else:
             click.echo(str(out_dir / result.output))
 
-    summary = run_album(photos, recipe, out_dir, options, executor, progress=not s.quiet, on_result=report)
+    kw = dict(store=s.store(), lpips=s.lpips, cluster=cluster, address=address, workers=workers)
+    summary = edit_album(photos, recipe, out_dir, options, progress=not s.quiet, on_result=report, **kw)
     s.info(summary.line())
     if summary.failed:
         raise UsageError(f"{summary.failed} of {len(photos)} photos failed (reasons above and in {summary.album_json})")
@@ -360,24 +338,12 @@ def invert(s: Settings, run_dir: Path, model: Optional[str], no_cache: bool, fp1
     by content: inverting the same aligned face with the same model and options again is instant.
     """
     config = make_config(**given_inversion_options(inversion))  # bad options fail before any loading
-    size = AlignRecord.load(run_dir).size
-    nets = config.perceptual_nets()
-    opened = open_models(model or f"ffhq-{size}", s.store(), s.device, nets, loaded=s.models(), landmarks=False)
     cache = None if no_cache else s.cache()
     with s.run_folder(run_dir), cache.pinned() if cache else contextlib.nullcontext():
         if cache is not None:
             s.sweep_cache(cache)
-        res = run_invert(
-            run_dir,
-            opened.generator(),
-            opened.chosen.name,
-            opened.chosen.sha256,
-            config,
-            perceptual=opened.perceptual,
-            cache=cache,
-            store_fp16=fp16_cache,
-            progress=not s.quiet,
-        )
+        kw = dict(store=s.store(), device=s.device, loaded=s.models(), cache=cache, progress=not s.quiet)
+        res = invert_run_folder(run_dir, config, model=model, store_fp16=fp16_cache, **kw)
     warn_all(res.warnings)
     for line in invert_lines(res, config):
         s.info(line)
@@ -396,51 +362,30 @@ def drag(
     coords: str,
     mask_path: Optional[Path],
     mask_circle: Optional[str],
-    steps: int,
-    lr: float,
-    lambda_mask: float,
-    r1: float,
-    r2: float,
     animate: Optional[Path],
+    **tuning,
 ) -> None:
     """DragGAN: move handle points to targets on the inverted face.
 
     Reads RUN_DIR/invert/, writes RUN_DIR/drag/ (edited.png, w_edited.safetensors, drag.json with
     the final positions and distances in aligned and photo pixels, preview.png with arrows).
     """
-    config = DragConfig(steps=steps, lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2)
-    if mask_path and mask_circle:
-        raise UsageError("give either --mask or --mask-circle, not both")
-    if animate and animate.suffix.lower() not in (".gif", ".mp4"):
-        raise UsageError("--animate needs a .gif or .mp4 file name")
+    config = DragConfig(**tuning)  # steps, lr, lambda_mask, r1, r2: ranges checked there
     amounts = parse_presets(presets_)
-    if not drags and not amounts:
-        raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT")
-    pairs = [parse_drag(d) for d in drags]
-    frame = load_frame(run_dir)
-    frame.check_presets(amounts, run_dir)
-    circle = parse_circle(mask_circle) if mask_circle else None
+    check_drag_request(drags, amounts, mask_path, mask_circle, animate)  # before the run folder's lock
     with s.run_folder(run_dir):
-        if frame.seed is not None:  # a seed run: its RUN/recipe.json records the drag too
-            parts = {"coords": coords, "mask_circle": circle, "mask_path": mask_path}
-            state = drag_seed_run(
-                run_dir, pairs, parts, config, device=s.device, progress=not s.quiet, presets=amounts, animate=animate
-            )
-        else:
-            pts, mask = map_to_aligned(
-                pairs,
-                coords,
-                frame.matrix,
-                frame.size,
-                frame.photo_size,
-                circle,
-                mask_path,
-                presets=amounts,
-                landmarks=frame.landmarks if amounts else None,
-            )
-            state = run_drag(
-                run_dir, pts, mask, config, device=s.device, animate=animate, progress=not s.quiet, presets=amounts
-            )
+        state = drag_run_folder(
+            run_dir,
+            drags,
+            amounts,
+            config,
+            coords=coords,
+            mask_path=mask_path,
+            mask_circle=mask_circle,
+            device=s.device,
+            progress=not s.quiet,
+            animate=animate,
+        )
     record = DragRecord.load(run_dir)
     warn_all(record.warnings())
     for line in drag_lines(record, state):
@@ -504,12 +449,8 @@ def serve(
     max_megapixels: float,
     idle_minutes: float,
     model: str,
-    lr: float,
-    lambda_mask: float,
-    r1: float,
-    r2: float,
     blend: str,
-    **inversion,
+    **options,
 ) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
 
@@ -533,8 +474,8 @@ def serve(
         s.cache(),
         model,
         s.models(),
-        inversion_config=make_config(**given_inversion_options(inversion)),
-        drag_config=DragConfig(lr=lr, lambda_mask=lambda_mask, r1=r1, r2=r2),
+        inversion_config=make_config(**given_inversion_options(options)),
+        drag_config=DragConfig(**options),  # what is left: lr, lambda_mask, r1, r2
         limits=limits,
         blend=blend,
     )
@@ -633,14 +574,15 @@ def seed(s: Settings, model: str, seed: int, psi: float, run_dir: Path) -> None:
 
 
 # entry point ------------------------------------------------------------------
-def main(argv=None, lpips: Optional[LpipsLoader] = None) -> None:
+def main(argv=None, lpips: Optional[LpipsLoader] = None, opener: Optional[Opener] = None) -> None:
     """Run the CLI with one-line errors and fixed exit codes (pipeline.exits); `lpips` builds the
-    LPIPS nets (None: from the weights store; tests pass random backbones)."""
+    LPIPS nets (None: from the weights store; tests pass random backbones); `opener` makes the
+    downloads' requests (None: the network; tests pass one that has none)."""
     # MKL picks GEMM code paths by memory alignment, so two identical runs could differ in the last
     # bit (seen: a projection's pivot 6e-8 apart) and drift over hundreds of steps; its conditional
     # numerical reproducibility mode makes a run repeat. Set before the first MKL call.
     os.environ.setdefault("MKL_CBWR", "AUTO")
-    run_cli(cli, argv, obj={"lpips": lpips})
+    run_cli(cli, argv, obj=dict(lpips=lpips, **({"opener": opener} if opener else {})))
 
 
 @cli.command()
