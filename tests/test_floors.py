@@ -161,3 +161,57 @@ def test_the_cycle_check_sees_a_cycle_through_a_function_local_import(tmp_path):
     graph = import_graph(tmp_path)
     assert graph["pkg.b"] == {"pkg.c", "pkg"} and graph["pkg.d"] == {"pkg.a"}
     assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+# the shape the middle layer keeps (issue 23) ---------------------------------------------------
+CLI_MAX_LINES = 600  # each command parses, calls one function and prints
+FUNCTION_MAX_LINES = 60
+OPTIONAL_EXTRAS = {"ray", "pipeline.webui.app"}  # imported where used, so the core installs without them
+
+
+def library_files(root: Path) -> list:
+    """The project's .py files outside tests, benchmarks and hidden folders."""
+    return [
+        f
+        for f in sorted(root.rglob("*.py"))
+        if not any(p.startswith(".") or p in SCRIPT_DIRS or p == "build" for p in f.relative_to(root).parts)
+    ]
+
+
+def long_functions_and_local_imports(files: list, root: Path):
+    """(functions over FUNCTION_MAX_LINES, imports inside functions not of an optional extra)."""
+    long, local = [], []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            where = f"{f.relative_to(root)}:{node.lineno} {node.name}"
+            if node.end_lineno - node.lineno + 1 > FUNCTION_MAX_LINES:
+                long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    names = [a.name for a in sub.names]
+                elif isinstance(sub, ast.ImportFrom):
+                    names = [sub.module or ""]
+                else:
+                    continue
+                local += [f"{where} imports {n}" for n in names if n not in OPTIONAL_EXTRAS]
+    return long, local
+
+
+def test_the_cli_is_thin_functions_are_short_and_imports_are_at_the_top():
+    lines = len((ROOT / "run_pipeline.py").read_text().splitlines())
+    assert lines < CLI_MAX_LINES, f"run_pipeline.py has {lines} lines: move the logic into pipeline/"
+    files = library_files(ROOT)
+    assert ROOT / "pipeline" / "edit.py" in files and not any("tests" in f.parts for f in files)
+    long, local = long_functions_and_local_imports(files, ROOT)
+    assert not long, "functions over 60 lines:\n" + "\n".join(long)
+    assert not local, "function-local imports (only optional extras may be):\n" + "\n".join(local)
+
+
+def test_the_shape_check_sees_long_functions_and_local_imports(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(FUNCTION_MAX_LINES))
+    (tmp_path / "m.py").write_text(f"def long():\n{body}\n\ndef lazy():\n    import json\n    import ray\n")
+    long, local = long_functions_and_local_imports([tmp_path / "m.py"], tmp_path)
+    assert long == [f"m.py:1 long ({FUNCTION_MAX_LINES + 1} lines)"]
+    assert local == [f"m.py:{FUNCTION_MAX_LINES + 3} lazy imports json"]
