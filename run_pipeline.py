@@ -28,7 +28,7 @@ from pipeline.batch import edit_album
 from pipeline.composite import run_composite
 from pipeline.console import Settings, warn_all
 from pipeline.doctor import diagnose, format_report
-from pipeline.dragging import check_drag_request, drag_run_folder
+from pipeline.dragging import drag_run_folder, prepare_drag
 from pipeline.edit import run_edit
 from pipeline.exits import run_cli
 from pipeline.flags import (
@@ -372,19 +372,10 @@ def drag(
     """
     config = DragConfig(**tuning)  # steps, lr, lambda_mask, r1, r2: ranges checked there
     amounts = parse_presets(presets_)
-    check_drag_request(drags, amounts, mask_path, mask_circle, animate)  # before the run folder's lock
+    request = prepare_drag(run_dir, drags, amounts, mask_path, mask_circle, animate)  # before the lock
     with s.run_folder(run_dir):
         state = drag_run_folder(
-            run_dir,
-            drags,
-            amounts,
-            config,
-            coords=coords,
-            mask_path=mask_path,
-            mask_circle=mask_circle,
-            device=s.device,
-            progress=not s.quiet,
-            animate=animate,
+            run_dir, request, config, coords=coords, device=s.device, progress=not s.quiet, animate=animate
         )
     record = DragRecord.load(run_dir)
     warn_all(record.warnings())

@@ -3,12 +3,13 @@ seed run (whose RUN/recipe.json records the drag too)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from common.errors import UsageError
 from drag.config import DragConfig
-from drag.frame import load_frame
+from drag.frame import DragFrame, load_frame
 from drag.points import map_to_aligned, parse_circle, parse_drag
 from drag.stage import run_drag
 from pipeline.seeded import drag_seed_run
@@ -26,27 +27,48 @@ def check_drag_request(
         raise UsageError("give at least one --drag X1,Y1:X2,Y2 or --preset NAME=AMOUNT")
 
 
-def drag_run_folder(
+@dataclass(frozen=True)
+class DragRequest:
+    """A drag checked and read before the run folder's lock: its pairs, frame, presets and mask."""
+
+    pairs: list
+    amounts: Mapping[str, float]
+    frame: DragFrame
+    circle: Optional[tuple]
+    mask_path: Optional[Path]
+
+
+def prepare_drag(
     run_dir: Path,
     drags: Sequence[str],
     amounts: Mapping[str, float],
-    config: DragConfig,
-    *,
-    coords: str,
     mask_path: Optional[Path] = None,
     mask_circle: Optional[str] = None,
-    device,
-    progress: bool = True,
     animate: Optional[Path] = None,
-):
-    """Drag RUN_DIR's inverted picture (the caller holds the run folder's lock); the final DragState."""
+) -> DragRequest:
+    """Everything that can refuse the request without writing: the flags, then RUN_DIR's frame."""
     check_drag_request(drags, amounts, mask_path, mask_circle, animate)
     pairs = [parse_drag(d) for d in drags]
     frame = load_frame(run_dir)
     frame.check_presets(amounts, run_dir)
     circle = parse_circle(mask_circle) if mask_circle else None
+    return DragRequest(pairs, dict(amounts), frame, circle, mask_path)
+
+
+def drag_run_folder(
+    run_dir: Path,
+    request: DragRequest,
+    config: DragConfig,
+    *,
+    coords: str,
+    device,
+    progress: bool = True,
+    animate: Optional[Path] = None,
+):
+    """Drag RUN_DIR's inverted picture (the caller holds the run folder's lock); the final DragState."""
+    frame, pairs, amounts = request.frame, request.pairs, request.amounts
     if frame.seed is not None:
-        parts = {"coords": coords, "mask_circle": circle, "mask_path": mask_path}
+        parts = {"coords": coords, "mask_circle": request.circle, "mask_path": request.mask_path}
         return drag_seed_run(
             run_dir, pairs, parts, config, device=device, progress=progress, presets=amounts, animate=animate
         )
@@ -56,8 +78,8 @@ def drag_run_folder(
         frame.matrix,
         frame.size,
         frame.photo_size,
-        circle,
-        mask_path,
+        request.circle,
+        request.mask_path,
         presets=amounts,
         landmarks=frame.landmarks if amounts else None,
     )
