@@ -5,6 +5,7 @@ edit); here the photo, decoded once, gets each face's edit in ascending face ord
 composite reading the photo as the earlier faces left it, and is written once, in its own format.
 Outside every face's changed region the output is the input byte for byte.  Where two faces'
 changed regions overlap, the later face's edit is applied over the earlier one's, and a warning says so.
+`composite_faces` is that pass on images in memory: the web editor's frames and download call it too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from drag.record import DragRecord
 from inversion.record import InversionRecord
 from pipeline.composite import (
     CompositeRecord,
+    EditComposite,
     changed_picture,
     check_blend,
     composite_edit,
@@ -46,30 +48,69 @@ class FacePart:
 
 
 @dataclass(frozen=True)
-class _Applied:
-    part: FacePart
-    align: AlignRecord
-    result: object  # EditComposite
+class FaceImages:
+    """One face's edit as the composite needs it: the photo -> aligned matrix, the reconstruction the
+    edit started from and the edited image (aligned pixels), the face's aligned landmarks and the
+    dragged points (handles, targets, final positions; aligned pixels) for the generator blend."""
+
+    index: int
+    matrix: np.ndarray
+    reconstruction: np.ndarray
+    edited: np.ndarray
+    landmarks: Optional[np.ndarray] = None
+    points: Sequence[Sequence[float]] = ()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What one face's edit did to the photo: its composite and the earlier faces its region overlaps."""
+
+    index: int
+    result: EditComposite
     overlaps: List[int]
 
 
-def _apply(image: np.ndarray, owner: np.ndarray, part: FacePart, photo: Photo, blend: str) -> _Applied:
-    """One face's edit over `image` (the photo as the earlier faces left it); `owner` (face index per
-    photo pixel, -1 untouched) is updated and says which earlier faces' regions this one overlaps."""
+@dataclass(frozen=True)
+class GroupImage:
+    image: np.ndarray  # the photo with every face's edit
+    mask: np.ndarray  # every face's region, float in [0, 1]
+    layers: List[Layer]  # in the order they were applied (ascending face index)
+
+
+def composite_faces(photo_rgb: np.ndarray, faces: Sequence[FaceImages], blend: str) -> GroupImage:
+    """The photo with every face's edit, one composite_edit per face in ascending face order, each over
+    the photo as the earlier faces left it; where regions overlap the later face's edit lies on top.
+    `edit --face all`, the web editor's frames and its download all call this."""
+    image, owner = photo_rgb, np.full(photo_rgb.shape[:2], -1, np.int32)
+    mask = np.zeros(photo_rgb.shape[:2], np.float32)
+    layers = []
+    for face in sorted(faces, key=lambda f: f.index):
+        result = composite_edit(
+            image, face.matrix, face.reconstruction, face.edited, blend, face.landmarks, [list(p) for p in face.points]
+        )
+        region = result.composite.mask > 0
+        overlaps = sorted(int(i) for i in np.unique(owner[region]) if i >= 0)
+        owner[region] = face.index
+        image, mask = result.image, np.maximum(mask, result.composite.mask)
+        layers.append(Layer(face.index, result, overlaps))
+    return GroupImage(image, mask, layers)
+
+
+def _face_images(part: FacePart, photo: Photo) -> FaceImages:
+    """A face's run folder (RUN/faces/N) as the composite's input, checked to belong to `photo`."""
     run = RunFolder(part.run_path)
     align = AlignRecord.load(run.path)
     if align.photo_sha256 != photo.sha256:
         raise UsageError(f"{run.path} was aligned on another photo; re-run the edit with --from align")
     drag = DragRecord.load_fresh(run.path)
-    edited = run.read_image("drag", "edited.png")
-    reconstruction = run.read_image("invert", "reconstruction.png")
-    result = composite_edit(
-        image, align.matrix, reconstruction, edited, blend, align.aligned_landmarks, drag.aligned_points
+    return FaceImages(
+        part.index,
+        align.matrix,
+        run.read_image("invert", "reconstruction.png"),
+        run.read_image("drag", "edited.png"),
+        align.aligned_landmarks,
+        drag.aligned_points,
     )
-    region = result.composite.mask > 0
-    overlaps = sorted(int(i) for i in np.unique(owner[region]) if i >= 0)
-    owner[region] = part.index
-    return _Applied(part, align, result, overlaps)
 
 
 def overlap_warning(later: int, earlier: Sequence[int]) -> str:
@@ -81,9 +122,10 @@ def overlap_warning(later: int, earlier: Sequence[int]) -> str:
     )
 
 
-def _face_entry(applied: _Applied, photo: Photo, output_rgb: np.ndarray) -> dict:
+def _face_entry(part: FacePart, layer: Layer, photo: Photo, output_rgb: np.ndarray) -> dict:
     """composite.json's entry for one face: box, stages, changed region, presets and identity figures."""
-    part, align, comp = applied.part, applied.align, applied.result.composite
+    comp = layer.result.composite
+    align = AlignRecord.load(part.run_path)
     drag, inversion = DragRecord.load(part.run_path), InversionRecord.load(part.run_path)
     return {
         "face": part.index,
@@ -92,14 +134,14 @@ def _face_entry(applied: _Applied, photo: Photo, output_rgb: np.ndarray) -> dict
         "stages": dict(part.stages),
         "changed_box": list(comp.box) if comp.box is not None else None,
         "mask_pixels": int((comp.mask > 0).sum()),
-        "motion": motion_stats(applied.result.motion, align.matrix),
+        "motion": motion_stats(layer.result.motion, align.matrix),
         "presets": drag.presets,
         "identity": {
             "photo vs reconstruction": inversion.identity_distance,
             "photo vs edited": drag.identity_distance,
             "photo vs output photo": output_identity(photo.rgb, output_rgb, align.landmarks).get("distance"),
         },
-        "overlaps": applied.overlaps,
+        "overlaps": layer.overlaps,
     }
 
 
@@ -116,14 +158,9 @@ def run_group_composite(
     entry per face and per skipped face, blend_mask.png: every face's region, changed-N.png, compare.png)."""
     check_blend(blend)
     fmt = output_format(out, photo)  # refuse a bad extension before any work
-    image, owner = photo.rgb, np.full(photo.rgb.shape[:2], -1, np.int32)
-    mask = np.zeros(photo.rgb.shape[:2], np.float32)
-    applied = []
-    for part in sorted(parts, key=lambda p: p.index):
-        done = _apply(image, owner, part, photo, blend)
-        image, mask = done.result.image, np.maximum(mask, done.result.composite.mask)
-        applied.append(done)
-    faces = [_face_entry(a, photo, image) for a in applied]
+    by_index = {p.index: p for p in parts}
+    group = composite_faces(photo.rgb, [_face_images(p, photo) for p in parts], blend)
+    image, mask = group.image, group.mask
     record = CompositeRecord(
         {
             "output": str(Path(out).resolve()),
@@ -131,17 +168,17 @@ def run_group_composite(
             "blend": blend,
             "mask_pixels": int((mask > 0).sum()),
             "changed_pixels": int((image != photo.rgb).any(axis=2).sum()),
-            "order": [a.part.index for a in applied],
-            "faces": faces,
+            "order": [layer.index for layer in group.layers],
+            "faces": [_face_entry(by_index[layer.index], layer, photo, image) for layer in group.layers],
             "skipped": list(skipped),
-            "warnings": [overlap_warning(a.part.index, a.overlaps) for a in applied if a.overlaps],
+            "warnings": [overlap_warning(la.index, la.overlaps) for la in group.layers if la.overlaps],
         }
     )
     with atomic_dir(RunFolder(Path(run_dir)).stage("composite")) as tmp:
         Image.fromarray((mask * 255).round().astype(np.uint8)).save(tmp / "blend_mask.png")
-        for a in applied:
-            picture = changed_picture(photo.rgb, a.result, a.align.matrix)
-            Image.fromarray(picture).save(tmp / f"changed-{a.part.index}.png")
+        for layer in group.layers:
+            matrix = AlignRecord.load(by_index[layer.index].run_path).matrix
+            Image.fromarray(changed_picture(photo.rgb, layer.result, matrix)).save(tmp / f"changed-{layer.index}.png")
         Image.fromarray(side_by_side(photo.rgb, image)).save(tmp / "compare.png")
         record.save(tmp)
     save_like(Path(out), image, photo, jpeg_quality)

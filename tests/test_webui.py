@@ -199,6 +199,89 @@ def test_preset_sliders_give_the_same_drags_as_the_cli(manager, capsys, tmp_path
     assert json.loads(json.dumps(cli_rec.presets["amounts"])) == {"smile": 0.5}
 
 
+def mirrored(point, width=512):
+    """A point of the packaged portrait in two_faces_photo's right half (its mirror image)."""
+    return [width + width - 1 - point[0], point[1]]
+
+
+TWO_FACE_DRAGS = {0: (list(MOUTH_RIGHT), list(TARGET)), 1: (mirrored(MOUTH_RIGHT), mirrored(TARGET))}
+
+
+def png_two_faces(folder: Path) -> Path:
+    """two_faces_photo as a PNG: the download is lossless, so untouched pixels compare exactly."""
+    path = Path(folder) / "two_faces.png"
+    Image.open(two_faces_photo(folder)).save(path)
+    return path
+
+
+def result_rgb(client, sid) -> np.ndarray:
+    from io import BytesIO
+
+    res = client.get(f"/api/session/{sid}/result")
+    assert res.status_code == 200 and res.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(BytesIO(res.content)).convert("RGB")).astype(int)
+
+
+def test_each_face_keeps_its_edit_and_the_download_carries_them_all(manager):
+    """Two faces of one upload: each is inverted into its own run/faces/N and dragged; choosing the
+    other face keeps the first one's edit; the download has both; undo on one face leaves the other."""
+    photo = png_two_faces(manager.root.parent)
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    half = original.shape[1] // 2
+    with editor(manager) as c:
+        sid = upload(c, photo, "two.png").json()["id"]
+        for face, (handle, target) in TWO_FACE_DRAGS.items():
+            c.post(f"/api/session/{sid}/invert", json={"face": face})
+            st = wait(c, sid)
+            assert (st["state"], st["face"], st["rounds"]) == ("ready", face, 0), st
+            drag = {"drags": [{"handle": handle, "target": target}], "steps": 3}
+            assert c.post(f"/api/session/{sid}/drag", json=drag).status_code == 200
+            st = wait(c, sid)
+            assert st["state"] == "ready" and st["rounds"] == 1, st
+        assert st["edited_faces"] == [0, 1]
+        run = manager.root / sid / "run" / "faces"
+        assert sorted(p.name for p in run.iterdir()) == ["0", "1"]
+        assert all((run / n / "drag" / "drag.json").is_file() for n in ("0", "1"))
+        both = result_rgb(c, sid)
+        changed = (both != original).any(axis=2)
+        assert changed[:, :half].any() and changed[:, half:].any()  # each face's edit is in the download
+        c.post(f"/api/session/{sid}/invert", json={"face": 0})  # back to face 0: its round is still there
+        st = wait(c, sid)
+        assert (st["face"], st["rounds"], st["edited_faces"]) == (0, 1, [0, 1])
+        assert np.array_equal(result_rgb(c, sid), both)
+        recipe = c.get(f"/api/session/{sid}/recipe").json()
+        assert recipe["align"]["face"] == [0, 1] and "drags" not in recipe
+        assert recipe["faces"]["1"]["drags"] == [{"handle": TWO_FACE_DRAGS[1][0], "target": TWO_FACE_DRAGS[1][1]}]
+        assert c.post(f"/api/session/{sid}/undo").status_code == 200  # face 0's round goes, face 1's stays
+        st = c.get(f"/api/session/{sid}/status").json()
+        assert (st["face"], st["rounds"], st["edited_faces"]) == (0, 0, [1])
+        only_1 = result_rgb(c, sid)
+        assert np.array_equal(only_1[:, :half], original[:, :half])
+        assert np.array_equal(only_1[:, half:], both[:, half:])
+        assert c.get(f"/api/session/{sid}/recipe").json()["align"]["face"] == 1  # one face: its own recipe
+
+
+def test_a_several_face_recipe_refuses_what_it_cannot_replay(manager):
+    photo = png_two_faces(manager.root.parent)
+    with editor(manager) as c:
+        sid = upload(c, photo, "two.png").json()["id"]
+        for face, (handle, target) in TWO_FACE_DRAGS.items():
+            c.post(f"/api/session/{sid}/invert", json={"face": face})
+            wait(c, sid)
+            steps = 2 if face == 0 else 3
+            c.post(f"/api/session/{sid}/drag", json={"drags": [{"handle": handle, "target": target}], "steps": steps})
+            wait(c, sid)
+        r = c.get(f"/api/session/{sid}/recipe")
+        assert r.status_code == 400 and "different settings" in r.json()["error"]
+        c.post(
+            f"/api/session/{sid}/drag",
+            json={"drags": [{"handle": TWO_FACE_DRAGS[1][1], "target": TWO_FACE_DRAGS[1][0]}], "steps": 2},
+        )
+        wait(c, sid)
+        r = c.get(f"/api/session/{sid}/recipe")
+        assert r.status_code == 400 and "face 1 has 2" in r.json()["error"]
+
+
 def test_a_closed_tab_stops_its_drag(manager):
     manager.limits = dataclasses.replace(manager.limits, idle_stop_s=0.5)
     with editor(manager, reap_every_s=0.2) as c:

@@ -27,7 +27,7 @@ from inversion.seed import render
 from inversion.stage import load_inversion
 from pipeline.models import OpenModels
 from pipeline.seeded import check_seed, may_draw_faces, seed_opened, seed_recipe
-from pipeline.webui.session import Progress, Services, Session, SessionManager
+from pipeline.webui.session import FaceState, Progress, Services, Session, SessionManager
 from weights.models import GENERATOR_NAMES
 from weights.registry import REGISTRY
 
@@ -87,15 +87,15 @@ class SeedSession(Session):
 
     def _generate(self) -> None:
         self.progress = Progress("generate", 0, 1)
-        seed_opened(self.run_dir, self.opened, self.seed, self.psi)
-        self.w_pivot, self.G, _ = load_inversion(self.run_dir, self.services.device)
-        self.frame_info = load_frame(self.run_dir)
-        self.history, self.rounds, self.round_points = [], [], []
+        seed_opened(self.run_root, self.opened, self.seed, self.psi)
+        w_pivot, self.G, _ = load_inversion(self.run_root, self.services.device)
+        self.frame_info = load_frame(self.run_root)
+        self.edits[0] = self.face = FaceState(0, self.run_root, w_pivot)  # the picture is the session's one "face"
         self._show(self.w_pivot)
         self.progress = Progress("generate", 1, 1)
         self.state = "ready"
 
-    def _composited(self, w: torch.Tensor, points_aligned=(), display: bool = False) -> np.ndarray:
+    def _composited(self, w: torch.Tensor, points_aligned=(), display: bool = False, live: bool = False) -> np.ndarray:
         """The generated picture of `w` itself: there is no photo to put it back into."""
         rgb = render(self.G, w)
         return self._display(rgb) if display else rgb

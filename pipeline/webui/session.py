@@ -2,8 +2,13 @@
 
 A session goes: uploaded -> (face chosen) inverting -> ready <-> dragging.  Jobs run in a
 background thread; the page polls `status()` and `frame()` (a JPEG of the photo with the
-current edit composited in).  Each drag continues from the current result; undo and reset
+current edits composited in).  Each drag continues from the current result; undo and reset
 step back.  A session whose page stops polling is stopped by the manager's reaper.
+
+Every face of the upload is its own run (run/faces/N, as `edit --face all` lays it out) with its
+own drag rounds; choosing another face keeps the edits of the faces before it.  Frames and the
+download put every edited face back in one pass (pipeline.group.composite_faces), and the recipe
+of several edited faces is the "faces" recipe `edit --recipe` replays to the same bytes.
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ from drag.points import DragPair, map_to_aligned
 from drag.record import DragRecord
 from drag.stage import run_drag
 from inversion.stage import load_inversion, run_invert
-from pipeline.composite import DEFAULT_BLEND, composite_edit, display_matrix, save_like
+from pipeline.composite import DEFAULT_BLEND, display_matrix, save_like
+from pipeline.group import FaceImages, composite_faces
 from pipeline.models import OpenModels, open_models
 from pipeline.outputs import edited_name
+from pipeline.recipe import FaceEdit
 from weights.models import GENERATOR_NAMES
 from weights.networks import to_uint8
 
@@ -50,6 +57,28 @@ MAX_UPLOAD_PIXELS = 40_000_000
 MAX_DRAG_STEPS = 1000
 DISPLAY_MAX_SIDE = 1024
 FRAME_EVERY_S = 0.4
+
+
+@dataclass
+class FaceState:
+    """One face of the session: its run folder, inversion, drag rounds and, when it is not the face
+    being edited, the picture of its current latent (its generator is loaded only while it is)."""
+
+    index: int
+    run_dir: Path
+    w_pivot: torch.Tensor
+    align: Optional[AlignRecord] = None
+    reconstruction: Optional[np.ndarray] = None  # invert/reconstruction.png, what every edit started from
+    history: List[torch.Tensor] = field(default_factory=list)  # latents after each drag round
+    rounds: List[dict] = field(default_factory=list)  # the drags (photo px), options and mask of each round
+    round_points: List[list] = field(default_factory=list)  # handles, targets, final positions (aligned px)
+    edited: Optional[np.ndarray] = None  # the picture of the current latent, kept while another face is edited
+
+    def current_w(self) -> torch.Tensor:
+        return self.history[-1] if self.history else self.w_pivot
+
+    def points(self) -> list:
+        return [q for r in self.round_points for q in r]
 
 
 @dataclass
@@ -74,7 +103,7 @@ class Session:
         """What every session holds: its folder, job, history of rounds and frame counter."""
         self.id = sid
         self.dir = folder
-        self.run_dir = folder / "run"
+        self.run_root = folder / "run"
         self.services = services
         self.state = state
         self.message = ""
@@ -83,16 +112,30 @@ class Session:
         self.stop_event = threading.Event()
         self.thread: Optional[threading.Thread] = None
         self.last_seen = time.time()
-        self.history: List[torch.Tensor] = []  # latents after each drag round
-        self.rounds: List[list] = []  # the drag pairs (photo px) of each round
-        self.round_points: List[list] = []  # handles, targets and final positions (aligned px) of each round
         self.handles: list = []
         self.targets: list = []
-        self.G = None
-        self.w_pivot: Optional[torch.Tensor] = None
-        self.align: Optional[dict] = None
-        self.reconstruction: Optional[np.ndarray] = None  # invert/reconstruction.png, what every edit started from
+        self.G = None  # the generator of the face being edited (its tuned copy for a photo)
+        self.face: Optional[FaceState] = None  # the face being edited
+        self.edits: Dict[int, FaceState] = {}  # every face inverted so far, by index
         self.frame_version = 0
+
+    # the face being edited ---------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        """The run folder of the face being edited (run/faces/N), or the session's run root."""
+        return self.face.run_dir if self.face is not None else self.run_root
+
+    @property
+    def w_pivot(self) -> Optional[torch.Tensor]:
+        return self.face.w_pivot if self.face is not None else None
+
+    @property
+    def align(self) -> Optional[AlignRecord]:
+        return self.face.align if self.face is not None else None
+
+    @property
+    def rounds(self) -> List[dict]:
+        return self.face.rounds if self.face is not None else []
 
     # display helpers -------------------------------------------------------------------------
     @property
@@ -146,14 +189,35 @@ class Session:
             self.thread.start()
 
     def choose_face(self, index: int) -> None:
+        """Edit face `index`: inverted on first choice (run/faces/N), its own rounds kept when another is chosen."""
         if not 0 <= index < len(self.faces):
             raise UsageError(f"face {index} does not exist ({len(self.faces)} found)")
-        self._start("inverting", lambda: self._invert(index))
+        self._start("inverting", lambda: self._switch(index))
 
-    def _invert(self, index: int) -> None:
+    def _switch(self, index: int) -> None:
+        """Leave the face being edited (its current picture kept for the composite) and edit `index`."""
+        if self.face is not None and self.face.index == index:
+            self.state = "ready"
+            return
+        if self.face is not None:
+            self.face.edited = self._picture(self.face.current_w())
+        self.face, self.G = None, None  # one tuned generator in memory at a time
+        known = self.edits.get(index)
+        if known is None:
+            known = self._invert(index)
+        else:
+            _, self.G, _ = load_inversion(known.run_dir, self.services.device)
+        known.edited = None
+        self.edits[index] = self.face = known
+        self._show(known.current_w())
+        self.state = "ready"
+
+    def _invert(self, index: int) -> FaceState:
+        """Align and invert face `index` into run/faces/N (the inversion cache makes a repeat quick)."""
         svc = self.services
+        run_dir = self.run_root / "faces" / str(index)
         self.progress = Progress("align", 0, 1)
-        run_align(self.photo.path, self.run_dir, size=svc.resolution, face=index)
+        run_align(self.photo.path, run_dir, size=svc.resolution, face=index)
 
         def on_step(phase, step, total, values):
             self.progress = Progress(phase, step, total)
@@ -163,7 +227,7 @@ class Session:
         with svc.cache.pinned() if svc.cache is not None else contextlib.nullcontext():
             # no other edit evicts the entry this session reads until its tuned generator is loaded
             run_invert(
-                self.run_dir,
+                run_dir,
                 svc.generator(),
                 svc.model_name,
                 svc.model_sha256,
@@ -173,35 +237,52 @@ class Session:
                 progress=False,
                 on_step=on_step,
             )
-            self.w_pivot, self.G, _ = load_inversion(self.run_dir, svc.device)
-        self.align = AlignRecord.load(self.run_dir)
-        self.reconstruction = RunFolder(self.run_dir).read_image("invert", "reconstruction.png")
-        self.history, self.rounds, self.round_points = [], [], []
-        self._show(self.w_pivot)
-        self.state = "ready"
+            w_pivot, self.G, _ = load_inversion(run_dir, svc.device)
+        reconstruction = RunFolder(run_dir).read_image("invert", "reconstruction.png")
+        return FaceState(index, run_dir, w_pivot, AlignRecord.load(run_dir), reconstruction)
 
     def _current_w(self) -> torch.Tensor:
-        return self.history[-1] if self.history else self.w_pivot
+        return self.face.current_w()
 
-    def _composited(self, w: torch.Tensor, points_aligned=(), display: bool = False) -> np.ndarray:
-        """The photo with the image of `w` put back by the session's blend, through the composite that
-        `edit` runs (pipeline.composite.composite_edit); at display resolution for live frames.
-        `points_aligned` (handles, targets, final positions) shape the generator blend's mask."""
+    def _picture(self, w: torch.Tensor) -> np.ndarray:
+        """The aligned picture of `w` by the generator of the face being edited."""
         with torch.no_grad():
-            img = to_uint8(self.G.synthesis(w, noise_mode="const"))[0]
-        photo, matrix = self.photo.rgb, self.align.matrix
+            return to_uint8(self.G.synthesis(w, noise_mode="const"))[0]
+
+    def _shown_faces(self, w: torch.Tensor, points_aligned, live: bool) -> List[FaceImages]:
+        """The faces a frame or the download composites: every face with a drag round, the face being
+        edited at `w` (with `points_aligned`) when it has one or is being dragged (`live`), and with no
+        round anywhere that face as it stands (its reconstruction shows how the inversion went)."""
+        anything = any(f.rounds for f in self.edits.values())
+        out = []
+        for state in self.edits.values():
+            if state is self.face:
+                if live or state.rounds or not anything:
+                    out.append(self._face_images(state, self._picture(w), points_aligned))
+            elif state.rounds:
+                out.append(self._face_images(state, state.edited, state.points()))
+        return out
+
+    @staticmethod
+    def _face_images(state: FaceState, edited: np.ndarray, points) -> FaceImages:
+        align = state.align
+        return FaceImages(state.index, align.matrix, state.reconstruction, edited, align.aligned_landmarks, points)
+
+    def _composited(self, w: torch.Tensor, points_aligned=(), display: bool = False, live: bool = False) -> np.ndarray:
+        """The photo with every shown face put back by the session's blend, through the one pass that
+        `edit --face all` runs (pipeline.group.composite_faces); at display resolution for live frames.
+        `points_aligned` (handles, targets, final positions) shape the generator blend's mask."""
+        faces = self._shown_faces(w, points_aligned, live)
+        photo = self.photo.rgb
         if display and self.display_scale < 1.0:
             photo = self._display(photo)
-            matrix = display_matrix(matrix, self.photo.size, (photo.shape[1], photo.shape[0]))
-        points = [list(p) for p in points_aligned]
-        return composite_edit(
-            photo, matrix, self.reconstruction, img, self.services.blend, self.align.aligned_landmarks, points
-        ).image
+            size = (photo.shape[1], photo.shape[0])
+            faces = [dataclasses.replace(f, matrix=display_matrix(f.matrix, self.photo.size, size)) for f in faces]
+        return composite_faces(photo, faces, self.services.blend).image
 
-    def _show(self, w: torch.Tensor, points=()) -> None:
-        """Publish the composited image of `w` (display resolution) as the frame."""
-        earlier = [q for r in self.round_points for q in r]
-        self._set_frame(self._composited(w, [*earlier, *points], display=True))
+    def _show(self, w: torch.Tensor, points=(), live: bool = False) -> None:
+        """Publish the composite with `w` for the face being edited (display resolution) as the frame."""
+        self._set_frame(self._composited(w, [*self.face.points(), *points], display=True, live=live))
 
     def _request(self, pairs: List[DragPair], mask_path: Optional[Path], presets: Mapping[str, float]):
         """Aligned [N, 2, 2] points and mask: the one mapper the CLI uses, presets from this face's landmarks."""
@@ -286,7 +367,7 @@ class Session:
             self.handles = to_photo(state.handles.cpu().numpy())
             if time.time() - last[0] > FRAME_EVERY_S:
                 last[0] = time.time()
-                self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]))
+                self._show(state.w, points=np.concatenate([pts[:, 0], pts[:, 1]]), live=True)
 
         state = run_drag(
             self.run_dir,
@@ -300,10 +381,11 @@ class Session:
             should_stop=self.stop_event.is_set,
             presets=presets,
         )
-        self.history.append(state.w.detach().clone())
+        face = self.face
+        face.history.append(state.w.detach().clone())
         record = DragRecord.load(self.run_dir)
-        self.round_points.append(record.aligned_points)
-        self.rounds.append(
+        face.round_points.append(record.aligned_points)
+        face.rounds.append(
             {
                 "drags": [{"handle": list(p.handle), "target": list(p.target)} for p in pairs],
                 "drag": {name: getattr(config, name) for name in DRAG_OPTIONS},
@@ -326,16 +408,17 @@ class Session:
 
     def undo(self) -> None:
         self._idle_only()
-        if self.history:
-            self.history.pop()
-            self.rounds.pop()
-            self.round_points.pop()
+        face = self.face
+        if face.history:
+            face.history.pop()
+            face.rounds.pop()
+            face.round_points.pop()
         self._show(self._current_w())
         self.handles, self.targets = [], []
 
     def reset(self) -> None:
         self._idle_only()
-        self.history, self.rounds, self.round_points = [], [], []
+        self.face.history, self.face.rounds, self.face.round_points = [], [], []
         self._show(self._current_w())
         self.handles, self.targets = [], []
 
@@ -357,6 +440,8 @@ class Session:
             "handles": self.handles,
             "targets": self.targets,
             "rounds": len(self.rounds),
+            "face": self.face.index if self.face is not None and self.faces else None,
+            "edited_faces": sorted(i for i, f in self.edits.items() if f.rounds),
             "frame_version": self.frame_version,
         }
 
@@ -364,7 +449,7 @@ class Session:
         """(bytes, file name, media type) of the full-size edited photo in the photo's format."""
         if self.w_pivot is None:
             raise UsageError("nothing to download yet")
-        out = self._composited(self._current_w(), [q for r in self.round_points for q in r])
+        out = self._composited(self._current_w(), self.face.points())
         ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(
             self.photo.format, ".png"
         )
@@ -380,31 +465,52 @@ class Session:
         return path.read_bytes(), edited_name(self.photo.path, ext), media
 
     def recipe(self) -> dict:
-        if len(self.rounds) != 1:
+        """What `edit --recipe` replays to the download's bytes: the one edited face's round, or each
+        edited face's round as a several-face recipe ("align.face" a list, "faces" their drags)."""
+        edited = [self.edits[i] for i in sorted(self.edits) if self.edits[i].rounds]
+        if len(edited) <= 1:
+            return self._face_recipe(edited[0] if edited else self.face)
+        check_group_rounds(edited)
+        return {
+            **self._recipe_base(edited[0]),
+            "align": {"face": [f.index for f in edited], "size": edited[0].align.size},
+            "faces": {str(f.index): face_edit(f.rounds[0]).to_json() for f in edited},
+        }
+
+    def _face_recipe(self, face: Optional[FaceState]) -> dict:
+        rounds = face.rounds if face is not None else []
+        if len(rounds) != 1:
             raise UsageError(
                 "a recipe replays one round of drags from the inversion: "
-                f"this session has {len(self.rounds)}; reset and drag once to get one"
+                f"this session has {len(rounds)}; reset and drag once to get one"
             )
+        return {
+            **self._recipe_base(face),
+            "drags": rounds[0]["drags"],
+            **({"presets": rounds[0]["presets"]} if rounds[0].get("presets") else {}),
+            "align": {"face": face.align.face_index, "size": face.align.size},
+        }
+
+    def _recipe_base(self, face: FaceState) -> dict:
         return {
             "version": 1,
             "model": self.services.model_name,
             "coords": "photo",
-            "drags": self.rounds[0]["drags"],
-            **({"presets": self.rounds[0]["presets"]} if self.rounds[0].get("presets") else {}),
-            "align": {"face": self.align.face_index, "size": self.align.size},
             "invert": self.services.inversion_config.options(),  # the session's profile and steps
-            "drag": self.rounds[0]["drag"],  # the round's steps, lr, lambda_mask, r1, r2
+            "drag": face.rounds[0]["drag"],  # the round's steps, lr, lambda_mask, r1, r2
             "composite": {"blend": self.services.blend},
         }
 
     def run_zip(self) -> bytes:
-        if not self.run_dir.is_dir():
+        """The session's run folder (every face's run/faces/N, or a seed's run) as a zip."""
+        root = self.run_root
+        if not root.is_dir():
             raise UsageError("nothing to download yet")
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(self.run_dir.rglob("*")):
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(self.run_dir).parts):
-                    zf.write(f, f"run/{f.relative_to(self.run_dir)}")
+            for f in sorted(root.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts):
+                    zf.write(f, f"run/{f.relative_to(root)}")
         return buf.getvalue()
 
     def close(self) -> None:
@@ -412,6 +518,34 @@ class Session:
         if self.thread is not None:
             self.thread.join(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def face_edit(round_: dict) -> FaceEdit:
+    """A drag round of the web editor as a several-face recipe's per-face edit."""
+    drags = tuple((tuple(d["handle"]), tuple(d["target"])) for d in round_["drags"])
+    return FaceEdit(drags=drags, presets=dict(round_.get("presets") or {}))
+
+
+def check_group_rounds(faces: List[FaceState]) -> None:
+    """What a several-face recipe can replay: one round per face, one drag setting, no painted mask."""
+    for f in faces:
+        if len(f.rounds) != 1:
+            raise UsageError(
+                f"a recipe replays one round of drags per face: face {f.index} has {len(f.rounds)}; "
+                "undo or reset it to one"
+            )
+        if f.rounds[0].get("mask_png") is not None:
+            raise UsageError(
+                f"a recipe of several faces holds no painted mask (face {f.index} has one); "
+                "download the photo, or edit that face alone"
+            )
+    first = faces[0].rounds[0]["drag"]
+    for f in faces[1:]:
+        if f.rounds[0]["drag"] != first:
+            raise UsageError(
+                f"faces {faces[0].index} and {f.index} were dragged with different settings (steps, lr, r1, r2, "
+                "lambda_mask): a recipe of several faces holds one; drag them alike"
+            )
 
 
 @dataclass
