@@ -445,6 +445,7 @@ def serve(
 ) -> None:
     """Local web editor: upload a photo, pick the face, click points, watch the drag.
 
+    Each face of a photo keeps its edit when another is picked; the download carries them all.
     Or start from a seed of the served model or of any registry generator in the weights store,
     dragged in W+ or W (DragGAN's workflow; downloads: PNG, latent, recipe).
     The inversion and drag options apply to every session (the page sets the step limit).

@@ -389,3 +389,57 @@ def test_real_browser_edit(manager, tmp_path):
 
         assert Image.open(BytesIO(res.content)).size == (pw, ph)
         assert np.asarray(Image.open(ARTIFACTS / "webui.png")).std() > 0
+
+
+@pytest.mark.slow
+def test_real_browser_edits_two_faces_of_one_upload(manager, tmp_path):
+    """Headless Chromium: upload a two-face photo, edit face 0, switch to face 1 and edit it, then the
+    download carries both edits and the recipe names both faces."""
+    import httpx
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = png_two_faces(tmp_path)
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    pw, ph = Image.open(photo).size
+
+    with served_browser(manager, tmp_path) as (browser, base):
+        browser.get(base + "/")
+        wait_ = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
+
+        def click(element_id):  # the face buttons are redrawn as the status changes
+            wait_.until(lambda b: b.find_element(By.ID, element_id).is_enabled() and b.find_element(By.ID, element_id))
+            wait_.until(lambda b: b.find_element(By.ID, element_id).click() or True)
+
+        browser.find_element(By.ID, "upload").send_keys(str(photo))
+        wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "2 faces found"))
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("3")
+        overlay = browser.find_element(By.ID, "overlay")
+        for face, (handle, target) in TWO_FACE_DRAGS.items():
+            click(f"face-{face}")
+            wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), f"Ready (face {face})"))
+            w, h = overlay.size["width"], overlay.size["height"]
+            for x, y in (handle, target):  # photo pixels -> offsets from the canvas centre
+                ActionChains(browser).move_to_element_with_offset(
+                    overlay, x * w / pw - w / 2, y * h / ph - h / 2
+                ).click().perform()
+            browser.find_element(By.ID, "start").click()
+            wait_.until(EC.text_to_be_present_in_element((By.ID, "status"), "after 3 steps"))
+            wait_.until(EC.text_to_be_present_in_element((By.ID, f"face-{face}"), "\u270e"))  # marked as edited
+        assert "\u270e" in browser.find_element(By.ID, "face-0").text  # face 0 kept its edit
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "webui_faces.png"))
+        wait_.until(EC.text_to_be_present_in_element((By.ID, "download-result"), "faces 0, 1"))
+        link = browser.find_element(By.ID, "download-result").get_attribute("href")
+        from io import BytesIO
+
+        got = np.asarray(Image.open(BytesIO(httpx.get(link, timeout=60).content)).convert("RGB")).astype(int)
+        changed = (got != original).any(axis=2)
+        assert changed[:, : pw // 2].any() and changed[:, pw // 2 :].any()
+        recipe = httpx.get(browser.find_element(By.ID, "download-recipe").get_attribute("href"), timeout=60).json()
+        assert recipe["align"]["face"] == [0, 1] and sorted(recipe["faces"]) == ["0", "1"]

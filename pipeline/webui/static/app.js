@@ -1,7 +1,8 @@
 // photodrag web editor: talks to the local server; all coordinates sent are photo pixels.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const S = { id: null, kind: "photo", hasMask: false, width: 0, height: 0, faces: [], state: "none", pairs: [], pending: null,
+const S = { id: null, kind: "photo", hasMask: false, width: 0, height: 0, faces: [], face: null, editedFaces: [],
+            state: "none", pairs: [], pending: null,
             painting: false, paintMode: false, frameVersion: -1, handles: [], targets: [], zoom: 1,
             displayW: 0, displayH: 0, maskUsed: false, poll: null,
             presets: {}, presetArrows: { handles: [], targets: [] } };
@@ -45,7 +46,8 @@ $("seed-start").onclick = async () => {
                  psi: parseFloat($("psi").value), latent: $("latent").value };
   try {
     const s = await post("/api/seed", body);
-    Object.assign(S, { id: s.id, kind: "seed", width: s.width, height: s.height, faces: [], state: "generating" });
+    Object.assign(S, { id: s.id, kind: "seed", width: s.width, height: s.height, faces: [], face: null, editedFaces: [],
+                       state: "generating" });
     listFaces();
     $("status").textContent = "Generating the seed's picture...";
     await loadFrame(true);
@@ -95,25 +97,35 @@ $("upload").addEventListener("change", async (ev) => {
   fd.append("file", file);
   try {
     const s = await api("/api/session", { method: "POST", body: fd });
-    Object.assign(S, { id: s.id, kind: "photo", width: s.width, height: s.height, faces: s.faces, state: "uploaded" });
+    Object.assign(S, { id: s.id, kind: "photo", width: s.width, height: s.height, faces: s.faces, face: null,
+                       editedFaces: [], state: "uploaded" });
     await loadFrame(true);
     listFaces();
-    $("status").textContent = `${s.faces.length} face(s) found: pick one to invert.`;
+    $("status").textContent = s.faces.length > 1
+      ? `${s.faces.length} faces found: pick one to edit; each face keeps its edit when you pick another.`
+      : "1 face found: pick it to invert.";
     startPolling();
   } catch (e) { showError(e); $("status").textContent = "Upload a photo with a face."; }
 });
 
+// one button per face: the face being edited is highlighted, faces with an edit are marked
 function listFaces() {
   const box = $("faces");
   box.innerHTML = "";
   S.faces.forEach((f) => {
     const b = document.createElement("button");
     b.id = `face-${f.index}`;
-    b.textContent = `Face ${f.index}`;
+    const edited = S.editedFaces.includes(f.index);
+    b.textContent = `Face ${f.index}${edited ? " \u270e" : ""}`;
+    b.title = edited ? "this face has an edit; it stays when you edit another" : "edit this face";
+    if (f.index === S.face) b.className = "primary";
+    b.disabled = ["dragging", "inverting"].includes(S.state);
     b.onclick = async () => {
       showError(null);
-      try { await post(`/api/session/${S.id}/invert`, { face: f.index }); S.state = "inverting"; updateButtons(); }
-      catch (e) { showError(e); }
+      try {
+        await post(`/api/session/${S.id}/invert`, { face: f.index });
+        S.state = "inverting"; S.pairs = []; S.pending = null; resetPresets(); updateButtons(); listFaces();
+      } catch (e) { showError(e); }
     };
     box.appendChild(b);
   });
@@ -159,10 +171,11 @@ function toPhoto(ev) {
 function drawOverlay() {
   const c = $("overlay"), g = c.getContext("2d"), k = scale();
   g.clearRect(0, 0, c.width, c.height);
-  if (S.state === "uploaded") {
-    g.strokeStyle = "#ffc800"; g.lineWidth = 2; g.font = "16px sans-serif"; g.fillStyle = "#ffc800";
-    S.faces.forEach((f) => {
+  if (S.state === "uploaded" || (S.faces.length > 1 && S.state === "ready")) {
+    g.lineWidth = 2; g.font = "16px sans-serif";
+    S.faces.forEach((f) => {  // the face being edited in yellow, the others dimmed
       const [l, t, r, b] = f.box.map((v) => v * k);
+      g.strokeStyle = g.fillStyle = S.face === null || f.index === S.face ? "#ffc800" : "rgba(255,255,255,0.45)";
       g.strokeRect(l, t, r - l, b - t); g.fillText(String(f.index), l + 4, t + 16);
     });
   }
@@ -225,7 +238,8 @@ function updateButtons() {
   for (const id of ["download-result", "download-run", "download-recipe"]) $(id).hidden = !(ready && S.id);
   $("download-latent").hidden = !(ready && S.id && S.kind === "seed");
   $("download-mask").hidden = !(ready && S.id && S.kind === "seed" && S.hasMask);
-  $("download-result").textContent = S.kind === "seed" ? "Edited picture (PNG)" : "Edited photo";
+  $("download-result").textContent = S.kind === "seed" ? "Edited picture (PNG)"
+    : S.editedFaces.length > 1 ? `Edited photo (faces ${S.editedFaces.join(", ")})` : "Edited photo";
   if (S.id) {
     $("download-latent").href = `/api/session/${S.id}/latent.safetensors`;
     $("download-mask").href = `/api/session/${S.id}/mask.png`;
@@ -243,14 +257,20 @@ function startPolling() {
       const st = await api(`/api/session/${S.id}/status`);
       const was = S.state;
       S.state = st.state; S.handles = st.handles; S.targets = st.targets; S.hasMask = !!st.mask;
+      const faces = JSON.stringify([st.face, st.edited_faces || []]);
+      const facesChanged = faces !== JSON.stringify([S.face, S.editedFaces]);
+      S.face = st.face ?? null; S.editedFaces = st.edited_faces || [];
       $("progress").max = st.total || 1; $("progress").value = st.step || 0;
-      const what = st.state === "generating" ? "Generating the seed's picture..." :
+      const what = st.state === "uploaded" ? $("status").textContent :  // "N faces found: pick one"
+                   st.state === "generating" ? "Generating the seed's picture..." :
                    st.state === "inverting" ? `Inverting: ${st.phase} ${st.step}/${st.total}` :
                    st.state === "dragging" ? `Dragging: step ${st.step}/${st.total}` :
-                   st.state === "ready" ? `Ready. ${st.message}` : st.message;
+                   st.state === "ready" ? `Ready${st.face !== null && S.faces.length > 1 ? ` (face ${st.face})` : ""}. `
+                                          + st.message : st.message;
       $("status").textContent = what;
       if (st.state === "error") showError(st.message);
       if (st.frame_version !== S.frameVersion) { S.frameVersion = st.frame_version; await loadFrame(false); }
+      if (was !== S.state || facesChanged) listFaces();
       if (was !== S.state) { if (was === "dragging" && S.state === "ready") { S.pairs = []; resetPresets(); } updateButtons(); drawOverlay(); }
       else if (S.state === "dragging") drawOverlay();
     } catch (e) { showError(e); }
