@@ -175,3 +175,52 @@ def test_a_several_face_web_session_equals_its_recipe_replayed(setup, nets, blen
     composite = json.loads((tmp / "run-replay" / "composite" / "composite.json").read_text())
     assert composite["order"] == [0, 1] and composite["changed_pixels"] > 0
     assert hashlib.sha256(data).hexdigest() == digest(out)
+
+
+def test_a_web_round_with_a_painted_mask_equals_its_recipe_replayed(setup, nets):
+    """A drag with a painted mask: the recipe names mask.png (the page's Mask download, kept next to it)
+    and `edit --recipe` gives the download's bytes."""
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from drag.engine import DragConfig
+    from inversion.config import make_config
+    from pipeline.webui.session import SessionManager
+
+    model, photo, tmp = setup
+    svc = tiny_services(
+        model,
+        tmp / "web-cache",
+        nets,
+        inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
+        drag_config=DragConfig(),
+    )
+    session = SessionManager(tmp / "ui", svc).create(photo.read_bytes(), "portrait.jpg")
+    session.choose_face(0)
+    session.thread.join(timeout=120)
+    w, h = session.picture_size
+    painted = np.zeros((h, w, 4), np.uint8)
+    painted[HANDLE[1] - 30 : HANDLE[1] + 30, HANDLE[0] - 40 : HANDLE[0] + 20] = (0, 255, 120, 90)  # the page's paint
+    buf = io.BytesIO()
+    Image.fromarray(painted).save(buf, format="PNG")
+    mask_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    session.start_drag([{"handle": list(HANDLE), "target": list(TARGET)}], mask_url, {"steps": DRAG_STEPS})
+    session.thread.join(timeout=120)
+    assert session.state == "ready", session.message
+    data, _, _ = session.result()
+    recipe = session.recipe()
+    assert recipe["mask"] == {"path": "mask.png"} and session.status()["mask"]
+    folder = tmp / "downloads"
+    folder.mkdir()
+    (folder / "recipe.json").write_text(json.dumps(recipe))
+    (folder / "mask.png").write_bytes(session.mask_file())
+    out = tmp / "replayed.jpg"
+    home = ["--home", str(tmp / "home-replay"), "edit", str(photo), "--model", str(model)]
+    run_cli(*home, "--recipe", str(folder / "recipe.json"), "-o", str(out), "--run-dir", str(tmp / "run-replay"))
+    drag = json.loads((tmp / "run-replay" / "drag" / "drag.json").read_text())
+    assert drag["config"]["lambda_mask"] > 0 and (tmp / "run-replay" / "drag" / "mask.png").is_file()
+    assert hashlib.sha256(data).hexdigest() == digest(out)

@@ -300,8 +300,8 @@ def _add_session_routes(app: FastAPI, manager: SessionManager, session: Callable
 
 
 def _add_downloads(app: FastAPI, session: Callable[[str], Session]) -> None:
-    """The session's results as files: the edited photo, its recipe, the whole run folder; a seed
-    session's latent and painted mask."""
+    """The session's results as files: the edited photo, its recipe and painted mask, the whole run
+    folder; a seed session's latent."""
 
     @app.get("/api/session/{sid}/result")
     async def result(sid: str):
@@ -330,7 +330,8 @@ def _add_downloads(app: FastAPI, session: Callable[[str], Session]) -> None:
 
     @app.get("/api/session/{sid}/mask.png")
     async def mask(sid: str):
-        data = seed_session(sid).mask_file()
+        """The painted mask of the recipe's round, to keep next to recipe.json (its "mask" path)."""
+        data = session(sid).mask_file()
         return Response(
             data, media_type="image/png", headers={"Content-Disposition": 'attachment; filename="mask.png"'}
         )

@@ -126,7 +126,7 @@ class SeedSession(Session):
 
     def status(self) -> dict:
         out = super().status()
-        out.update(kind="seed", seed=self.seed, psi=self.psi, latent=self.latent, mask=self._mask() is not None)
+        out.update(kind="seed", seed=self.seed, psi=self.psi, latent=self.latent)
         return out
 
     # downloads ---------------------------------------------------------------------------------
@@ -143,15 +143,6 @@ class SeedSession(Session):
         if self.w_pivot is None:
             raise UsageError("nothing to download yet")
         return safetensors_bytes({"w": self._current_w().detach().cpu().contiguous()})
-
-    def _mask(self) -> Optional[bytes]:
-        return self.rounds[-1].get("mask_png") if len(self.rounds) == 1 else None
-
-    def mask_file(self) -> bytes:
-        mask = self._mask()
-        if mask is None:
-            raise UsageError("the recipe's drag round painted no mask")
-        return mask
 
     def recipe(self) -> dict:
         """What `photodrag edit --recipe` replays to the same PNG: model, seed, psi, the round's drags,

@@ -442,6 +442,7 @@ class Session:
             "rounds": len(self.rounds),
             "face": self.face.index if self.face is not None and self.faces else None,
             "edited_faces": sorted(i for i, f in self.edits.items() if f.rounds),
+            "mask": self._mask() is not None,
             "frame_version": self.frame_version,
         }
 
@@ -463,6 +464,16 @@ class Session:
             ".tif": "image/tiff",
         }[ext]
         return path.read_bytes(), edited_name(self.photo.path, ext), media
+
+    def _mask(self) -> Optional[bytes]:
+        """The painted mask (PNG, picture pixels) of the one round a one-face recipe replays, if any."""
+        return self.rounds[-1].get("mask_png") if len(self.rounds) == 1 else None
+
+    def mask_file(self) -> bytes:
+        mask = self._mask()
+        if mask is None:
+            raise UsageError("the recipe's drag round painted no mask")
+        return mask
 
     def recipe(self) -> dict:
         """What `edit --recipe` replays to the download's bytes: the one edited face's round, or each
@@ -488,6 +499,7 @@ class Session:
             **self._recipe_base(face),
             "drags": rounds[0]["drags"],
             **({"presets": rounds[0]["presets"]} if rounds[0].get("presets") else {}),
+            **({"mask": {"path": "mask.png"}} if rounds[0].get("mask_png") is not None else {}),  # the download
             "align": {"face": face.align.face_index, "size": face.align.size},
         }
 

@@ -237,7 +237,7 @@ function updateButtons() {
   for (const id of ["undo", "reset", "paint", "clear", "clearmask"]) $(id).disabled = !ready;
   for (const id of ["download-result", "download-run", "download-recipe"]) $(id).hidden = !(ready && S.id);
   $("download-latent").hidden = !(ready && S.id && S.kind === "seed");
-  $("download-mask").hidden = !(ready && S.id && S.kind === "seed" && S.hasMask);
+  $("download-mask").hidden = !(ready && S.id && S.hasMask);
   $("download-result").textContent = S.kind === "seed" ? "Edited picture (PNG)"
     : S.editedFaces.length > 1 ? `Edited photo (faces ${S.editedFaces.join(", ")})` : "Edited photo";
   if (S.id) {
