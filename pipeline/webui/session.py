@@ -692,27 +692,20 @@ class SessionManager:
                 f"the photo has {pixels / 1e6:.1f} megapixels; this editor holds at most "
                 f"{self.limits.max_pixels / 1e6:.1f} in all (serve --max-megapixels)"
             )
-        sid = secrets.token_urlsafe(16)
-        for old in self._reserve(sid, pixels):
-            old.close()
-        folder = self.root / sid
-        path = folder / upload_name(filename)  # the client's name is never used as a path
-        try:
+
+        def make(sid: str, folder: Path) -> Session:
+            path = folder / upload_name(filename)  # the client's name is never used as a path
             self._store(path, data)
-            session = Session(sid, folder, path, self.services)
-        except UsageError as exc:
-            self._release(sid, folder)
-            raise UsageError(str(exc).replace(str(path), "the upload")) from None  # no server paths
-        except BaseException:
-            self._release(sid, folder)
-            raise
-        with self.lock:
-            self.pending.pop(sid, None)
-            self.sessions[sid] = session
-        return session
+            try:
+                return Session(sid, folder, path, self.services)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace(str(path), "the upload")) from None  # no server paths
+
+        return self.add(pixels, make)
 
     def add(self, pixels: int, make: Callable[[str, Path], Session]) -> Session:
-        """A session made by `make(id, folder)` in a reserved slot: a start with no upload (a seed)."""
+        """A session made by `make(id, folder)` in a reserved slot and a new folder (removed again when
+        `make` fails): an upload's session, or a start with no upload (a seed)."""
         sid = secrets.token_urlsafe(16)
         for old in self._reserve(sid, pixels):
             old.close()
@@ -737,9 +730,8 @@ class SessionManager:
             raise
 
     def _store(self, path: Path, data: bytes) -> None:
-        """The upload in a new session folder; a full disk is a DiskFull (the caller removes the folder)."""
+        """The upload in its session folder; a full disk is a DiskFull (the caller removes the folder)."""
         try:
-            path.parent.mkdir(parents=True)
             path.write_bytes(data)
         except OSError as exc:
             if disk_full(exc):
