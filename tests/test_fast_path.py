@@ -146,3 +146,15 @@ def test_fast_path_with_an_active_clamp_matches_plain():
     for k, v in got["plain"].items():
         if v.abs().max() > 0:
             assert_near(got["fast"][k], v, k)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 3), (2, 5, 7, 3), (1, 1, 4, 4), (1, 6, 1, 1)])
+def test_nchw_copy_equals_contiguous(shape):
+    """The weight gradient's NCHW copy (a 2-D transpose for batch-1 channels-last maps) is `.contiguous()`'s."""
+    from weights.ops import _as_nchw
+
+    x = torch.randn(shape)
+    assert _as_nchw(x) is x  # already NCHW: no copy
+    for t in (x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3)):
+        got = _as_nchw(t)
+        assert got.is_contiguous() and torch.equal(got, t)
