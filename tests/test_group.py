@@ -307,8 +307,15 @@ def test_many_faces_the_small_ones_are_skipped(env, capsys):
 
 
 @pytest.mark.slow
-def test_album_with_every_face(env, capsys):
-    """Two photos of two faces each; the second is the first's bytes, so its faces' inversions are cache hits."""
+def test_album_with_every_face(env, capsys, monkeypatch):
+    """Two photos of two faces each; the second is the first's bytes, so its faces' inversions are cache hits.
+    Each photo's faces are detected once, and its album.json record lists each face's identity figures."""
+    import align.group
+
+    searched = []
+    monkeypatch.setattr(
+        align.group, "find_faces", lambda rgb, _find=align.group.find_faces: searched.append(1) or _find(rgb)
+    )
     photo = two_faces_photo(env["tmp"])
     copy = env["tmp"] / "copy.jpg"
     copy.write_bytes(photo.read_bytes())
@@ -322,4 +329,13 @@ def test_album_with_every_face(env, capsys):
     assert {e["status"] for e in entries.values()} == {"done"}
     runs = [r for r in (env["home"] / "runs").iterdir() if (r / "detect").is_dir()]
     assert [sorted(p.name for p in (r / "faces").iterdir()) for r in runs] == [["0", "1"], ["0", "1"]]
-    assert env["calls"]["project"] == 2
+    assert env["calls"]["project"] == 2 and len(searched) == 2
+    for run in runs:
+        entry = entries[run.name.split("-")[0] + "_edited.jpg"]
+        figures = {str(f["face"]): f["identity"] for f in composite_json(run)["faces"]}
+        assert entry["face_identity"] == {
+            n: {what: None if d is None else round(d, 4) for what, d in ids.items()} for n, ids in figures.items()
+        }
+        assert entry["face_identity"]["0"]["photo vs output photo"] is not None  # measured on the output photo
+        edited = [ids["photo vs edited"] for ids in entry["face_identity"].values()]
+        assert entry["identity_distance"] == (None if None in edited else max(edited))
