@@ -43,21 +43,34 @@ class DetectRecord(StageRecord):
         return self.data.get("format_version") == FORMAT_VERSION and self.data.get("photo_sha256") == photo_sha256
 
 
-def run_detect(photo: Photo, run_dir: Union[str, Path]) -> DetectRecord:
-    """Find every face of the photo and write RUN/detect/ (faces.json, faces.png with numbered boxes)."""
+def detect_faces(photo: Photo) -> DetectRecord:
+    """Every face of the photo, as RUN/detect/faces.json records them; nothing is written (a face choice
+    the photo cannot meet is refused before the run folder changes)."""
     faces = find_faces(photo.rgb)
     if not faces:
         choose_face(faces, "largest")  # raises the no-face error
-    record = {
-        "format_version": FORMAT_VERSION,
-        "photo_sha256": photo.sha256,
-        "faces": [{"box": list(f.box), "score": f.score, "landmarks": f.landmarks.tolist()} for f in faces],
-    }
+    return DetectRecord(
+        {
+            "format_version": FORMAT_VERSION,
+            "photo_sha256": photo.sha256,
+            "faces": [{"box": list(f.box), "score": f.score, "landmarks": f.landmarks.tolist()} for f in faces],
+        }
+    )
+
+
+def save_detect(detected: DetectRecord, photo: Photo, run_dir: Union[str, Path]) -> DetectRecord:
+    """Write RUN/detect/ (faces.json, faces.png with numbered boxes) for faces `detect_faces` found."""
+    record = dict(detected.data)
     with atomic_dir(claim_run_folder(run_dir) / DetectRecord.STAGE) as tmp:
-        (tmp / "faces.png").write_bytes(encode_png(draw_faces(photo.rgb, faces)))
+        (tmp / "faces.png").write_bytes(encode_png(draw_faces(photo.rgb, detected.faces)))
         record["files"] = file_digests(tmp, OWNED_FILES)
         DetectRecord(record).save(tmp)
     return DetectRecord(record)
+
+
+def run_detect(photo: Photo, run_dir: Union[str, Path]) -> DetectRecord:
+    """Find every face of the photo and write RUN/detect/ (`detect_faces`, then `save_detect`)."""
+    return save_detect(detect_faces(photo), photo, run_dir)
 
 
 @dataclass(frozen=True)

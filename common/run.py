@@ -117,15 +117,16 @@ def locked_run(
 
     Another process holding it: wait (after `notify` says so), or raise `BusyError` when `wait` is
     False.  `create=False` (commands that read an earlier stage): a missing folder is yielded unlocked,
-    so the command reports which stage is missing.  A folder made here is removed again when the
-    block fails before writing anything into it (a bad photo leaves no run folder).
+    so the command reports which stage is missing.  When the block fails before writing anything into
+    the folder, the folder is left as it was: made here, it is removed again (a bad photo or a refused
+    face choice leaves no run folder); an empty folder of the user's loses the marker written here.
     """
     path = Path(path)
     check_run_folder(path)
     if not create and not path.is_dir():
         yield RunFolder(path)
         return
-    created = not path.exists()
+    created, marked = not path.exists(), not (path / MARKER).exists()
     marker = claim_run_folder(path) / MARKER
     try:
         fd = os.open(marker, os.O_RDWR)
@@ -146,10 +147,11 @@ def locked_run(
         os.write(fd, f"photodrag run folder; locked by pid {os.getpid()}\n".encode())
         yield RunFolder(path)
     except BaseException:
-        if created and os.listdir(path) == [MARKER]:
+        if marked and os.listdir(path) == [MARKER]:
             with contextlib.suppress(OSError):
                 marker.unlink()
-                path.rmdir()
+                if created:
+                    path.rmdir()
         raise
     finally:
         os.close(fd)  # releases the lock

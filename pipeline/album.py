@@ -29,6 +29,7 @@ from pipeline.edit import run_edit
 from pipeline.models import LoadedModels
 from pipeline.outputs import edited_name
 from pipeline.recipe import Recipe
+from pipeline.summary import EditSummary
 from weights.store import WeightStore
 
 ALBUM_FILE = "album.json"
@@ -68,6 +69,27 @@ class PhotoResult:
     identity_distance: Optional[float] = None
     sha256: Optional[str] = None
     recipe_sha256: Optional[str] = None
+    face_identity: Optional[Dict[str, Dict[str, Optional[float]]]] = None  # several faces: `photo_identity`
+
+
+def _rounded(distance: Optional[float]) -> Optional[float]:
+    return None if distance is None else round(float(distance), 4)
+
+
+def photo_identity(summary: EditSummary) -> Tuple[Optional[float], Optional[Dict[str, Dict[str, Optional[float]]]]]:
+    """album.json's identity figures of an edited photo: (identity_distance, face_identity).
+
+    One face: its "photo vs edited" distance, and no per-face figures.  Several faces: each edited
+    face's identity distances as composite.json lists them (photo vs reconstruction, vs edited, vs
+    output photo; by face index), and as the photo's figure the worst (largest) "photo vs edited" of
+    its faces, the one-face figure; None when any face's was not measured (the worst is then unknown)."""
+    if not summary.faces:
+        return _rounded(summary.identity.get("photo vs edited")), None
+    faces = {
+        str(n): {what: _rounded(d) for what, d in face.identity.items()} for n, face in sorted(summary.faces.items())
+    }
+    edited = [f.get("photo vs edited") for f in faces.values()]
+    return (None if None in edited else max(edited)), faces
 
 
 def output_path(out_dir: Path, photo: Path) -> Path:
@@ -127,6 +149,7 @@ def plan(
                     str(photo),
                     "skipped",
                     identity_distance=entry.get("identity_distance"),
+                    face_identity=entry.get("face_identity"),
                     sha256=sha,
                     recipe_sha256=recipe_sha,
                 )
@@ -158,6 +181,8 @@ class AlbumLog:
 
     def record(self, result: PhotoResult) -> None:
         entry = {k: v for k, v in asdict(result).items() if k != "output"}
+        if entry["face_identity"] is None:  # a one-face photo's record has no per-face figures
+            del entry["face_identity"]
         self.photos[result.output] = entry
         self.write()
 
@@ -212,12 +237,13 @@ def edit_one(task: PhotoTask, recipe: Recipe, options: EditOptions, models=None,
             seconds=round(time.perf_counter() - t0, 2),
             reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
         )
-    distance = summary.identity.get("photo vs edited")
+    distance, faces = photo_identity(summary)
     return PhotoResult(
         **base,
         status="done",
         seconds=round(time.perf_counter() - t0, 2),
-        identity_distance=None if distance is None else round(float(distance), 4),
+        identity_distance=distance,
+        face_identity=faces,
     )
 
 

@@ -17,9 +17,9 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from align.group import DetectRecord, choose_faces, face_box, run_detect
+from align.group import DetectRecord, choose_faces, detect_faces, face_box, save_detect
 from align.record import AlignRecord
 from align.stage import run_align
 from common.errors import UsageError
@@ -85,6 +85,7 @@ def run_edit(
             hold.enter_context(cache.pinned())  # no other edit evicts the entry this one reads
         output = Path(output)
         _sweep(run.path, output, cache, log)
+        plan = plan_faces(run.path, photo, recipe, size, from_stage, log) if recipe.several_faces else None
         if overwrite:
             kept = keep_original(photo.path, photo.sha256, run.path)
             log(f"the original photo is kept as {kept}")
@@ -94,15 +95,15 @@ def run_edit(
             path, generator(), model, model_sha, config, opened.perceptual, cache, progress=progress
         )
         face = FaceStages(photo, size, model_sha, config, invert, device, progress)
-        _run_stages(stages, run.path, face, recipe, output, jpeg_quality, from_stage, log)
+        _run_stages(stages, run.path, face, recipe, plan, output, jpeg_quality, from_stage, log)
         write_json(run.path / "recipe.json", recipe.as_ran(photo.path, model, config))
         return stages.summary
 
 
-def _run_stages(stages: StageRunner, run_path: Path, face, recipe: Recipe, output, jpeg_quality, from_stage, log):
-    """One face (align, invert, drag in RUN_DIR) or several (each in RUN_DIR/faces/N), then the composite."""
-    if recipe.several_faces:
-        parts, skipped = _edit_faces(stages, run_path, face, recipe, from_stage, log)
+def _run_stages(stages: StageRunner, run_path: Path, face, recipe: Recipe, plan, output, jpeg_quality, from_stage, log):
+    """One face (align, invert, drag in RUN_DIR) or several (`plan`'s, each in RUN_DIR/faces/N), then the composite."""
+    if plan is not None:
+        parts, skipped = _edit_faces(stages, run_path, face, plan, from_stage, log)
         _group_composite(stages, run_path, output, jpeg_quality, face.photo, recipe, parts, skipped)
     else:
         _edit_face(stages, run_path, face, recipe)
@@ -216,33 +217,57 @@ def _composite(stages: StageRunner, run_path: Path, output: Path, jpeg_quality, 
     stages.summary.composite = composited.describe()
 
 
-def _edit_faces(stages: StageRunner, run_path: Path, face: FaceStages, recipe: Recipe, from_stage, log):
-    """Several faces: the photo's faces (RUN/detect/, reused when fresh), then align, invert and drag of
-    each chosen face in RUN/faces/N/; returns the edited faces and the skipped ones (composite.json's)."""
-    summary, photo = stages.summary, face.photo
+@dataclass(frozen=True)
+class FacePlan:
+    """Which faces a several-face edit edits (each with its one-face recipe) and why the others are not,
+    from the photo's faces: RUN/detect/'s record when fresh, else found again (`new`: not yet written)."""
+
+    detected: DetectRecord
+    new: bool
+    edits: Tuple[Tuple[int, Recipe], ...]
+    skipped: Dict[int, str]
+
+
+def plan_faces(run_path: Path, photo: Photo, recipe: Recipe, size: int, from_stage, log) -> FacePlan:
+    """The faces to edit, decided before anything is written: a face choice the photo cannot meet (an
+    index it does not have, in --face or the recipe's "faces"; every face too small or with nothing to
+    edit) is refused with the run folder as it was (RUN/detect/ is written by `_edit_faces`)."""
     detected = DetectRecord.read_intact(run_path)
-    if detected is None or not detected.is_fresh(photo.sha256) or from_stage == "align":
-        log("detect: every face of the photo")
-        detected = run_detect(photo, run_path)
-    else:
-        log("detect: reused")
-    faces = detected.faces
-    choice = choose_faces(faces, recipe.face, face.size, recipe.min_face)
-    skipped = dict(choice.skipped)
-    parts = []
+    new = detected is None or not detected.is_fresh(photo.sha256) or from_stage == "align"
+    log("detect: every face of the photo" if new else "detect: reused")
+    detected = detect_faces(photo) if new else detected
+    choice, found = choose_faces(detected.faces, recipe.face, size, recipe.min_face), len(detected.faces)
+    absent = sorted(n for n in recipe.face_edits if n >= found)
+    if absent:
+        raise UsageError(
+            f'the recipe\'s "faces" names face {absent[0]}, which is out of range: {found} face(s) found '
+            f"(indices 0..{found - 1}; see `align --list-faces`)"
+        )
+    skipped, edits = dict(choice.skipped), []
     for n in choice.chosen:
         one = recipe.for_face(n)
         if not one.drags and not any(one.presets.values()):
             skipped[n] = 'nothing to edit: no top-level presets, and no entry in the recipe\'s "faces"'
-            continue
+        else:
+            edits.append((n, one))
+    if not edits:
+        raise UsageError("no face to edit: " + "; ".join(f"face {n} {why}" for n, why in sorted(skipped.items())))
+    return FacePlan(detected, new, tuple(edits), skipped)
+
+
+def _edit_faces(stages: StageRunner, run_path: Path, face: FaceStages, plan: FacePlan, from_stage, log):
+    """Several faces: RUN/detect/ (written when the plan found the faces again), then align, invert and
+    drag of each planned face in RUN/faces/N/; returns the edited faces and the skipped ones (composite.json's)."""
+    summary, photo = stages.summary, face.photo
+    detected = save_detect(plan.detected, photo, run_path) if plan.new else plan.detected
+    faces, skipped, parts = detected.faces, plan.skipped, []
+    for n, one in plan.edits:
         runner = StageRunner(EditSummary(summary.output, run_path / "faces" / str(n)), from_stage, _prefixed(log, n))
         _edit_face(runner, runner.summary.run_dir, face, one, faces)
         summary.faces[n] = runner.summary
         summary.warnings.extend(f"face {n}: {w}" for w in runner.summary.warnings)
         parts.append(FacePart(n, runner.summary.run_dir, _stage_states(runner.summary)))
-    if not parts:
-        raise UsageError("no face to edit: " + "; ".join(f"face {n} {why}" for n, why in sorted(skipped.items())))
-    summary.skipped = skipped
+    summary.skipped = dict(skipped)
     summary.warnings.extend(f"face {n} skipped: {why}" for n, why in sorted(skipped.items()))
     return parts, [{"face": n, "box": face_box(faces[n]), "reason": why} for n, why in sorted(skipped.items())]
 

@@ -3,11 +3,13 @@
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from album_helpers import FACELESS, FACES, album_photos, write_model, write_recipe
 from common.errors import UsageError
+from common.fileio import sha256_file
 from helpers import random_lpips
 from pipeline.album import (
     ALBUM_FILE,
@@ -16,11 +18,13 @@ from pipeline.album import (
     PhotoResult,
     check_album_recipe,
     is_finished,
+    photo_identity,
     plan,
     read_album,
     recipe_sha256,
 )
 from pipeline.recipe import parse_recipe
+from pipeline.summary import EditSummary
 from run_pipeline import main
 
 R = parse_recipe({"coords": "aligned", "drags": [{"handle": [10, 10], "target": [12, 12]}]})
@@ -84,6 +88,52 @@ def test_album_json_is_rewritten_per_result_and_read_back(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
     (tmp_path / ALBUM_FILE).write_text("{broken")
     assert read_album(tmp_path) == {}
+
+
+def face_summary(reconstruction, edited, output) -> EditSummary:
+    summary = EditSummary(output=Path("out.jpg"), run_dir=Path("run"))
+    summary.identity.update(
+        {"photo vs reconstruction": reconstruction, "photo vs edited": edited, "photo vs output photo": output}
+    )
+    return summary
+
+
+def test_identity_of_a_group_photo_is_its_worst_face_and_each_face_is_listed():
+    one = face_summary(0.1, 0.212345678, 0.3)
+    assert photo_identity(one) == (0.2123, None)  # one face: the figure albums always had
+    group = EditSummary(output=Path("out.jpg"), run_dir=Path("run"))
+    group.faces = {2: face_summary(0.1, 0.35, 0.2), 0: face_summary(0.15, 0.4123456, 0.25)}
+    distance, faces = photo_identity(group)
+    assert distance == 0.4123 and list(faces) == ["0", "2"]
+    assert faces["2"] == {"photo vs reconstruction": 0.1, "photo vs edited": 0.35, "photo vs output photo": 0.2}
+    group.faces[1] = face_summary(0.1, None, 0.2)  # dlib found no face in face 1's edit: the worst is unknown
+    distance, faces = photo_identity(group)
+    assert distance is None and faces["1"]["photo vs edited"] is None and faces["0"]["photo vs edited"] == 0.4123
+
+
+def test_album_json_lists_a_group_photo_faces_and_keeps_one_face_records_as_they_were(tmp_path):
+    log = AlbumLog(tmp_path, R, "r", {})
+    figures = {"0": {"photo vs reconstruction": 0.1, "photo vs edited": 0.3, "photo vs output photo": 0.2}}
+    log.record(PhotoResult("g_edited.jpg", "/p/g.jpg", "done", 1.0, identity_distance=0.3, face_identity=figures))
+    log.record(PhotoResult("a_edited.jpg", "/p/a.jpg", "done", 1.0, identity_distance=0.2))
+    photos = json.loads((tmp_path / ALBUM_FILE).read_text())["photos"]
+    assert photos["g_edited.jpg"]["face_identity"] == figures and photos["g_edited.jpg"]["identity_distance"] == 0.3
+    assert sorted(photos["a_edited.jpg"]) == [
+        "identity_distance",
+        "photo",
+        "reason",
+        "recipe_sha256",
+        "seconds",
+        "sha256",
+        "status",
+    ]
+    # a finished group photo skipped on the next run keeps its figures
+    photo = tmp_path / "g.jpg"
+    photo.write_bytes(b"photo")
+    (tmp_path / "g_edited.jpg").write_bytes(b"edited")
+    prev = {"g_edited.jpg": dict(photos["g_edited.jpg"], sha256=sha256_file(photo), recipe_sha256="r")}
+    _, (known,) = plan([photo], tmp_path, "r", prev)
+    assert known.status == "skipped" and known.face_identity == figures and known.identity_distance == 0.3
 
 
 @pytest.mark.parametrize("coords", ["photo", "relative"])

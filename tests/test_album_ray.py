@@ -132,13 +132,36 @@ def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, ph
 
 
 def test_ray_album_edits_every_face(cluster, model, tmp_path):
-    """--face all on Ray: each worker edits every face of its photo in RUN/faces/N and writes one output."""
+    """--face all on Ray: each worker edits every face of its photo in RUN/faces/N and writes one output, the
+    same bytes and the same album.json record (per-face identity figures) as a local album."""
+    import torch
+
     photo = two_faces_photo(tmp_path)
     over = dict(drags=[], presets={"smile": 1.0}, align={"face": "all"}, drag={"steps": 2, "lr": 0.05})
+    recipe = parse_recipe(album_recipe(model, **over))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_worker_threads())
+    try:
+        local = run_album(
+            [photo],
+            recipe,
+            tmp_path / "local",
+            EditOptions(home=tmp_path / "h1", device="cpu"),
+            LocalExecutor(RandomLpipsModels),
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
     opts = EditOptions(home=tmp_path / "h", device="cpu")
     ex = RayExecutor(models_factory=RandomLpipsModels)
-    summary = run_album([photo], parse_recipe(album_recipe(model, **over)), tmp_path / "out", opts, ex, progress=False)
-    assert (summary.done, summary.failed) == (1, 0)
+    summary = run_album([photo], recipe, tmp_path / "out", opts, ex, progress=False)
+    assert (summary.done, summary.failed) == (local.done, local.failed) == (1, 0)
     (run,) = (tmp_path / "h" / "runs").iterdir()
     record = json.loads((run / "composite" / "composite.json").read_text())
-    assert [f["face"] for f in record["faces"]] == [0, 1] and (tmp_path / "out" / "two_faces_edited.jpg").is_file()
+    assert [f["face"] for f in record["faces"]] == [0, 1]
+    name = "two_faces_edited.jpg"
+    assert filecmp.cmp(tmp_path / "local" / name, tmp_path / "out" / name, shallow=False)
+    entries = [json.loads((tmp_path / d / ALBUM_FILE).read_text())["photos"][name] for d in ("local", "out")]
+    for entry in entries:
+        entry.pop("seconds")
+    assert entries[0] == entries[1] and sorted(entries[1]["face_identity"]) == ["0", "1"]

@@ -14,6 +14,7 @@ from PIL import Image
 from align.detect import Face
 from align.group import MAX_UPSCALE, choose_faces, too_small
 from common.errors import UsageError
+from common.run import MARKER
 from helpers import NO_SHARED, PHOTOS, cli, two_faces_photo
 from pipeline.plan import parse_face, recipe_from_flags
 from pipeline.recipe import parse_recipe
@@ -202,6 +203,47 @@ def test_three_faces_one_output_decoded_and_written_once_then_all_reused(env, ca
     assert env["calls"]["project"] == 3 and out.read_bytes() == first and counted["decode"] == 2
 
 
+def folder_state(folder):
+    """Every path under `folder` with its bytes (None for a folder); the marker's text (the last lock's
+    pid) left out, its presence kept; None when `folder` is absent."""
+    if not folder.exists():
+        return None
+    paths = sorted(folder.rglob("*"))
+    return {str(p.relative_to(folder)): None if p.is_dir() or p.name == MARKER else p.read_bytes() for p in paths}
+
+
+REFUSED = [
+    (("--face", "5"), "--face 5 is out of range: 2 face(s) found"),
+    (("--face", "0,5"), "--face 5 is out of range: 2 face(s) found"),
+    (("--face", "all", "--min-face", "5000"), "every face is too small to edit (2 found"),
+]
+
+
+def test_a_refused_face_choice_leaves_the_run_folder_as_it_was(env, capsys):
+    """Refused in one line before anything is written: a new run folder is not made (nor RUN/detect/),
+    an existing one (here an aligned run) and a user's empty folder are left as they were."""
+    photo, out = two_faces_photo(env["tmp"]), env["tmp"] / "two.jpg"
+    recipe = group_recipe(env)
+    aligned, empty = env["tmp"] / "aligned", env["tmp"] / "empty"
+    code, _, err = cli(capsys, "align", str(photo), "--out", str(aligned), "--size", "64")
+    assert code == 0, err
+    empty.mkdir()
+    nothing = group_recipe(env, presets={}, align={"face": "all"}, faces={"7": {"presets": {"smile": 1.0}}})
+    cases = REFUSED + [((), 'the recipe\'s "faces" names face 7, which is out of range: 2 face(s) found')]
+    for i, (flags, message) in enumerate(cases):
+        chosen = nothing if not flags else recipe
+        for run_dir in (env["tmp"] / f"new{i}", aligned, empty):
+            before = folder_state(run_dir)
+            code, _, err = edit(capsys, photo, chosen, out, run_dir, *flags)
+            assert code == 2 and err.strip().count("\n") == 0 and message in err, (flags, err)
+            assert folder_state(run_dir) == before, (flags, run_dir)
+            assert not out.exists()
+    assert "align" in folder_state(aligned) and folder_state(empty) == {}
+    # the default run folder (under PHOTODRAG_HOME/runs) is not made either
+    code, _, err = cli(capsys, "edit", str(photo), "--recipe", recipe, "-o", str(out), "--face", "0,5")
+    assert code == 2 and not list((env["home"] / "runs").glob("*"))
+
+
 @pytest.mark.slow
 def test_two_faces_small_one_skipped_unless_named_and_out_of_range_refused(env, capsys):
     if not TWO.exists():
@@ -210,6 +252,7 @@ def test_two_faces_small_one_skipped_unless_named_and_out_of_range_refused(env, 
     code, _, err = edit(capsys, TWO, recipe, out, env["tmp"] / "bad", "--face", "5")
     assert code == 2 and err.strip().count("\n") == 0
     assert "--face 5 is out of range: 2 face(s) found" in err and not out.exists()
+    assert not (env["tmp"] / "bad").exists()
 
     run_dir = env["tmp"] / "run"
     code, _, err = edit(capsys, TWO, recipe, out, run_dir, "--face", "all")
@@ -220,6 +263,10 @@ def test_two_faces_small_one_skipped_unless_named_and_out_of_range_refused(env, 
     assert skip["face"] == 1 and "under 64 px" in skip["reason"] and len(skip["box"]) == 4
     assert "face 1 skipped: too small" in err and not (run_dir / "faces" / "1").exists()
     assert Image.open(out).format == "JPEG"
+    # a refused choice in this finished run folder leaves it as it was (its faces read from RUN/detect/)
+    before = folder_state(run_dir)
+    code, _, err = edit(capsys, TWO, recipe, env["tmp"] / "none.jpg", run_dir, "--face", "0,5")
+    assert code == 2 and "--face 5 is out of range" in err and folder_state(run_dir) == before
 
     # face 0 edited alone (--face 0) is the same content: its inversion comes from the cache
     code, _, err = edit(capsys, TWO, recipe, env["tmp"] / "one.jpg", env["tmp"] / "single", "--face", "0")
@@ -260,8 +307,15 @@ def test_many_faces_the_small_ones_are_skipped(env, capsys):
 
 
 @pytest.mark.slow
-def test_album_with_every_face(env, capsys):
-    """Two photos of two faces each; the second is the first's bytes, so its faces' inversions are cache hits."""
+def test_album_with_every_face(env, capsys, monkeypatch):
+    """Two photos of two faces each; the second is the first's bytes, so its faces' inversions are cache hits.
+    Each photo's faces are detected once, and its album.json record lists each face's identity figures."""
+    import align.group
+
+    searched = []
+    monkeypatch.setattr(
+        align.group, "find_faces", lambda rgb, _find=align.group.find_faces: searched.append(1) or _find(rgb)
+    )
     photo = two_faces_photo(env["tmp"])
     copy = env["tmp"] / "copy.jpg"
     copy.write_bytes(photo.read_bytes())
@@ -275,4 +329,13 @@ def test_album_with_every_face(env, capsys):
     assert {e["status"] for e in entries.values()} == {"done"}
     runs = [r for r in (env["home"] / "runs").iterdir() if (r / "detect").is_dir()]
     assert [sorted(p.name for p in (r / "faces").iterdir()) for r in runs] == [["0", "1"], ["0", "1"]]
-    assert env["calls"]["project"] == 2
+    assert env["calls"]["project"] == 2 and len(searched) == 2
+    for run in runs:
+        entry = entries[run.name.split("-")[0] + "_edited.jpg"]
+        figures = {str(f["face"]): f["identity"] for f in composite_json(run)["faces"]}
+        assert entry["face_identity"] == {
+            n: {what: None if d is None else round(d, 4) for what, d in ids.items()} for n, ids in figures.items()
+        }
+        assert entry["face_identity"]["0"]["photo vs output photo"] is not None  # measured on the output photo
+        edited = [ids["photo vs edited"] for ids in entry["face_identity"].values()]
+        assert entry["identity_distance"] == (None if None in edited else max(edited))
