@@ -112,3 +112,6 @@ def test_server_error_and_unreachable(server, tmp_path):
     with pytest.raises(DownloadError, match="cannot reach"):
         download("http://127.0.0.1:9/nothing", tmp_path / "g", progress=False, timeout=5)
     assert not (tmp_path / "f").exists() and not (tmp_path / "g").exists()
+    with pytest.raises(DownloadError, match="cannot reach"):  # no folder is made for a file never received
+        download("http://127.0.0.1:9/nothing", tmp_path / "weights" / "ffhq" / "g", progress=False, timeout=5)
+    assert not (tmp_path / "weights").exists()

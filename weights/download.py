@@ -46,7 +46,6 @@ def download(
     """Download `url` to `dest` (resuming a previous `.part`); return the file's sha256.
     `opener` makes the request (tests pass one that has no network)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
@@ -54,6 +53,8 @@ def download(
         offset = 0
     resp = _connect(url, offset, timeout, opener)
     if resp is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to write: an
+        # unreachable server leaves no empty weights folder behind
         _receive(resp, url, part, offset, expected_size, dest.name, progress)
     return _verify(url, part, dest, expected_size, expected_sha256)
 
