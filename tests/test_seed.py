@@ -148,6 +148,16 @@ def test_seed_drag_and_recipe_replay(layout, home, tmp_path, capsys):
         assert code == 2 and "no photo to composite" in err and len(err.strip().splitlines()) == 1
         code, _, err = run(["drag", str(run_dir), "--preset", "smile=0.5"], capsys)
         assert code == 2 and "presets need a face" in err and len(err.strip().splitlines()) == 1
+        # the options that do apply to a seed recipe are honoured, not ignored: the mask, steps, --no-wait
+        more = ["--mask-circle", "12,12,5", "--steps", "2", "--no-wait", "--run-dir", str(tmp_path / "masked")]
+        code, _, err = run(
+            ["--quiet", "--device", "cpu", "edit", "--recipe", str(run_dir / "recipe.json"), "-o", str(out), *more],
+            capsys,
+        )
+        assert code == 0, err
+        again = json.loads((tmp_path / "masked" / "recipe.json").read_text())
+        assert again["mask"] == {"circle": [12.0, 12.0, 5.0]} and again["drag"]["steps"] == 2
+        assert json.loads((tmp_path / "masked" / "drag" / "drag.json").read_text())["mask"] is True
         assert not (tmp_path / "x.jpg").exists()
 
 
@@ -175,6 +185,14 @@ def test_presets_are_refused_for_a_model_that_draws_no_faces(tmp_path):
         ({"seed": {"seed": -1}, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, "seed.seed"),
         ({"seed": {"psi": 0.5}, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, "seed.seed"),
         ({"seed": {"seed": 1, "trunc": 1}, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, "unknown"),
+        *(
+            ({"seed": {"seed": 1}, key: section, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, f'"{key}" does not')
+            for key, section in (
+                ("align", {"face": "largest"}),
+                ("invert", {"w_plus": True}),
+                ("composite", {"blend": "generator"}),
+            )
+        ),
     ],
 )
 def test_bad_seed_recipes_are_one_line(data, message):
@@ -250,3 +268,40 @@ def test_seed_then_drag_on_the_command_line_is_draggans_loop(layout, home, tmp_p
     assert not torch.equal(final_official, torch.tensor(handles, dtype=torch.float32))  # the handles moved
     assert torch.equal(final, final_official)
     assert torch.allclose(w_cli, w_official, atol=1e-6) and not torch.equal(w_cli, w_seed)
+
+
+SEED_REFUSALS = [
+    ["--face", "0"],
+    ["--min-face", "40"],
+    ["--blend", "generator"],
+    ["--preview"],
+    ["--w-plus"],
+    ["--projection-steps", "5"],
+    ["--tuning-steps", "5"],
+    ["--lpips-threshold", "0.1"],
+    ["--projection-lpips", "alex"],
+    ["--keep-projection-noise"],
+    ["--seed", "1"],
+    ["--from", "drag"],
+    ["--jpeg-quality", "90"],
+    ["--overwrite-input"],
+    ["--cluster", "ray"],
+    ["--address", "127.0.0.1:6379"],
+    ["--workers", "2"],
+]
+
+
+@pytest.mark.parametrize("flag", SEED_REFUSALS, ids=lambda f: f[0])
+def test_edit_of_a_seed_recipe_refuses_the_options_it_would_ignore(flag, home, tmp_path, capsys):
+    """A photo's options (which face, how to blend, the inversion's, the output's) mean nothing for a
+    generated start: each is refused in one line naming it, before anything is written."""
+    recipe = tmp_path / "seed.json"
+    drags = [{"handle": [10, 12], "target": [14, 15]}]
+    recipe.write_text(json.dumps({"seed": {"seed": 3, "psi": 0.7}, "model": "ffhq-512", "drags": drags}))
+    before = sorted(tmp_path.rglob("*"))
+    out, run_dir = tmp_path / "out.png", tmp_path / "run"
+    argv = ["--quiet", "--device", "cpu", "edit", "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run_dir)]
+    code, _, err = run([*argv, *flag], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{flag[0]} does not apply: a seed recipe starts from a generated picture" in err
+    assert sorted(tmp_path.rglob("*")) == before and not out.exists() and not run_dir.exists()
