@@ -393,8 +393,8 @@ def drag(
 def presets(run_dir: Optional[Path], presets_) -> None:
     """Edits by name: list the presets, or preview their drags on a run folder (nothing is dragged).
 
-    With --preview, writes RUN_DIR/presets_preview.png: the aligned face, the default mask tinted
-    green, arrows from each handle (red) to its target (blue).
+    With --preview, writes RUN_DIR/presets_preview.png: the aligned face (a seed run: the generated
+    face), the default mask tinted green, arrows from each handle (red) to its target (blue).
     """
     amounts = parse_presets(presets_)
     if run_dir is None:
