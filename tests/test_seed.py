@@ -19,6 +19,7 @@ from pipeline.recipe import parse_recipe
 from weights.checkpoint import load_generator
 from weights.networks import Generator
 from weights.registry import ADA, GENERATOR, NGC, REGISTRY, TENSORFLOW
+from weights.sizes import generator_floats, pickle_mb
 from weights.store import WeightStore
 
 # XingangPan/DragGAN scripts/download_models.json: url -> the file name DragGAN saves it as
@@ -65,6 +66,24 @@ def test_draggan_zoo_is_in_the_registry_and_listed(home, capsys):
         assert f"layout: {layout}" in block and " MB " in block
         assert "recorded on first download" in block
     assert "512x384 pictures letterboxed" in out  # LSUN car: the square frame it is drawn in, said once
+
+
+def test_expected_sizes_come_from_the_architecture():
+    """Each generator's expected size (no publisher gives one) is G + G_ema + D in float32 for its
+    init kwargs; the count of G's tensors is the real architecture's (weights.networks.Generator,
+    built on the meta device: nothing allocated), so ffhq-256's half-width channels weigh less."""
+    for name, e in REGISTRY.items():
+        if e.kind != GENERATOR:
+            continue
+        with torch.device("meta"):
+            G = Generator(**e.init_kwargs)
+        assert generator_floats(e.init_kwargs) == sum(v.numel() for v in G.state_dict().values()), name
+        assert e.approx_mb == pickle_mb(e.init_kwargs) and e.description.endswith(f"about {e.approx_mb} MB"), name
+    assert (REGISTRY["ffhq-256"].approx_mb, REGISTRY["ffhq-512"].approx_mb, REGISTRY["ffhq-1024"].approx_mb) == (
+        296,
+        364,
+        381,
+    )
 
 
 def _small_512(seed: int) -> Generator:
