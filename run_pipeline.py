@@ -213,9 +213,11 @@ def edit(
         steps=steps,
         blend=blend,
         invert=given_inversion_options(inversion),
+        others=dict(from_stage=from_stage, jpeg_quality=jpeg_quality, overwrite_input=overwrite_input, cluster=cluster)
+        | dict(address=address, workers=workers),
     )
     if recipe.seed is not None:
-        return _edit_seed(s, photos, recipe, output, recipe_path, run_dir)
+        return _edit_seed(s, photos, recipe, output, recipe_path, run_dir, not no_wait)
     photos, batch, pairs = plan_outputs(
         photos, recipe, output, cluster=cluster, run_dir=run_dir, ray_options=bool(address or workers)
     )
@@ -225,7 +227,7 @@ def edit(
     _edit_photos(s, pairs, recipe, recipe_path, run_dir, from_stage, jpeg_quality, overwrite_input, not no_wait)
 
 
-def _edit_seed(s: Settings, photos, recipe, output: Path, recipe_path: Optional[Path], run_dir: Optional[Path]) -> None:
+def _edit_seed(s: Settings, photos, recipe, output: Path, recipe_path: Optional[Path], run_dir, wait: bool) -> None:
     """A seed recipe (a seed run's RUN/recipe.json): the same start and drag again, the picture to OUTPUT."""
     if photos:
         raise UsageError("the recipe starts from a seed, not a photo: give no PHOTO with it")
@@ -240,6 +242,7 @@ def _edit_seed(s: Settings, photos, recipe, output: Path, recipe_path: Optional[
         notify=s.notice,
         loaded=s.models(),
         inputs=(recipe_path,),
+        wait=wait,
     )
     s.info(f"replayed {InversionRecord.load(run).start_line()} and its drag in {run}")
     click.echo(str(output))
@@ -390,8 +393,8 @@ def drag(
 def presets(run_dir: Optional[Path], presets_) -> None:
     """Edits by name: list the presets, or preview their drags on a run folder (nothing is dragged).
 
-    With --preview, writes RUN_DIR/presets_preview.png: the aligned face, the default mask tinted
-    green, arrows from each handle (red) to its target (blue).
+    With --preview, writes RUN_DIR/presets_preview.png: the aligned face (a seed run: the generated
+    face), the default mask tinted green, arrows from each handle (red) to its target (blue).
     """
     amounts = parse_presets(presets_)
     if run_dir is None:

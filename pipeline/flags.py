@@ -408,7 +408,8 @@ presets_flags = stack(  # The `presets` command's arguments and options.
         "--preview",
         "run_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png.",
+        help="Draw the drags and mask of the given --preset values on RUN_DIR/align/aligned.png "
+        "(a seed run: its generated picture, when a face was found in it).",
     ),
     click.option(
         "--preset",

@@ -1,5 +1,5 @@
 """The two pictures written outside the stages: a generator's sample (`generate`) and the
-presets' drags drawn on an aligned face (`presets --preview`)."""
+presets' drags drawn on the face a drag works in (`presets --preview`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Callable, Dict
 import torch
 from PIL import Image
 
-from align.record import AlignRecord
 from common.errors import UsageError
 from common.fileio import atomic_path
 from common.run import RunFolder, locked_run
 from drag.draw import preview_image
+from drag.frame import load_frame
 from weights.networks import to_uint8, z_from_seed
 
 
@@ -37,11 +37,13 @@ def write_sample(G, seed: int, psi: float, noise_mode: str, output: Path, device
 
 
 def write_presets_preview(run_dir: Path, amounts: Dict[str, float], notify: Callable[[str], None]) -> Path:
-    """RUN_DIR/presets_preview.png: the presets' drags and mask drawn on the aligned face."""
-    record = AlignRecord.load(run_dir)
-    if not record.has_landmarks:
-        raise UsageError(f"{run_dir}/align/align.json has no landmarks: re-run `photodrag align`")
-    img = preview_image(RunFolder(run_dir).read_image("align", "aligned.png"), record.aligned_landmarks, amounts)
+    """RUN_DIR/presets_preview.png: the presets' drags and mask drawn on the picture a drag of RUN_DIR
+    works in (drag/frame.py): the aligned face of a photo's run, the generated picture of a seed run
+    (landmarks found in it by `seed`, as drag's presets use them).  Refused in one line, as drag
+    refuses presets, where that picture has no face."""
+    frame = load_frame(run_dir)
+    frame.check_presets(amounts, run_dir)
+    img = preview_image(RunFolder(run_dir).read_image(*frame.reference), frame.landmarks, amounts)
     out = run_dir / "presets_preview.png"
     with locked_run(run_dir, create=False, notify=notify):
         with atomic_path(out) as tmp:

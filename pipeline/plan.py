@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from common.errors import UsageError
 from drag.points import parse_circle, parse_drag
 from inversion.config import make_config
 from pipeline.outputs import edited_name
 from pipeline.recipe import Recipe, check_faces, load_recipe, parse_recipe, with_presets
+from pipeline.seeded import refuse_seed_options
 
 
 def check_given(photos: Sequence[Path], recipe_path: Optional[Path], output: Optional[Path]) -> None:
@@ -56,9 +57,14 @@ def recipe_from_flags(
     steps: Optional[int] = None,
     blend: Optional[str] = None,
     invert: Optional[dict] = None,
+    others: Optional[Mapping[str, Any]] = None,
 ) -> Recipe:
-    """The recipe of an `edit` command line: the base recipe, then each given flag over it."""
+    """The recipe of an `edit` command line: the base recipe, then each given flag over it.
+    A seed recipe refuses the flags it would ignore (pipeline.seeded.refuse_seed_options), `others`
+    (the stage and output options: from_stage, jpeg_quality, ...) among them."""
     recipe = base_recipe(recipe_path, drags, amounts)
+    if recipe.seed is not None:
+        refuse_seed_options(dict(others or {}, face=face, min_face=min_face, blend=blend, **(invert or {})))
     if model:
         recipe = replace(recipe, model=model)
     if mask_circle and mask_path:

@@ -326,7 +326,8 @@ def _face_edits(value: Any, where: str) -> Dict[int, FaceEdit]:
 
 
 def _seed(data: dict, where: str) -> Optional[Dict[str, Any]]:
-    """ "seed": {"seed": int in [0, 2**32), "psi": finite number}, never together with "photo"."""
+    """ "seed": {"seed": int in [0, 2**32), "psi": finite number}, never with "photo" or the photo's
+    stages' sections ("align", "faces", "invert", "composite")."""
     if "seed" not in data:
         return None
     sec = _section(data, "seed", {"seed": int, "psi": (int, float)}, {"psi": 1.0}, where)
@@ -334,6 +335,9 @@ def _seed(data: dict, where: str) -> Optional[Dict[str, Any]]:
         _fail(where, '"seed.seed" must be an integer in [0, 2**32)')
     if "photo" in data:
         _fail(where, 'give either "photo" or "seed": a seed run starts from a generated picture, not a photo')
+    for key, stage in (("align", "aligned"), ("faces", "aligned"), ("invert", "inverted"), ("composite", "composited")):
+        if key in data:
+            _fail(where, f'"{key}" does not apply to a "seed" recipe: a generated picture is not {stage}')
     return {"seed": sec["seed"], "psi": float(sec["psi"])}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -46,6 +46,42 @@ def check_seed(seed: int, psi: float) -> None:
         raise UsageError("--seed must be in [0, 2**32)")
     if not np.isfinite(psi):
         raise UsageError(f"--trunc must be a finite number, not {psi}")
+
+
+# `edit` options that mean nothing for a generated start, each with why (refuse_seed_options); the
+# recipe's own keys for them are refused by pipeline/recipe.py.  --drag/--preset, --model, --steps,
+# --mask and --mask-circle (the picture's pixels), --run-dir and --no-wait do apply to a seed run.
+NO_PHOTO = "a seed recipe starts from a generated picture, not a photo"
+SEED_REFUSED = {
+    "face": f"{NO_PHOTO}: there are no faces in a photo to choose (the whole picture is dragged)",
+    "min_face": f"{NO_PHOTO}: there are no faces in a photo to choose (the whole picture is dragged)",
+    "blend": f"{NO_PHOTO}: nothing is composited back (the output is the generated picture)",
+    "profile": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "w_plus": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "projection_steps": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "tuning_steps": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "lpips_threshold": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "projection_lpips": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "keep_projection_noise": f"{NO_PHOTO}: nothing is inverted (its latent is mapping(z(seed), psi))",
+    "seed": f"{NO_PHOTO}: --seed seeds an inversion; the picture's seed is the recipe's \"seed\" section",
+    "from_stage": f"{NO_PHOTO}: its seed start and drag are always made again (there is no align, invert "
+    "or composite stage)",
+    "jpeg_quality": f"{NO_PHOTO}: the output is a PNG",
+    "overwrite_input": f"{NO_PHOTO}: there is no input photo to overwrite",
+    "cluster": f"{NO_PHOTO}: it is one picture made here, not an album",
+    "address": f"{NO_PHOTO}: it is one picture made here, not an album on Ray",
+    "workers": f"{NO_PHOTO}: it is one picture made here, not an album on Ray",
+}
+SEED_FLAG_NAMES = {"profile": "--preview", "from_stage": "--from"}  # else --name-with-dashes
+
+
+def refuse_seed_options(given: Mapping[str, Any]) -> None:
+    """Refuse, in one line naming it, the first `edit` option given (a value not None, False or
+    "local") that a seed recipe would ignore (SEED_REFUSED); `given` maps option names to values."""
+    for name, why in SEED_REFUSED.items():
+        if given.get(name) not in (None, False, "local"):
+            flag = SEED_FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+            raise UsageError(f"{flag} does not apply: {why}")
 
 
 def may_draw_faces(model: str) -> bool:
@@ -182,6 +218,7 @@ def replay_seed_recipe(
     notify: Callable[[str], None] = lambda msg: None,
     loaded: Optional[LoadedModels] = None,
     inputs: Iterable[Optional[Path]] = (),
+    wait: bool = True,
 ) -> Path:
     """`edit --recipe` of a seed recipe: the seed start and the drag in a run folder (RUN_DIR, else
     HOME/runs/seed-<seed>-<recipe fingerprint>), then drag/edited.png copied to OUTPUT; returns the run."""
@@ -192,7 +229,7 @@ def replay_seed_recipe(
     run_path = Path(run_dir) if run_dir else Path(home) / "runs" / f"seed-{recipe.seed['seed']}-{_fingerprint(recipe)}"
     check_run_folder(run_path)
     check_run_paths(run_path, [recipe.mask_path, *inputs], output)
-    with locked_run(run_path, create=True, notify=notify):
+    with locked_run(run_path, create=True, wait=wait, notify=notify):
         start_from_seed(
             run_path, model, recipe.seed["seed"], recipe.seed["psi"], store=store, device=device, loaded=loaded
         )

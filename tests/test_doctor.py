@@ -39,7 +39,7 @@ def test_doctor_proves_the_pipeline_and_lists_missing_weights_without_touching_t
 def test_doctor_table_names_the_folder_and_says_the_result_is_noise(home, tmp_path, capsys):
     code, stdout, err = run(["--quiet", "--device", "cpu", "doctor", "--out", str(tmp_path / "d")], capsys)
     assert code == 0, err
-    assert "photodrag weights fetch ffhq-512" in stdout and "about 360 MB" in stdout
+    assert "photodrag weights fetch ffhq-512" in stdout and "about 364 MB" in stdout
     assert f"result: {tmp_path / 'd' / 'edited.jpg'}" in stdout
     assert "the result is noise" in stdout and stdout.strip().endswith("the install works")
     assert not (home / "weights").exists()

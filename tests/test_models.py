@@ -59,7 +59,7 @@ def test_resolve_names_every_missing_file_in_one_message(tmp_path):
     lines = str(exc.value).splitlines()
     assert lines[0] == "missing weights: 3 files this run needs"
     assert [line.split()[0] for line in lines[1:4]] == ["ffhq-512", "lpips-alex", "lpips-vgg16"]
-    assert lines[1].endswith("about 360 MB") and lines[2].endswith("233 MiB")  # each file's size
+    assert lines[1].endswith("about 364 MB") and lines[2].endswith("233 MiB")  # each file's size
     assert lines[4] == (
         "download failed: cannot reach api.ngc.nvidia.com, download.pytorch.org (network is unreachable (test))"
     )

@@ -7,9 +7,13 @@ import pytest
 from PIL import Image
 
 from common.errors import UsageError
+from common.run import locked_run
 from drag.presets import PRESETS, parse_preset, parse_presets, preset_drags, preset_mask, preset_motion
-from helpers import PORTRAIT, random_lpips
+from helpers import PORTRAIT, random_lpips, tiny_generator, write_nvidia_pickle
+from inversion.seed import run_seed
+from pipeline.seeded import face_landmarks
 from run_pipeline import main
+from weights.models import ChosenModel
 
 SIZE = 256
 
@@ -402,3 +406,50 @@ def test_preset_report_detects_the_landmarks_again_and_the_record_prints_the_tab
     assert missed["face_found"] is False and "not measured" in missed["note"]
     assert "no face detected again" in DragRecord({"presets": missed}).preset_table()[0]
     assert DragRecord({}).preset_table() == []
+
+
+def _seed_run(folder, find_landmarks, subject=None, name=None):
+    """A seed run (inversion/seed.py) of a 256 px random-weight generator; `find_landmarks` is the
+    seed stage's face finder (a random generator draws no face of its own)."""
+
+    G = tiny_generator(res=SIZE, dim=32)
+    model = write_nvidia_pickle(folder / "g.pkl", G)
+    chosen = ChosenModel(name or str(model), model, "sha", SIZE)
+    with locked_run(folder / "run", create=True):
+        run_seed(folder / "run", G, chosen, 3, 0.7, subject=subject, find_landmarks=find_landmarks)
+    return folder / "run"
+
+
+def test_cli_preview_on_a_seed_run_draws_on_the_generated_picture(run_dir, lm, tmp_path, capsys):
+    """A seed run's preview is drawn on its generated picture with the landmarks its seed stage found
+    (here dlib's, pipeline.seeded.face_landmarks, on the portrait's aligned face: the same detector and
+    the same record drag's presets on a seed run use); no align.json is needed."""
+    face = np.asarray(Image.open(run_dir / "align" / "aligned.png").convert("RGB"))
+    seed_run = _seed_run(tmp_path, lambda picture: face_landmarks(face))
+    assert not (seed_run / "align").exists()
+    code, out, err = cli(capsys, "presets", "--preview", str(seed_run), "--preset", "smile=0.5")
+    assert code == 0, err
+    assert out.strip() == str(seed_run / "presets_preview.png")
+    img = np.asarray(Image.open(seed_run / "presets_preview.png").convert("RGB")).astype(int)
+    picture = np.asarray(Image.open(seed_run / "invert" / "reconstruction.png").convert("RGB")).astype(int)
+    zoom = img.shape[0] // SIZE
+    same = picture.repeat(zoom, 0).repeat(zoom, 1)
+    marks = np.array(json.loads((seed_run / "invert" / "invert.json").read_text())["start"]["landmarks"])
+    assert np.abs(marks - lm).max() < 3  # the landmarks the seed stage recorded: the face's
+    mask = preset_mask(marks, ["smile"], SIZE).repeat(zoom, 0).repeat(zoom, 1) > 0
+    assert (img[~mask] == same[~mask]).all()  # outside the mask: the generated picture untouched
+    assert (img[mask] != same[mask]).any(axis=-1).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "subject, words", [(None, "presets need a face, and none was found"), ("lions", "draws lions")]
+)
+def test_cli_preview_on_a_seed_run_without_a_face_is_refused_like_drag(tmp_path, capsys, subject, words):
+    seed_run = _seed_run(
+        tmp_path, face_landmarks if subject is None else None, subject, "lions-512" if subject else None
+    )
+    code, out, err = cli(capsys, "presets", "--preview", str(seed_run), "--preset", "smile=0.5")
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1 and words in err, err
+    assert not (seed_run / "presets_preview.png").exists()
+    code, _, drag_err = cli(capsys, "drag", str(seed_run), "--preset", "smile=0.5")
+    assert code == 2 and drag_err == err  # the same line as drag's

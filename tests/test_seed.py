@@ -6,15 +6,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from draggan_loop import official_drag
 from safetensors.torch import load_file
 
 from common.errors import DownloadError, UsageError
+from drag.engine import DragConfig, DragEngine
 from drag.frame import DragFrame
 from helpers import run, tiny_generator, write_nvidia_pickle
+from inversion.seed import seed_latent
 from layouts import write_ngc_pickle, write_tf_pickle
 from pipeline.recipe import parse_recipe
+from weights.checkpoint import load_generator
 from weights.networks import Generator
 from weights.registry import ADA, GENERATOR, NGC, REGISTRY, TENSORFLOW
+from weights.sizes import generator_floats, pickle_mb
 from weights.store import WeightStore
 
 # XingangPan/DragGAN scripts/download_models.json: url -> the file name DragGAN saves it as
@@ -61,6 +66,24 @@ def test_draggan_zoo_is_in_the_registry_and_listed(home, capsys):
         assert f"layout: {layout}" in block and " MB " in block
         assert "recorded on first download" in block
     assert "512x384 pictures letterboxed" in out  # LSUN car: the square frame it is drawn in, said once
+
+
+def test_expected_sizes_come_from_the_architecture():
+    """Each generator's expected size (no publisher gives one) is G + G_ema + D in float32 for its
+    init kwargs; the count of G's tensors is the real architecture's (weights.networks.Generator,
+    built on the meta device: nothing allocated), so ffhq-256's half-width channels weigh less."""
+    for name, e in REGISTRY.items():
+        if e.kind != GENERATOR:
+            continue
+        with torch.device("meta"):
+            G = Generator(**e.init_kwargs)
+        assert generator_floats(e.init_kwargs) == sum(v.numel() for v in G.state_dict().values()), name
+        assert e.approx_mb == pickle_mb(e.init_kwargs) and e.description.endswith(f"about {e.approx_mb} MB"), name
+    assert (REGISTRY["ffhq-256"].approx_mb, REGISTRY["ffhq-512"].approx_mb, REGISTRY["ffhq-1024"].approx_mb) == (
+        296,
+        364,
+        381,
+    )
 
 
 def _small_512(seed: int) -> Generator:
@@ -144,6 +167,16 @@ def test_seed_drag_and_recipe_replay(layout, home, tmp_path, capsys):
         assert code == 2 and "no photo to composite" in err and len(err.strip().splitlines()) == 1
         code, _, err = run(["drag", str(run_dir), "--preset", "smile=0.5"], capsys)
         assert code == 2 and "presets need a face" in err and len(err.strip().splitlines()) == 1
+        # the options that do apply to a seed recipe are honoured, not ignored: the mask, steps, --no-wait
+        more = ["--mask-circle", "12,12,5", "--steps", "2", "--no-wait", "--run-dir", str(tmp_path / "masked")]
+        code, _, err = run(
+            ["--quiet", "--device", "cpu", "edit", "--recipe", str(run_dir / "recipe.json"), "-o", str(out), *more],
+            capsys,
+        )
+        assert code == 0, err
+        again = json.loads((tmp_path / "masked" / "recipe.json").read_text())
+        assert again["mask"] == {"circle": [12.0, 12.0, 5.0]} and again["drag"]["steps"] == 2
+        assert json.loads((tmp_path / "masked" / "drag" / "drag.json").read_text())["mask"] is True
         assert not (tmp_path / "x.jpg").exists()
 
 
@@ -171,6 +204,14 @@ def test_presets_are_refused_for_a_model_that_draws_no_faces(tmp_path):
         ({"seed": {"seed": -1}, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, "seed.seed"),
         ({"seed": {"psi": 0.5}, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, "seed.seed"),
         ({"seed": {"seed": 1, "trunc": 1}, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, "unknown"),
+        *(
+            ({"seed": {"seed": 1}, key: section, "drags": [{"handle": [1, 1], "target": [2, 2]}]}, f'"{key}" does not')
+            for key, section in (
+                ("align", {"face": "largest"}),
+                ("invert", {"w_plus": True}),
+                ("composite", {"blend": "generator"}),
+            )
+        ),
     ],
 )
 def test_bad_seed_recipes_are_one_line(data, message):
@@ -182,83 +223,104 @@ def test_bad_seed_recipes_are_one_line(data, message):
     }
 
 
-def official_drag(G, w_start, handles, targets, steps, latent, lr=2e-3, r1=3, r2=12, track_ord=2):
-    """DragGAN's GUI loop (viz/renderer.py), written from its formulation for this test: (row, col)
-    points; W+ optimises w[:, :6] of the full code, W one vector (w[:, 0]) repeated into those six;
-    the b128 features resized to the image size; tracking by the L2 norm (`track_ord`) in the r2 window;
-    motion supervision by grid_sample at q + d over the r1 disc; Adam.  Returns each step's handles (x, y)
-    and the final latent."""
-    import torch.nn.functional as F
-
-    h = G.img_resolution
-    w0 = w_start.detach().clone()
-    w = (w0.clone() if latent == "w+" else w0[:, 0].clone()).requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
-    points = [[float(y), float(x)] for x, y in handles]
-    goals = [[float(y), float(x)] for x, y in targets]
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij")
-    refs, trail = None, []
-    for _ in range(steps):
-        ws = w.unsqueeze(1).repeat(1, 6, 1) if w.dim() == 2 else w
-        ws = torch.cat([ws[:, :6], w0[:, 6:]], dim=1)
-        _, feats = G.synthesis(ws, noise_mode="const", return_features=["b128"])
-        feat = F.interpolate(feats["b128"].float(), [h, h], mode="bilinear")
-        if refs is None:
-            refs = [feat.detach()[:, :, round(p[0]), round(p[1])] for p in points]
-        rad = round(r2 / 512 * h)
-        with torch.no_grad():
-            for j, p in enumerate(points):
-                up, left = int(max(p[0] - rad, 0)), int(max(p[1] - rad, 0))
-                down, right = int(min(p[0] + rad + 1, h)), int(min(p[1] + rad + 1, h))
-                patch = feat[:, :, up:down, left:right] - refs[j].reshape(1, -1, 1, 1)
-                dist = torch.linalg.vector_norm(patch, ord=track_ord, dim=1)
-                idx = int(torch.argmin(dist.view(-1)))
-                points[j] = [idx // (right - left) + up, idx % (right - left) + left]
-        trail.append([[p[1], p[0]] for p in points])
-        loss = 0
-        for p, t in zip(points, goals):
-            direction = torch.tensor([t[1] - p[1], t[0] - p[0]])
-            if torch.linalg.norm(direction) > 1:
-                inside = ((xx - p[1]) ** 2 + (yy - p[0]) ** 2) ** 0.5 < round(r1 / 512 * h)
-                rows, cols = torch.where(inside)
-                direction = direction / (torch.linalg.norm(direction) + 1e-7)
-                grid = torch.stack(
-                    [(cols + direction[0]) / (h - 1) * 2 - 1, (rows + direction[1]) / (h - 1) * 2 - 1], -1
-                )
-                moved = F.grid_sample(feat, grid[None, None], align_corners=True).squeeze(2)
-                loss = loss + F.l1_loss(feat[:, :, rows, cols].detach(), moved)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ws = w.unsqueeze(1).repeat(1, 6, 1) if w.dim() == 2 else w
-    return torch.tensor(trail, dtype=torch.float32), torch.cat([ws[:, :6], w0[:, 6:]], dim=1).detach()
-
-
 @pytest.mark.parametrize("latent", ["w+", "w"])
-def test_a_seed_runs_drag_follows_draggans_loop(latent, tmp_path):
-    """From the same seed, psi and points (an NGC-layout file), the drag (its reference path, the
-    official formulation) takes DragGAN's official steps in W+ and in W: the same handles at every
-    step and the same latent.  The loop tracks by L1 here, as the paper writes it and the engine does
+def test_the_drag_engines_reference_path_follows_draggans_loop(latent, tmp_path):
+    """From the same seed, psi and points (an NGC-layout file at 256 px, where the b128 map is resized
+    to the image as DragGAN does), the engine's reference path (fast=False) takes DragGAN's official
+    steps (tests/draggan_loop.py) in W+ and in W: the same handles at every step and the same latent.
+    The loop tracks by L1 (`track_ord=1`), as the paper writes it and photodrag does
     (drag/features.track); DragGAN's code uses L2, and on a random-weight generator's noisy features
-    the two norms can pick handles pixels apart.  The fast path's agreement with the reference path
-    is tests/test_drag.py's test_fast_path_follows_the_full_resolution_reference."""
-    from drag.engine import DragConfig, DragEngine
-    from inversion.seed import seed_latent
-    from weights.checkpoint import load_generator
-
-    G = load_generator(write_ngc_pickle(tmp_path / "ngc.pkl", tiny_generator(res=128, dim=32)), "cpu")
+    the two norms can pick handles pixels apart."""
+    G = load_generator(write_ngc_pickle(tmp_path / "ngc.pkl", tiny_generator(res=256, dim=32)), "cpu")
     w = seed_latent(G, 5, 0.7)
-    handles, targets, steps = [[60, 60], [30, 75]], [[72, 66], [22, 68]], 6
+    handles, targets, steps = [[120, 120], [60, 150]], [[144, 132], [44, 136]], 6
     eng = DragEngine(G, w, handles, targets, config=DragConfig(steps=steps, latent=latent), fast=False)
     state, trail = eng.start(), []
     while len(trail) < steps:
         state = eng.step(state)
         trail.append(state.handles.clone())
-    official, w_official = official_drag(G, w, handles, targets, steps, latent, track_ord=1)
+    official, w_official, _ = official_drag(G, w, handles, targets, steps, latent, track_ord=1)
     assert torch.equal(torch.stack(trail), official)
+    assert not torch.equal(official[-1], torch.tensor(handles, dtype=torch.float32))  # the handles moved
     assert torch.allclose(state.w, w_official, atol=1e-6) and not torch.equal(state.w, w)
     if latent == "w":  # one vector shared by the first six layers, the rest at the seed's w
         assert torch.equal(state.w[:, :6], state.w[:, :1].expand(-1, 6, -1))
         assert torch.equal(state.w[:, 6:], w[:, 6:])
     else:
         assert not torch.equal(state.w[:, 0], state.w[:, 5])
+
+
+@pytest.mark.parametrize("layout", list(WRITERS))
+def test_seed_then_drag_on_the_command_line_is_draggans_loop(layout, home, tmp_path, capsys):
+    """`photodrag seed --model FILE --seed 3 --trunc 0.7` then `photodrag drag RUN --drag ...` (W+),
+    from a file in each of the three layouts, against DragGAN's loop (tests/draggan_loop.py) from the
+    same seed, psi and points: the latent drag/w_edited.safetensors holds and the final handles
+    drag.json records (it keeps no per-step trail) are the official ones.
+
+    The command line drags on the engine's fast path (the synthesis stops at b128, features are
+    sampled from the 128 px map).  At 128 px that map is the image-size map, so the fast path's
+    sampling and the official resize + grid_sample(align_corners=True) read the same values: the
+    comparison is to float precision, not a tolerance.  At larger sizes the fast path is an
+    approximation of the reference path (tests/test_drag.py's fast-vs-reference test), and the
+    reference path follows the official loop (the test above, at 256 px).  Tracking is by L1
+    (`track_ord=1`), as the paper and photodrag do; DragGAN's code uses L2."""
+    model = WRITERS[layout](tmp_path / f"{layout}.pkl", tiny_generator(res=128, dim=32))
+    run_dir, steps = tmp_path / "run", 8
+    handles, targets = [[60, 60], [30, 75]], [[72, 66], [22, 68]]
+    code, _, err = run(
+        ["--device", "cpu", "seed", "--model", str(model), "--seed", "3", "--trunc", "0.7", "--out", str(run_dir)],
+        capsys,
+    )
+    assert code == 0, err
+    drags = [f"--drag={h[0]},{h[1]}:{t[0]},{t[1]}" for h, t in zip(handles, targets)]
+    code, _, err = run(["--quiet", "--device", "cpu", "drag", str(run_dir), *drags, "--steps", str(steps)], capsys)
+    assert code == 0, err
+    record = json.loads((run_dir / "drag" / "drag.json").read_text())
+    assert (record["steps"], record["stop_reason"]) == (steps, "max_steps")
+    final = torch.tensor([p["aligned"]["final"] for p in record["points"]], dtype=torch.float32)
+    w_cli = load_file(str(run_dir / "drag" / "w_edited.safetensors"))["w"]
+
+    G = load_generator(model, "cpu")
+    w_seed = seed_latent(G, 3, 0.7)
+    assert torch.equal(load_file(str(run_dir / "invert" / "pivot.safetensors"))["w"], w_seed)
+    _, w_official, final_official = official_drag(G, w_seed, handles, targets, steps, "w+", track_ord=1)
+    assert not torch.equal(final_official, torch.tensor(handles, dtype=torch.float32))  # the handles moved
+    assert torch.equal(final, final_official)
+    assert torch.allclose(w_cli, w_official, atol=1e-6) and not torch.equal(w_cli, w_seed)
+
+
+SEED_REFUSALS = [
+    ["--face", "0"],
+    ["--min-face", "40"],
+    ["--blend", "generator"],
+    ["--preview"],
+    ["--w-plus"],
+    ["--projection-steps", "5"],
+    ["--tuning-steps", "5"],
+    ["--lpips-threshold", "0.1"],
+    ["--projection-lpips", "alex"],
+    ["--keep-projection-noise"],
+    ["--seed", "1"],
+    ["--from", "drag"],
+    ["--jpeg-quality", "90"],
+    ["--overwrite-input"],
+    ["--cluster", "ray"],
+    ["--address", "127.0.0.1:6379"],
+    ["--workers", "2"],
+]
+
+
+@pytest.mark.parametrize("flag", SEED_REFUSALS, ids=lambda f: f[0])
+def test_edit_of_a_seed_recipe_refuses_the_options_it_would_ignore(flag, home, tmp_path, capsys):
+    """A photo's options (which face, how to blend, the inversion's, the output's) mean nothing for a
+    generated start: each is refused in one line naming it, before anything is written."""
+    recipe = tmp_path / "seed.json"
+    drags = [{"handle": [10, 12], "target": [14, 15]}]
+    recipe.write_text(json.dumps({"seed": {"seed": 3, "psi": 0.7}, "model": "ffhq-512", "drags": drags}))
+    before = sorted(tmp_path.rglob("*"))
+    out, run_dir = tmp_path / "out.png", tmp_path / "run"
+    argv = ["--quiet", "--device", "cpu", "edit", "--recipe", str(recipe), "-o", str(out), "--run-dir", str(run_dir)]
+    code, _, err = run([*argv, *flag], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{flag[0]} does not apply: a seed recipe starts from a generated picture" in err
+    assert sorted(tmp_path.rglob("*")) == before and not out.exists() and not run_dir.exists()

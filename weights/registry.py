@@ -5,7 +5,7 @@ file.  No hash or size is published for any generator pickle (NVIDIA's, Self-Dis
 StyleGAN's): the sha256 and size of the first verified download are recorded locally
 (trust on first use) and every later download and `weights verify` is checked against them.
 `approx_mb` says what to expect before that: for the generators, G + G_ema + D in float32
-as the architecture gives it (within a few MB of the published FFHQ files).
+as the architecture gives it (weights/sizes.py's pickle_mb of the entry's init kwargs).
 
 The DragGAN zoo is the list in XingangPan/DragGAN `scripts/download_models.json`.
 """
@@ -16,13 +16,18 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from common.errors import UsageError
+from weights.sizes import pickle_mb
 
 GENERATOR = "generator"
 BACKBONE = "lpips-backbone"
 DLIB = "dlib-model"
 
 _NVIDIA_NC = "NVIDIA Source Code License-NC (non-commercial research use)"
-_SELF_DISTILLED_LICENCE = "CC BY 4.0 (Google, Self-Distilled StyleGAN; cite the paper)"
+# self-distilled-stylegan/self-distilled-internet-photos README "Licenses" (LICENSE: CC Attribution 4.0)
+_SELF_DISTILLED_LICENCE = (
+    'CC-BY-4.0 (Self-Distilled StyleGAN: "If you use the data or models, please give appropriate '
+    'credit by citing our paper")'
+)
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 _SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan/"
 _NVIDIA_TF = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
@@ -88,10 +93,12 @@ class WeightEntry:
 
 
 def _zoo(
-    name: str, filename: str, url: str, what: str, res: int, layout: str, licence: str, mb: int, note: Optional[str]
+    name: str, filename: str, url: str, what: str, res: int, layout: str, licence: str, note: Optional[str]
 ) -> WeightEntry:
     """One generator of DragGAN's model list (no published size or hash: recorded on first download)."""
     source = "Self-Distilled StyleGAN, Google" if layout == ADA else "NVIDIA"
+    kwargs = _ffhq_kwargs(res, 32768)
+    mb = pickle_mb(kwargs)
     return WeightEntry(
         name,
         GENERATOR,
@@ -99,7 +106,7 @@ def _zoo(
         f"StyleGAN2 {what} {res}x{res} ({source}, {LAYOUTS[layout]}; DragGAN's model list), about {mb} MB",
         licence,
         url=url,
-        init_kwargs=_ffhq_kwargs(res, 32768),
+        init_kwargs=kwargs,
         approx_mb=mb,
         layout=layout,
         subject=what,
@@ -107,46 +114,55 @@ def _zoo(
     )
 
 
+def _ffhq(name: str, filename: str, what: str, url: str, res: int, channel_base: int, layout: str) -> WeightEntry:
+    """One of NVIDIA's FFHQ generators; its expected size comes from its architecture (weights/sizes.py)."""
+    kwargs = _ffhq_kwargs(res, channel_base)
+    mb = pickle_mb(kwargs)
+    return WeightEntry(
+        name,
+        GENERATOR,
+        filename,
+        f"{what}, about {mb} MB",
+        _NVIDIA_NC,
+        url=url,
+        init_kwargs=kwargs,
+        approx_mb=mb,
+        layout=layout,
+        subject=FACES,
+    )
+
+
 ENTRIES = (
-    WeightEntry(
+    _ffhq(
         "ffhq-256",
-        GENERATOR,
         "stylegan2-ffhq-256x256.pkl",
-        "StyleGAN2 FFHQ 256x256 (NVIDIA NGC, StyleGAN3-codebase pickle), about 360 MB",
-        _NVIDIA_NC,
-        url=_NGC + "stylegan2-ffhq-256x256.pkl",
-        init_kwargs=_ffhq_kwargs(256, 16384),
-        approx_mb=360,
-        layout=NGC,
-        subject=FACES,
+        "StyleGAN2 FFHQ 256x256 (NVIDIA NGC, StyleGAN3-codebase pickle)",
+        _NGC + "stylegan2-ffhq-256x256.pkl",
+        256,
+        16384,
+        NGC,
     ),
-    WeightEntry(
+    _ffhq(
         "ffhq-512",
-        GENERATOR,
         "stylegan2-ffhq-512x512.pkl",
-        "StyleGAN2 FFHQ 512x512 (NVIDIA NGC, StyleGAN3-codebase pickle, as used by DragGAN), about 360 MB",
-        _NVIDIA_NC,
-        url=_NGC + "stylegan2-ffhq-512x512.pkl",
-        init_kwargs=_ffhq_kwargs(512, 32768),
-        approx_mb=360,
-        layout=NGC,
-        subject=FACES,
+        "StyleGAN2 FFHQ 512x512 (NVIDIA NGC, StyleGAN3-codebase pickle, as used by DragGAN)",
+        _NGC + "stylegan2-ffhq-512x512.pkl",
+        512,
+        32768,
+        NGC,
     ),
-    WeightEntry(
+    _ffhq(
         "ffhq-1024",
-        GENERATOR,
         "ffhq.pkl",
-        "StyleGAN2-ADA FFHQ 1024x1024 (NVIDIA stylegan2-ada-pytorch pretrained), about 380 MB",
-        _NVIDIA_NC,
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
-        init_kwargs=_ffhq_kwargs(1024, 32768),
-        approx_mb=380,
-        layout=ADA,
-        subject=FACES,
+        "StyleGAN2-ADA FFHQ 1024x1024 (NVIDIA stylegan2-ada-pytorch pretrained)",
+        "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+        1024,
+        32768,
+        ADA,
     ),
     *(
-        _zoo(name, file, url, what, res, layout, licence, mb, note)
-        for name, file, url, what, res, layout, licence, mb, note in (
+        _zoo(name, file, url, what, res, layout, licence, note)
+        for name, file, url, what, res, layout, licence, note in (
             (
                 "lions-512",
                 "stylegan2_lions_512_pytorch.pkl",
@@ -155,7 +171,6 @@ ENTRIES = (
                 512,
                 ADA,
                 _SELF_DISTILLED_LICENCE,
-                364,
                 None,
             ),
             (
@@ -166,7 +181,6 @@ ENTRIES = (
                 1024,
                 ADA,
                 _SELF_DISTILLED_LICENCE,
-                381,
                 None,
             ),
             (
@@ -177,7 +191,6 @@ ENTRIES = (
                 256,
                 ADA,
                 _SELF_DISTILLED_LICENCE,
-                300,
                 None,
             ),
             (
@@ -188,7 +201,6 @@ ENTRIES = (
                 512,
                 ADA,
                 _SELF_DISTILLED_LICENCE,
-                364,
                 None,
             ),
             (
@@ -199,7 +211,6 @@ ENTRIES = (
                 512,
                 NGC,
                 _NVIDIA_NC,
-                364,
                 None,
             ),
             (
@@ -210,7 +221,6 @@ ENTRIES = (
                 512,
                 TENSORFLOW,
                 _NVIDIA_NC,
-                364,
                 CAR_LETTERBOX,
             ),
             (
@@ -221,7 +231,6 @@ ENTRIES = (
                 256,
                 TENSORFLOW,
                 _NVIDIA_NC,
-                357,
                 None,
             ),
         )
