@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,8 +47,8 @@ def _engines(res: int, device_name: str, threads: int, paths) -> tuple:
     handles = [[200 * s, 250 * s], [300 * s, 250 * s]]
     targets = [[180 * s, 230 * s], [330 * s, 240 * s]]
     cfg = DragConfig(steps=10**6, stall_steps=10**6)
-    gens = {"fast": (G, True), "full": (G, False), "full_plain": (PlainGenerator(G), False)}
-    engines = {p: DragEngine(gens[p][0], w, handles, targets, config=cfg, fast=gens[p][1]) for p in paths}
+    gens = {"fast": (G, "fast"), "full": (G, "official"), "full_plain": (PlainGenerator(G), "official")}
+    engines = {p: DragEngine(gens[p][0], w, handles, targets, config=replace(cfg, loop=gens[p][1])) for p in paths}
     return engines, device
 
 

@@ -19,6 +19,11 @@ DRAG_OPTIONS = ("steps", "lr", "lambda_mask", "r1", "r2")
 # w[:, :layers]; "w" one vector shared by those layers (the first layer's, broadcast)
 LATENTS = ("w+", "w")
 
+# how each step computes the features: "fast" stops the synthesis after the feature block and samples
+# its map directly; "official" renders the whole image and resizes the map to image size every step,
+# as DragGAN's code does (the same loop step for step, slower; drag/engine.py)
+LOOPS = ("fast", "official")
+
 
 @dataclass(frozen=True)
 class DragConfig:
@@ -31,6 +36,7 @@ class DragConfig:
     r2: float = setting(12.0, help="Point tracking radius at 512 px.", gt=0)
     layers: int = setting(6, help="Optimise w[:, :layers]; the rest stays at the pivot.", ge=1)
     latent: str = "w+"  # one of LATENTS
+    loop: str = "fast"  # one of LOOPS
     feature_block: str = "b128"
     # stop when the total distance has not improved by stall_min_gain px over stall_steps steps
     stall_steps: int = setting(40, help="Steps without progress before the drag stops.", ge=1)
@@ -45,6 +51,8 @@ class DragConfig:
         check_settings(self)
         if self.latent not in LATENTS:
             raise UsageError(f"latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
+        if self.loop not in LOOPS:
+            raise UsageError(f"loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
 
     def stop_distance(self, points: int) -> float:
         """The reach for a drag of `points` handles: the 1 px / 2 px stop rule."""

@@ -6,10 +6,12 @@ vector broadcast to those six layers, as DragGAN's GUI does in W) against the mo
 loss (+ the mask term).  The engine holds no UI state; a callback sees every step, so a command
 line, a progress bar or a web page can drive it.
 
-Fast path (default): the synthesis runs only up to `b128` (later blocks cannot change the
-loss) and features are sampled bilinearly straight from the 128x128 map.  The reference
-path (`fast=False`) renders the whole image and resizes the whole feature map to image
-size, as the official implementation does; tests compare the two.
+Fast path (DragConfig.loop "fast", the default): the synthesis runs only up to `b128` (later
+blocks cannot change the loss) and features are sampled bilinearly straight from the 128x128
+map.  The official loop ("official") renders the whole image and resizes the whole feature map
+to image size every step, as DragGAN's code does; tests hold it to that loop step for step and
+compare the two (they agree exactly where the map is image-sized, and drift apart above it: a
+bilinear sample of the resized map is not a bilinear sample of the map).
 """
 
 from __future__ import annotations
@@ -47,11 +49,10 @@ class DragEngine:
         targets,
         mask: Optional[np.ndarray] = None,
         config: DragConfig = DragConfig(),
-        fast: bool = True,
     ) -> None:
         self.G = G.eval().requires_grad_(False)
         self.cfg = config
-        self.fast = fast
+        self.fast = config.loop == "fast"
         self.size = G.img_resolution
         device = w_pivot.device
         self.device = device

@@ -14,7 +14,7 @@ import click
 
 from align.align import MAX_SIZE, MIN_FACE_PX, MIN_SIZE, AlignConfig
 from common.options import Setting, settings_of
-from drag.config import DRAG_OPTIONS, DragConfig
+from drag.config import DRAG_OPTIONS, LOOPS, DragConfig
 from inversion.config import PROFILES, inversion_settings, option_defaults
 from pipeline.composite import BLENDS, DEFAULT_BLEND
 from pipeline.webui.guard import split_host
@@ -334,6 +334,14 @@ drag_flags = stack(  # The `drag` command's arguments and options.
     ),
     click.option("--mask-circle", metavar="X,Y,R", help="Movable region as a circle instead of a mask image."),
     setting_options(DRAG_SETTINGS),
+    click.option(
+        "--loop",
+        type=click.Choice(LOOPS),
+        default=DRAG.loop,
+        show_default=True,
+        help="fast: features sampled from the 128 px map (stops the synthesis there); official: DragGAN's own "
+        "loop step for step (the whole image and the map resized to it every step; slower above 128 px).",
+    ),
     click.option(
         "--animate",
         type=click.Path(dir_okay=False, path_type=Path),

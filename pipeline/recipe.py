@@ -24,8 +24,9 @@ Schema (every key is optional but at least one of "drags" and "presets"; default
                  "projection_lpips", "keep_projection_noise", "seed"},
                                            # defaults: inversion/config.py (InversionConfig,
                                            # PROFILES); keys left out take the profile's values
-      "drag": {"steps", "lr", "lambda_mask", "r1", "r2", "latent"},  # defaults: drag/config.py
-                                           # (DragConfig); latent "w+" (default) | "w"
+      "drag": {"steps", "lr", "lambda_mask", "r1", "r2", "latent", "loop"},  # defaults: drag/config.py
+                                           # (DragConfig); latent "w+" (default) | "w";
+                                           # loop "fast" (default) | "official" (DragGAN's own loop)
       "composite": {"blend": "photo"}      # photo (the photo's own pixels moved) | generator (face paste)
     }
 """
@@ -63,6 +64,7 @@ _INVERT_KEYS = {
 _DRAG_KEYS = {x.name: int if x.kind is int else (int, float) for x in settings_of(DragConfig, DRAG_OPTIONS)}
 _DRAG_DEFAULTS = {x.name: x.default for x in settings_of(DragConfig, DRAG_OPTIONS)}
 _DRAG_KEYS["latent"] = str  # W+ or W (drag/config.py LATENTS); written only when it is not W+
+_DRAG_KEYS["loop"] = str  # fast or official (drag/config.py LOOPS); written only when it is not fast
 
 
 def drag_section(config: DragConfig) -> Dict[str, Any]:
@@ -71,6 +73,8 @@ def drag_section(config: DragConfig) -> Dict[str, Any]:
     out = {name: getattr(config, name) for name in DRAG_OPTIONS}
     if config.latent != DragConfig.latent:
         out["latent"] = config.latent
+    if config.loop != DragConfig.loop:
+        out["loop"] = config.loop
     return out
 
 

@@ -222,11 +222,11 @@ def test_fast_path_follows_the_full_resolution_reference(seed):
     pairs = ([[120, 120], [60, 150]], [[136, 128], [50, 140]])
     traj, grads = {}, {}
     for fast in (True, False):
-        eng = DragEngine(G, w, *pairs, config=DragConfig(steps=12), fast=fast)
+        eng = DragEngine(G, w, *pairs, config=DragConfig(steps=12, loop="fast" if fast else "official"))
         s = eng.start()
         eng._loss(eng._features(eng._ws()), s.handles).backward()
         grads[fast] = eng.w_opt.grad.flatten().clone()
-        run = DragEngine(G, w, *pairs, config=DragConfig(steps=12), fast=fast)
+        run = DragEngine(G, w, *pairs, config=DragConfig(steps=12, loop="fast" if fast else "official"))
         hs = []
         run.run(lambda st, hs=hs: hs.append(st.handles.clone()))
         traj[fast] = torch.stack(hs)

@@ -226,7 +226,7 @@ def test_bad_seed_recipes_are_one_line(data, message):
 @pytest.mark.parametrize("latent", ["w+", "w"])
 def test_the_drag_engines_reference_path_follows_draggans_loop(latent, tmp_path):
     """From the same seed, psi and points (an NGC-layout file at 256 px, where the b128 map is resized
-    to the image as DragGAN does), the engine's reference path (fast=False) takes DragGAN's official
+    to the image as DragGAN does), the engine's official loop (DragConfig.loop "official") takes DragGAN's official
     steps (tests/draggan_loop.py) in W+ and in W: the same handles at every step and the same latent.
     The loop tracks by L1 (`track_ord=1`), as the paper writes it and photodrag does
     (drag/features.track); DragGAN's code uses L2, and on a random-weight generator's noisy features
@@ -234,7 +234,7 @@ def test_the_drag_engines_reference_path_follows_draggans_loop(latent, tmp_path)
     G = load_generator(write_ngc_pickle(tmp_path / "ngc.pkl", tiny_generator(res=256, dim=32)), "cpu")
     w = seed_latent(G, 5, 0.7)
     handles, targets, steps = [[120, 120], [60, 150]], [[144, 132], [44, 136]], 6
-    eng = DragEngine(G, w, handles, targets, config=DragConfig(steps=steps, latent=latent), fast=False)
+    eng = DragEngine(G, w, handles, targets, config=DragConfig(steps=steps, latent=latent, loop="official"))
     state, trail = eng.start(), []
     while len(trail) < steps:
         state = eng.step(state)
@@ -250,35 +250,40 @@ def test_the_drag_engines_reference_path_follows_draggans_loop(latent, tmp_path)
         assert not torch.equal(state.w[:, 0], state.w[:, 5])
 
 
+@pytest.mark.parametrize("res, loop", [(128, "fast"), (256, "official")])
 @pytest.mark.parametrize("layout", list(WRITERS))
-def test_seed_then_drag_on_the_command_line_is_draggans_loop(layout, home, tmp_path, capsys):
-    """`photodrag seed --model FILE --seed 3 --trunc 0.7` then `photodrag drag RUN --drag ...` (W+),
-    from a file in each of the three layouts, against DragGAN's loop (tests/draggan_loop.py) from the
-    same seed, psi and points: the latent drag/w_edited.safetensors holds and the final handles
-    drag.json records (it keeps no per-step trail) are the official ones.
+def test_seed_then_drag_on_the_command_line_is_draggans_loop(layout, res, loop, home, tmp_path, capsys):
+    """`photodrag seed --model FILE --seed 3 --trunc 0.7` then `photodrag drag RUN --drag ... [--loop
+    official]` (W+), from a file in each of the three layouts, against DragGAN's loop
+    (tests/draggan_loop.py) from the same seed, psi and points: the latent drag/w_edited.safetensors
+    holds and the final handles drag.json records (it keeps no per-step trail) are the official ones.
 
-    The command line drags on the engine's fast path (the synthesis stops at b128, features are
-    sampled from the 128 px map).  At 128 px that map is the image-size map, so the fast path's
+    By default the command line drags on the engine's fast path (the synthesis stops at b128, features
+    are sampled from the 128 px map).  At 128 px that map is the image-size map, so the fast path's
     sampling and the official resize + grid_sample(align_corners=True) read the same values: the
-    comparison is to float precision, not a tolerance.  At larger sizes the fast path is an
-    approximation of the reference path (tests/test_drag.py's fast-vs-reference test), and the
-    reference path follows the official loop (the test above, at 256 px).  Tracking is by L1
-    (`track_ord=1`), as the paper and photodrag do; DragGAN's code uses L2."""
-    model = WRITERS[layout](tmp_path / f"{layout}.pkl", tiny_generator(res=128, dim=32))
-    run_dir, steps = tmp_path / "run", 8
-    handles, targets = [[60, 60], [30, 75]], [[72, 66], [22, 68]]
+    comparison is to float precision, not a tolerance.  Above 128 px the fast path drifts from the
+    official loop (a bilinear sample of the resized map is not a bilinear sample of the map: on a
+    random-weight generator's noisy features the tracked handles part within a few steps), so at
+    256 px the test runs `--loop official`, DragGAN's own loop, and holds it to the same float
+    precision.  Tracking is by L1 (`track_ord=1`), as the paper and photodrag do; DragGAN's code uses L2."""
+    model = WRITERS[layout](tmp_path / f"{layout}.pkl", tiny_generator(res=res, dim=32))
+    run_dir, steps, k = tmp_path / "run", 8, res // 128
+    handles, targets = [[60 * k, 60 * k], [30 * k, 75 * k]], [[72 * k, 66 * k], [22 * k, 68 * k]]
     code, _, err = run(
         ["--device", "cpu", "seed", "--model", str(model), "--seed", "3", "--trunc", "0.7", "--out", str(run_dir)],
         capsys,
     )
     assert code == 0, err
     drags = [f"--drag={h[0]},{h[1]}:{t[0]},{t[1]}" for h, t in zip(handles, targets)]
-    code, _, err = run(["--quiet", "--device", "cpu", "drag", str(run_dir), *drags, "--steps", str(steps)], capsys)
+    argv = ["--quiet", "--device", "cpu", "drag", str(run_dir), *drags, "--steps", str(steps), "--loop", loop]
+    code, _, err = run(argv, capsys)
     assert code == 0, err
     record = json.loads((run_dir / "drag" / "drag.json").read_text())
     assert (record["steps"], record["stop_reason"]) == (steps, "max_steps")
     final = torch.tensor([p["aligned"]["final"] for p in record["points"]], dtype=torch.float32)
     w_cli = load_file(str(run_dir / "drag" / "w_edited.safetensors"))["w"]
+    recipe_drag = json.loads((run_dir / "recipe.json").read_text())["drag"]
+    assert recipe_drag.get("loop", "fast") == loop  # edit --recipe replays the same loop
 
     G = load_generator(model, "cpu")
     w_seed = seed_latent(G, 3, 0.7)
