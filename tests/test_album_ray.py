@@ -77,16 +77,16 @@ def _worker_threads() -> int:
     return ray.get(threads.remote())
 
 
-def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, photos, tmp_path):
-    """The same bytes as a local album run with the workers' thread count: float sums split over another
-    number of threads round differently, and a last-bit difference can flip a pixel of the JPEG."""
+def local_album(photos, recipe, tmp_path):
+    """The album run locally (into tmp_path/local, home tmp_path/h1) with the Ray workers' thread count:
+    float sums split over another number of threads round differently, and a last-bit difference can
+    flip a pixel of the JPEG."""
     import torch
 
-    recipe = parse_recipe(album_recipe(model))
     threads = torch.get_num_threads()
     torch.set_num_threads(_worker_threads())
     try:
-        local = run_album(
+        return run_album(
             photos,
             recipe,
             tmp_path / "local",
@@ -96,6 +96,12 @@ def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def test_ray_album_matches_local_bytes_then_skips_then_recomputes(cluster, model, photos, tmp_path):
+    """The same bytes as a local album run with the workers' thread count (local_album)."""
+    recipe = parse_recipe(album_recipe(model))
+    local = local_album(photos, recipe, tmp_path)
     opts = EditOptions(home=tmp_path / "h2", device="cpu")
     ex = RayExecutor(models_factory=RandomLpipsModels)
     first = run_album(photos, recipe, tmp_path / "ray", opts, ex, progress=False)
@@ -134,24 +140,10 @@ def test_a_killed_worker_is_retried_and_every_photo_completes(cluster, model, ph
 def test_ray_album_edits_every_face(cluster, model, tmp_path):
     """--face all on Ray: each worker edits every face of its photo in RUN/faces/N and writes one output, the
     same bytes and the same album.json record (per-face identity figures) as a local album."""
-    import torch
-
     photo = two_faces_photo(tmp_path)
     over = dict(drags=[], presets={"smile": 1.0}, align={"face": "all"}, drag={"steps": 2, "lr": 0.05})
     recipe = parse_recipe(album_recipe(model, **over))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(_worker_threads())
-    try:
-        local = run_album(
-            [photo],
-            recipe,
-            tmp_path / "local",
-            EditOptions(home=tmp_path / "h1", device="cpu"),
-            LocalExecutor(RandomLpipsModels),
-            progress=False,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    local = local_album([photo], recipe, tmp_path)
     opts = EditOptions(home=tmp_path / "h", device="cpu")
     ex = RayExecutor(models_factory=RandomLpipsModels)
     summary = run_album([photo], recipe, tmp_path / "out", opts, ex, progress=False)

@@ -45,6 +45,29 @@ def run_cli(*argv):
     assert code == 0, err
 
 
+def web_session(model, photo, tmp, nets, blend="photo"):
+    """A web editor session on `photo` with the inversion `INVERT` gives (and the same random LPIPS)."""
+    from drag.engine import DragConfig
+    from inversion.config import make_config
+    from pipeline.webui.session import SessionManager
+
+    svc = tiny_services(
+        model,
+        tmp / "web-cache",
+        nets,
+        inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
+        drag_config=DragConfig(),
+        blend=blend,
+    )
+    return SessionManager(tmp / "ui", svc).create(photo.read_bytes(), photo.name)
+
+
+def finish(session) -> None:
+    """Wait for the session's job; it must end ready."""
+    session.thread.join(timeout=120)
+    assert session.state == "ready", session.message
+
+
 def edit_output(model, photo, tmp, blend="photo"):
     out = tmp / "edit.jpg"
     run_cli(
@@ -98,27 +121,13 @@ def test_edit_equals_the_stage_commands(setup):
 def test_edit_equals_the_web_session(setup, nets, blend):
 
     pytest.importorskip("fastapi")
-    from drag.engine import DragConfig
-    from inversion.config import make_config
-    from pipeline.webui.session import SessionManager
-
     model, photo, tmp = setup
     edited = edit_output(model, photo, tmp, blend)
-    svc = tiny_services(
-        model,
-        tmp / "web-cache",
-        nets,
-        inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
-        drag_config=DragConfig(),
-        blend=blend,
-    )
-    session = SessionManager(tmp / "ui", svc).create(photo.read_bytes(), "portrait.jpg")
+    session = web_session(model, photo, tmp, nets, blend)
     session.choose_face(0)
-    session.thread.join(timeout=120)
-    assert session.state == "ready", session.message
+    finish(session)
     session.start_drag([{"handle": list(HANDLE), "target": list(TARGET)}], None, {"steps": DRAG_STEPS})
-    session.thread.join(timeout=120)
-    assert session.state == "ready", session.message
+    finish(session)
     data, name, _ = session.result()
     assert hashlib.sha256(data).hexdigest() == digest(edited)
     assert session.recipe()["composite"] == {"blend": blend}
@@ -129,30 +138,17 @@ def test_a_several_face_web_session_equals_its_recipe_replayed(setup, nets, blen
     """Two faces edited in one web session: the download equals `edit --recipe` of the session's
     several-face recipe, byte for byte (per-face runs, one composite pass: pipeline.group)."""
     pytest.importorskip("fastapi")
-    from drag.engine import DragConfig
     from helpers import two_faces_photo
-    from inversion.config import make_config
-    from pipeline.webui.session import SessionManager
 
     model, _, tmp = setup
     photo = two_faces_photo(tmp)
-    svc = tiny_services(
-        model,
-        tmp / "web-cache",
-        nets,
-        inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
-        drag_config=DragConfig(),
-        blend=blend,
-    )
-    session = SessionManager(tmp / "ui", svc).create(photo.read_bytes(), "two_faces.jpg")
+    session = web_session(model, photo, tmp, nets, blend)
     mirror = lambda p: [1023 - p[0], p[1]]  # noqa: E731  (the right half is the portrait mirrored)
     for face, handle, target in ((0, list(HANDLE), list(TARGET)), (1, mirror(HANDLE), mirror(TARGET))):
         session.choose_face(face)
-        session.thread.join(timeout=120)
-        assert session.state == "ready", session.message
+        finish(session)
         session.start_drag([{"handle": handle, "target": target}], None, {"steps": DRAG_STEPS})
-        session.thread.join(timeout=120)
-        assert session.state == "ready", session.message
+        finish(session)
     data, _, _ = session.result()
     recipe = session.recipe()
     assert recipe["align"]["face"] == [0, 1] and sorted(recipe["faces"]) == ["0", "1"]
@@ -187,21 +183,10 @@ def test_a_web_round_with_a_painted_mask_equals_its_recipe_replayed(setup, nets)
     import numpy as np
     from PIL import Image
 
-    from drag.engine import DragConfig
-    from inversion.config import make_config
-    from pipeline.webui.session import SessionManager
-
     model, photo, tmp = setup
-    svc = tiny_services(
-        model,
-        tmp / "web-cache",
-        nets,
-        inversion_config=make_config(projection_steps=4, tuning_steps=2, lpips_threshold=0.0),
-        drag_config=DragConfig(),
-    )
-    session = SessionManager(tmp / "ui", svc).create(photo.read_bytes(), "portrait.jpg")
+    session = web_session(model, photo, tmp, nets)
     session.choose_face(0)
-    session.thread.join(timeout=120)
+    finish(session)
     w, h = session.picture_size
     painted = np.zeros((h, w, 4), np.uint8)
     painted[HANDLE[1] - 30 : HANDLE[1] + 30, HANDLE[0] - 40 : HANDLE[0] + 20] = (0, 255, 120, 90)  # the page's paint
@@ -209,8 +194,7 @@ def test_a_web_round_with_a_painted_mask_equals_its_recipe_replayed(setup, nets)
     Image.fromarray(painted).save(buf, format="PNG")
     mask_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     session.start_drag([{"handle": list(HANDLE), "target": list(TARGET)}], mask_url, {"steps": DRAG_STEPS})
-    session.thread.join(timeout=120)
-    assert session.state == "ready", session.message
+    finish(session)
     data, _, _ = session.result()
     recipe = session.recipe()
     assert recipe["mask"] == {"path": "mask.png"} and session.status()["mask"]
