@@ -96,10 +96,10 @@ def composite_faces(photo_rgb: np.ndarray, faces: Sequence[FaceImages], blend: s
     return GroupImage(image, mask, layers)
 
 
-def _face_images(part: FacePart, photo: Photo) -> FaceImages:
-    """A face's run folder (RUN/faces/N) as the composite's input, checked to belong to `photo`."""
+def _face_images(part: FacePart, align: AlignRecord, photo: Photo) -> FaceImages:
+    """A face's run folder (RUN/faces/N, its `align` record read) as the composite's input, checked to
+    belong to `photo`."""
     run = RunFolder(part.run_path)
-    align = AlignRecord.load(run.path)
     if align.photo_sha256 != photo.sha256:
         raise UsageError(f"{run.path} was aligned on another photo; re-run the edit with --from align")
     drag = DragRecord.load_fresh(run.path)
@@ -122,10 +122,9 @@ def overlap_warning(later: int, earlier: Sequence[int]) -> str:
     )
 
 
-def _face_entry(part: FacePart, layer: Layer, photo: Photo, output_rgb: np.ndarray) -> dict:
+def _face_entry(part: FacePart, align: AlignRecord, layer: Layer, photo: Photo, output_rgb: np.ndarray) -> dict:
     """composite.json's entry for one face: box, stages, changed region, presets and identity figures."""
     comp = layer.result.composite
-    align = AlignRecord.load(part.run_path)
     drag, inversion = DragRecord.load(part.run_path), InversionRecord.load(part.run_path)
     return {
         "face": part.index,
@@ -159,7 +158,8 @@ def run_group_composite(
     check_blend(blend)
     fmt = output_format(out, photo)  # refuse a bad extension before any work
     by_index = {p.index: p for p in parts}
-    group = composite_faces(photo.rgb, [_face_images(p, photo) for p in parts], blend)
+    aligns = {p.index: AlignRecord.load(p.run_path) for p in parts}  # each face's align.json, read once
+    group = composite_faces(photo.rgb, [_face_images(p, aligns[p.index], photo) for p in parts], blend)
     image, mask = group.image, group.mask
     record = CompositeRecord(
         {
@@ -169,7 +169,7 @@ def run_group_composite(
             "mask_pixels": int((mask > 0).sum()),
             "changed_pixels": int((image != photo.rgb).any(axis=2).sum()),
             "order": [layer.index for layer in group.layers],
-            "faces": [_face_entry(by_index[layer.index], layer, photo, image) for layer in group.layers],
+            "faces": [_face_entry(by_index[la.index], aligns[la.index], la, photo, image) for la in group.layers],
             "skipped": list(skipped),
             "warnings": [overlap_warning(la.index, la.overlaps) for la in group.layers if la.overlaps],
         }
@@ -177,7 +177,7 @@ def run_group_composite(
     with atomic_dir(RunFolder(Path(run_dir)).stage("composite")) as tmp:
         Image.fromarray((mask * 255).round().astype(np.uint8)).save(tmp / "blend_mask.png")
         for layer in group.layers:
-            matrix = AlignRecord.load(by_index[layer.index].run_path).matrix
+            matrix = aligns[layer.index].matrix
             Image.fromarray(changed_picture(photo.rgb, layer.result, matrix)).save(tmp / f"changed-{layer.index}.png")
         Image.fromarray(side_by_side(photo.rgb, image)).save(tmp / "compare.png")
         record.save(tmp)
