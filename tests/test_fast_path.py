@@ -158,3 +158,33 @@ def test_nchw_copy_equals_contiguous(shape):
     for t in (x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3)):
         got = _as_nchw(t)
         assert got.is_contiguous() and torch.equal(got, t)
+
+
+@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("gy_layout", ["channels_last", "nchw"])
+def test_gemm_weight_grad_equals_convolution_backward(up, k, gy_layout):
+    """weights.wgrad's GEMMs on the padded maps give aten's weight gradient (float64, non-square maps)."""
+    from weights import wgrad
+
+    torch.manual_seed(k)
+    x = torch.randn(1, 5, 6, 9, **F64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(4, 5, k, k, **F64)
+    if up:
+        out = torch.nn.functional.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+    else:
+        out = torch.nn.functional.conv2d(x, weight, padding=k // 2)
+    gy = torch.randn(out.shape, **F64)
+    if gy_layout == "channels_last":
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    assert wgrad.applies(gy, x) and not wgrad.applies(gy, x.contiguous())
+    w = weight.clone().requires_grad_(True)
+    ref_out = (
+        torch.nn.functional.conv_transpose2d(x.contiguous(), w.transpose(0, 1), stride=2)
+        if up
+        else torch.nn.functional.conv2d(x.contiguous(), w, padding=k // 2)
+    )
+    (ref_out * gy).sum().backward()
+    got = wgrad.conv_weight_grad(gy, x, k, up)
+    assert got.shape == weight.shape
+    torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from weights import wgrad
+
 LRELU_ALPHA = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -129,9 +131,12 @@ def _as_nchw(t: torch.Tensor) -> torch.Tensor:
 def _conv_weight_grad(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, up: bool) -> torch.Tensor:
     """d/d(modulated weights) of the layer's convolution, shaped like `weight` [out, in, kh, kw].
 
-    Computed on NCHW copies: oneDNN's weight-gradient kernels for batch 1 measured 4-5x
-    slower on channels-last maps than the two copies plus the NCHW kernel.
+    Batch-1 channels-last CPU maps go to `wgrad.conv_weight_grad` (GEMMs on the maps in place);
+    others to oneDNN on NCHW copies: its batch-1 weight-gradient kernels measured 4-5x slower on
+    channels-last maps than the two copies plus the NCHW kernel.
     """
+    if wgrad.applies(gy, x):
+        return wgrad.conv_weight_grad(gy, x, weight.shape[2], up)
     shape = [weight.shape[1], weight.shape[0], *weight.shape[2:]] if up else list(weight.shape)
     like = weight.new_empty(shape, dtype=x.dtype)  # only its shape is read
     args = _conv_args(up, *weight.shape[2:])
