@@ -21,8 +21,11 @@ import torch
 def applies(gy: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether `conv_weight_grad` serves these maps: batch 1 on the CPU with the input channels-last
     (the fast path's layout; both maps are copied into padded row buffers, any layout of `gy` works)."""
-    return x.device.type == "cpu" and x.shape[0] == 1 and gy.shape[0] == 1 and x.is_contiguous(
-        memory_format=torch.channels_last
+    return (
+        x.device.type == "cpu"
+        and x.shape[0] == 1
+        and gy.shape[0] == 1
+        and x.is_contiguous(memory_format=torch.channels_last)
     )
 
 
