@@ -57,6 +57,7 @@ def _stage(name: str, res: int, photo: Path, run_dir: Path, model: Path, steps: 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     recipe = _recipe(model, steps)
+    extra: dict = {}  # stage-specific figures (the drag's steps and stop reason)
     if name == "align":
         from align.stage import run_align
 
@@ -94,6 +95,10 @@ def _stage(name: str, res: int, photo: Path, run_dir: Path, model: Path, steps: 
         ready = rss_mib()
         t0 = time.perf_counter()
         run_drag(run_dir, pts, mask, recipe.drag_config(), progress=False)
+        from drag.record import DragRecord
+
+        record = DragRecord.load(run_dir)
+        extra = {"steps": record.steps, "stop_reason": record.stop_reason}
     else:
         from pipeline.composite import run_composite
 
@@ -102,6 +107,7 @@ def _stage(name: str, res: int, photo: Path, run_dir: Path, model: Path, steps: 
         run_composite(run_dir, run_dir.parent / "edited.jpg")
     seconds = time.perf_counter() - t0
     report = {"s": round(seconds, 2), "peak_rss_mib": round(peak_rss_mib(), 1), "rss_mib_before_stage": round(ready, 1)}
+    report.update(extra)
     queue.put(report)
 
 

@@ -9,8 +9,8 @@ The stride-2 transposed convolution splits its output gradient into its four par
 each of which is a plain correlation with the input.
 
 Measured against oneDNN's weight-gradient kernel on NCHW copies (`ops._conv_weight_grad`'s
-other branch; Intel Xeon, 2 threads, float32): 64 x 512^2 3x3 1.3-1.4x faster, 512 x 64^2 1.3-2x,
-the up-sampling layers 1.6-1.9x.
+other branch; Intel Xeon, 2 threads, float32, three runs): 64 x 512^2 3x3 1.25-1.45x faster,
+512 x 64^2 1.2-2.1x, the up-sampling layers 1.6-1.9x.
 """
 
 from __future__ import annotations
