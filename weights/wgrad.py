@@ -4,7 +4,8 @@ For batch 1 a channels-last map [1, C, H, W] is the matrix [H*W, C] in memory.  
 gradient of a k x k convolution is then, for each tap (a, b), one GEMM between the output
 gradient and the input shifted by (a, b).  Padding the input to a width of W + k - 1 makes every
 shifted input one contiguous block of rows of the same flattened matrix (the wrapped-around
-columns meet zeros), so the k*k GEMMs read the maps in place: no NCHW copy and no im2col.
+columns meet zeros), so the k*k GEMMs read one padded copy of each map (a row-block copy,
+the layout unchanged): no NCHW transpose copy and no im2col.
 The stride-2 transposed convolution splits its output gradient into its four parity grids,
 each of which is a plain correlation with the input.
 
