@@ -188,3 +188,21 @@ def test_gemm_weight_grad_equals_convolution_backward(up, k, gy_layout):
     got = wgrad.conv_weight_grad(gy, x, k, up)
     assert got.shape == weight.shape
     torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [7, 40, 1 << 20])
+def test_channel_dots_in_blocks_equal_the_whole_product(chunk):
+    """The backward's per-channel sums over pixels, formed a block of pixel rows at a time (chunk 7:
+    one row of 5 channels per block; 40: 8 rows, the last block short), equal the one-shot product."""
+    from weights.ops import _channel_dot, _noise_dot
+
+    torch.manual_seed(chunk)
+    a, b = (torch.randn(1, 5, 7, 9, **F64).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    want = (a * b).sum(dim=[0, 2, 3])
+    torch.testing.assert_close(_channel_dot(a, b, chunk=chunk), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_channel_dot(a.contiguous(), b), want, rtol=1e-12, atol=1e-12)  # NCHW: plain
+    noise = torch.randn(7, 9, **F64)
+    want_noise = (a * noise).sum(dim=[0, 2, 3])
+    for nz in (noise, noise.reshape(1, 1, 7, 9)):
+        torch.testing.assert_close(_noise_dot(a, nz), want_noise, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(_noise_dot(a.contiguous(), nz), want_noise, rtol=1e-12, atol=1e-12)
