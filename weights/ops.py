@@ -106,7 +106,7 @@ def _pixel_rows(t: torch.Tensor) -> torch.Tensor | None:
     return t.permute(0, 2, 3, 1).reshape(h * w, c)
 
 
-CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32: a product chunk that stays in cache
+CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32: one product buffer, reused for every block of rows
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor, chunk: int = CHUNK_ELEMENTS) -> torch.Tensor:
