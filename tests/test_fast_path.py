@@ -17,7 +17,7 @@ from test_reference import assert_near, loss_over_every_block
 from helpers import tiny_generator
 from weights import reference
 from weights.networks import Generator
-from weights.ops import LRELU_GAIN, fused_layer, setup_filter
+from weights.ops import LRELU_GAIN, _fir_backward, fir_filter, fused_layer, setup_filter
 from weights.reference import PlainGenerator
 
 F64 = dict(dtype=torch.float64)
@@ -206,3 +206,50 @@ def test_channel_dots_in_blocks_equal_the_whole_product(chunk):
     for nz in (noise, noise.reshape(1, 1, 7, 9)):
         torch.testing.assert_close(_noise_dot(a, nz), want_noise, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(_noise_dot(a.contiguous(), nz), want_noise, rtol=1e-12, atol=1e-12)
+
+
+def _padded_correlation(x: torch.Tensor, k: torch.Tensor, pad) -> torch.Tensor:
+    """The oracle for fir_filter: pad (or crop, for negative pads) with F.pad, then sum the taps."""
+    xp = torch.nn.functional.pad(x, list(pad))
+    kh, kw = k.shape
+    oh, ow = xp.shape[2] - kh + 1, xp.shape[3] - kw + 1
+    return sum(k[a, b] * xp[:, :, a : a + oh, b : b + ow] for a in range(kh) for b in range(kw))
+
+
+@pytest.mark.parametrize(
+    "pad", [(1, 1, 1, 1), (2, 1, 2, 1), (1, 2, 0, 3), (0, -1, 1, 0), (-1, -1, 2, -1), (0, 0, 0, 0)]
+)
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_fir_filter_is_padding_then_correlation(pad, layout):
+    """fir_filter folds the symmetric part of the padding into its depthwise convolution and pads or
+    crops only the rest: the same as padding first and correlating every channel (float64, a 4x4
+    filter that is not symmetric, so a flipped or transposed filter would fail), and its backward
+    (_fir_backward) is autograd's gradient of it."""
+    torch.manual_seed(sum(pad) + 10)
+    x = torch.randn(1, 3, 7, 6, **F64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    f = torch.rand(4, 4, **F64)
+    got = fir_filter(x, f, pad, gain=2.5)
+    want = _padded_correlation(x, f * 2.5, pad)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+    xg = x.clone().requires_grad_(True)
+    g = torch.randn(want.shape, **F64)
+    (_padded_correlation(xg, f, pad) * g).sum().backward()
+    torch.testing.assert_close(_fir_backward(g, f, pad), xg.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_fir_filter_keeps_the_stylegan_filter_as_before():
+    """With StyleGAN's own [1, 3, 3, 1] filter the one 2-D pass equals the two 1-D passes (rows, then
+    columns) it replaced, on the up-sampling layer's padding."""
+    torch.manual_seed(3)
+    x = torch.randn(1, 4, 9, 9, **F64).contiguous(memory_format=torch.channels_last)
+    f = setup_filter().double()
+    pad = (1, 1, 1, 1)
+    xp = torch.nn.functional.pad(x, list(pad))
+    col, row = f.sum(dim=1), f.sum(dim=0) / f.sum()
+    xp = torch.nn.functional.conv2d(xp, row.reshape(1, 1, 1, -1).expand(4, 1, 1, -1), groups=4)
+    two_pass = torch.nn.functional.conv2d(xp, col.reshape(1, 1, -1, 1).expand(4, 1, -1, 1), groups=4) * 4
+    torch.testing.assert_close(fir_filter(x, f, pad, gain=4), two_pass, rtol=1e-12, atol=1e-12)
