@@ -166,7 +166,7 @@ def _as_nchw(t: torch.Tensor) -> torch.Tensor:
 def _conv_weight_grad(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, up: bool) -> torch.Tensor:
     """d/d(modulated weights) of the layer's convolution, shaped like `weight` [out, in, kh, kw].
 
-    Batch-1 channels-last CPU maps go to `wgrad.conv_weight_grad` (GEMMs on padded copies in the same layout);
+    Batch-1 channels-last CPU maps go to `wgrad.conv_weight_grad` (GEMMs on the maps in their own layout);
     others to oneDNN on NCHW copies: its batch-1 weight-gradient kernels measured 4-5x slower on
     channels-last maps than the two copies plus the NCHW kernel.
     """
